@@ -1,0 +1,1 @@
+"""fedledger validator service: indexer, verifier, aggregator and REST API."""

@@ -1,0 +1,228 @@
+"""The backend's database: a cache of the chain and the content store, through SQLAlchemy 2.
+
+SQLite in the data dir by default; Postgres when ``FEDLEDGER_DB`` is a ``postgresql://`` URL.
+Nothing lives only here: ``events`` is a copy of the contract's logs, every other table is a
+projection of those events (plus immutable, content-addressed verdict files), so the whole
+database can be dropped and rebuilt from the chain and the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from client.errors import ConfigError
+
+# Postgres BIGINT is signed 64-bit; uint256 ids and uint64 rounds fit in practice, hashes are hex text.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Checkpoint(Base):
+    """How far the indexer has read: the last block whose events are all in ``events``."""
+
+    __tablename__ = "checkpoint"
+    contract: Mapped[str] = mapped_column(String(42), primary_key=True)
+    chain_id: Mapped[int] = mapped_column(Id)
+    block_number: Mapped[int] = mapped_column(Id)
+    block_hash: Mapped[str] = mapped_column(String(66))
+
+
+class BlockSeen(Base):
+    """Hashes of recently indexed blocks, to find where a reorganised chain forked."""
+
+    __tablename__ = "blocks"
+    number: Mapped[int] = mapped_column(Id, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(66))
+
+
+class EventRow(Base):
+    """One decoded contract log, exactly as the chain holds it."""
+
+    __tablename__ = "events"
+    block_number: Mapped[int] = mapped_column(Id, primary_key=True)
+    log_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    block_time: Mapped[int] = mapped_column(Id, default=0)
+    name: Mapped[str] = mapped_column(String(32), index=True)
+    args: Mapped[dict] = mapped_column(JSON)
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+    task_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(42), index=True)
+    model_hash: Mapped[str] = mapped_column(String(66))
+    model_cid: Mapped[str] = mapped_column(String(128))
+    spec_cid: Mapped[str] = mapped_column(String(128))
+    min_updates: Mapped[int] = mapped_column(Integer)
+    max_updates: Mapped[int] = mapped_column(Integer)
+    quorum: Mapped[int] = mapped_column(Integer)
+    round_duration: Mapped[int] = mapped_column(Id)
+    open: Mapped[bool] = mapped_column(Boolean)
+    current_round: Mapped[int] = mapped_column(Id, default=0)
+    global_hash: Mapped[str] = mapped_column(String(66))
+    global_cid: Mapped[str] = mapped_column(String(128))
+    created_block: Mapped[int] = mapped_column(Id)
+    created_tx: Mapped[str] = mapped_column(String(66))
+    created_at: Mapped[int] = mapped_column(Id, default=0)
+
+
+class MemberRow(Base):
+    __tablename__ = "members"
+    task_id: Mapped[int] = mapped_column(Id, ForeignKey("tasks.task_id"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    block_number: Mapped[int] = mapped_column(Id)
+
+
+class RoundRow(Base):
+    __tablename__ = "rounds"
+    task_id: Mapped[int] = mapped_column(Id, ForeignKey("tasks.task_id"), primary_key=True)
+    round: Mapped[int] = mapped_column(Id, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | sealed | finalized
+    started_block: Mapped[int] = mapped_column(Id, default=0)
+    started_at: Mapped[int] = mapped_column(Id, default=0)
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    sealed_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sealed_block: Mapped[int | None] = mapped_column(Id, nullable=True)
+    aggregate_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    aggregate_cid: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    verdict_root: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    verdict_cid: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    finalized_block: Mapped[int | None] = mapped_column(Id, nullable=True)
+    finalized_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    verdicts_applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    conflicts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ContributionRow(Base):
+    __tablename__ = "contributions"
+    update_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Id, ForeignKey("tasks.task_id"))
+    round: Mapped[int] = mapped_column(Id)
+    contributor: Mapped[str] = mapped_column(String(42))
+    content_hash: Mapped[str] = mapped_column(String(66))
+    cid: Mapped[str] = mapped_column(String(128))
+    num_samples: Mapped[int] = mapped_column(Id)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    block_number: Mapped[int] = mapped_column(Id)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    submitted_at: Mapped[int] = mapped_column(Id, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dp_epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (
+        Index("ix_contrib_task_round", "task_id", "round", "update_id"),
+        Index("ix_contrib_contributor", "contributor", "update_id"),
+        Index("ix_contrib_status", "status", "update_id"),
+    )
+
+
+class AttestationRow(Base):
+    __tablename__ = "attestations"
+    task_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    round: Mapped[int] = mapped_column(Id, primary_key=True)
+    validator: Mapped[str] = mapped_column(String(42), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(66))
+    verdict_root: Mapped[str] = mapped_column(String(66))
+    aggregate_hash: Mapped[str] = mapped_column(String(66))
+    aggregate_cid: Mapped[str] = mapped_column(String(128))
+    verdict_cid: Mapped[str] = mapped_column(String(128))
+    block_number: Mapped[int] = mapped_column(Id)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+
+
+class VerdictFileRow(Base):
+    """A verdict file fetched from the store (immutable: keyed by its CID)."""
+
+    __tablename__ = "verdict_files"
+    cid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    body: Mapped[dict] = mapped_column(JSON)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and a busy timeout so readers never block the indexer."""
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://") :]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the database directory {path.parent}: {exc}") from exc
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _rec):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    if url.startswith(("postgresql+psycopg://", "sqlite://")):
+        return create_engine(url, pool_pre_ping=True)
+    raise ConfigError(
+        f"unsupported database URL {url.split(':', 1)[0]}://…",
+        hint="use sqlite:///path or postgresql://user:pass@host/db",
+    )
+
+
+class Database:
+    """Engine plus session factory; ``create()`` makes the schema if missing."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create(self) -> Database:
+        Base.metadata.create_all(self.engine)
+        return self
+
+    def drop(self) -> None:
+        Base.metadata.drop_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as s:
+            yield s
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work commits together or not at all."""
+        with self.sessions() as s, s.begin():
+            yield s

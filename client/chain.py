@@ -1,0 +1,713 @@
+"""Chain access through web3.py 8: connect, deploy, call, send, decode reverts, read events.
+
+Every transaction fedledger sends goes through :class:`Sender`, which signs locally with a
+keystore account and hands out nonces itself so that many submissions from one key can be in
+flight at once without gaps or stalls.  Reverts are decoded into the contract's named custom
+errors (:class:`~client.errors.ContractRevert`).  Event logs are read in bounded
+``eth_getLogs`` chunks and yielded as a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+
+from client import contracts
+from client.errors import ChainError, ConfigError, ContractRevert, NotFoundError
+
+EVENT_NAMES = (
+    "TaskCreated",
+    "ContributorAdded",
+    "ValidatorAdded",
+    "UpdateSubmitted",
+    "RoundSealed",
+    "RoundAttested",
+    "RoundFinalized",
+)
+
+
+def connect(rpc_url: str, *, timeout: float = 30.0) -> Web3:
+    """A Web3 connected to ``rpc_url``; a ChainError that names the URL if nothing answers."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    try:
+        w3.eth.chain_id  # noqa: B018 - probe the endpoint
+    except Exception as exc:  # noqa: BLE001 - any transport failure
+        raise ChainError(
+            f"cannot reach an Ethereum RPC endpoint at {rpc_url}: {type(exc).__name__}",
+            hint="check FEDLEDGER_RPC_URL / --rpc-url, or start a devnet with `fedledger devnet`",
+        ) from exc
+    return w3
+
+
+def hex32(value: str | bytes) -> bytes:
+    """Parse a 32-byte hash given as 0x-hex or bytes."""
+    if isinstance(value, bytes | bytearray):
+        b = bytes(value)
+    else:
+        s = value[2:] if value.startswith("0x") else value
+        try:
+            b = bytes.fromhex(s)
+        except ValueError as exc:
+            raise ConfigError(f"not a hex hash: {value!r}") from exc
+    if len(b) != 32:
+        raise ConfigError(f"expected a 32-byte hash, got {len(b)} bytes: {value!r}")
+    return b
+
+
+def to_hex(b: bytes) -> str:
+    return "0x" + bytes(b).hex()
+
+
+# --------------------------------------------------------------------------------------------
+# Revert decoding
+
+
+def _error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
+    table: dict[bytes, tuple[str, list[str], list[str]]] = {}
+    for item in contracts.load_artifact().abi:
+        if item.get("type") != "error":
+            continue
+        types = [_abi_type(i) for i in item["inputs"]]
+        names = [i["name"] for i in item["inputs"]]
+        sel = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+        table[sel] = (item["name"], types, names)
+    return table
+
+
+def _abi_type(inp: dict[str, Any]) -> str:
+    if inp["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in inp["components"])
+        return f"({inner}){inp['type'][5:]}"
+    return str(inp["type"])
+
+
+_ERRORS: dict[bytes, tuple[str, list[str], list[str]]] | None = None
+
+
+def _fmt_arg(v: Any) -> str:
+    if isinstance(v, bytes):
+        return to_hex(v)
+    return str(v)
+
+
+def decode_revert(data: bytes | str | None) -> ContractRevert | None:
+    """Decode revert data into the contract's named error, or None if it is not one of ours."""
+    global _ERRORS
+    if data is None:
+        return None
+    raw = HexBytes(data) if isinstance(data, str) else bytes(data)
+    if len(raw) < 4:
+        return None
+    if _ERRORS is None:
+        _ERRORS = _error_table()
+    entry = _ERRORS.get(bytes(raw[:4]))
+    if entry is None:
+        if bytes(raw[:4]) == bytes.fromhex("08c379a0"):  # Error(string)
+            (msg,) = abi_decode(["string"], bytes(raw[4:]))
+            return ContractRevert("Error", {"message": msg}, f"contract reverted: {msg}")
+        return None
+    name, types, names = entry
+    values = abi_decode(types, bytes(raw[4:])) if types else ()
+    args = dict(zip(names, values, strict=True))
+    shown = ", ".join(f"{k}={_fmt_arg(v)}" for k, v in args.items())
+    return ContractRevert(name, args, f"TrainingLedger reverted with {name}({shown})")
+
+
+def _revert_from_exception(exc: Exception) -> ContractRevert | None:
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str | bytes):
+        try:
+            return decode_revert(data)
+        except Exception:  # noqa: BLE001 - undecodable data is reported as-is below
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Sending
+
+
+@dataclass
+class NonceManager:
+    """Hands out consecutive nonces per address; resyncs from the node after a failure."""
+
+    w3: Web3
+    _next: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, address: str) -> int:
+        with self._lock:
+            if address not in self._next:
+                self._next[address] = self.w3.eth.get_transaction_count(
+                    to_checksum_address(address), "pending"
+                )
+            n = self._next[address]
+            self._next[address] = n + 1
+            return n
+
+    def resync(self, address: str) -> None:
+        with self._lock:
+            self._next.pop(address, None)
+
+
+@dataclass
+class Pending:
+    """A transaction that was sent and not yet waited for."""
+
+    tx_hash: bytes
+    label: str
+
+
+@dataclass
+class Sender:
+    """Signs and sends transactions from one account, pipelined through a shared NonceManager."""
+
+    w3: Web3
+    account: LocalAccount
+    nonces: NonceManager
+    gas_multiplier: float = 1.25
+    receipt_timeout: float = 120.0
+    _fees: tuple[int, int, float] | None = None
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def _fee_fields(self) -> dict[str, int]:
+        now = time.monotonic()
+        if self._fees is None or now - self._fees[2] > 5:
+            block = self.w3.eth.get_block("latest")
+            base = int(block.get("baseFeePerGas", 0) or 0)
+            tip = 1_000_000_000 if base else 0
+            self._fees = (base * 2 + tip, tip, now)
+        max_fee, tip, _ = self._fees
+        if max_fee == 0:
+            return {"gasPrice": int(self.w3.eth.gas_price)}
+        return {"maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
+
+    def send(self, fn: Any, *, label: str, gas: int | None = None, value: int = 0) -> Pending:
+        """Estimate (which surfaces reverts with their names), sign and send; don't wait."""
+        tx: dict[str, Any] = {"from": self.address, "value": value, "chainId": self.w3.eth.chain_id}
+        if gas is None:
+            try:
+                gas = int(fn.estimate_gas(tx) * self.gas_multiplier) + 10_000
+            except (ContractLogicError, Web3RPCError, ValueError) as exc:
+                raise self._explain(exc, label) from exc
+        tx.update(self._fee_fields())
+        tx["gas"] = gas
+        tx["nonce"] = self.nonces.take(self.address)
+        built = fn.build_transaction(tx)
+        signed = self.account.sign_transaction(built)
+        try:
+            h = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except (Web3RPCError, ValueError) as exc:
+            self.nonces.resync(self.address)
+            raise self._explain(exc, label) from exc
+        return Pending(tx_hash=bytes(h), label=label)
+
+    def wait(self, pending: Pending) -> Any:
+        """Wait for a receipt; a reverted transaction raises its decoded error."""
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                HexBytes(pending.tx_hash), timeout=self.receipt_timeout, poll_latency=0.05
+            )
+        except TimeExhausted as exc:
+            raise ChainError(
+                f"{pending.label}: no receipt for {to_hex(pending.tx_hash)} "
+                f"within {self.receipt_timeout:.0f}s",
+                hint="the node may be stalled or the fee too low",
+            ) from exc
+        if receipt["status"] != 1:
+            raise self._replay_failure(receipt, pending.label)
+        return receipt
+
+    def transact(self, fn: Any, *, label: str, gas: int | None = None) -> Any:
+        return self.wait(self.send(fn, label=label, gas=gas))
+
+    def _replay_failure(self, receipt: Any, label: str) -> ChainError:
+        tx = self.w3.eth.get_transaction(receipt["transactionHash"])
+        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        call["data"] = tx.get("input", tx.get("data"))
+        try:
+            self.w3.eth.call(call, receipt["blockNumber"] - 1)
+        except (ContractLogicError, Web3RPCError, ValueError) as exc:
+            return self._explain(exc, label)
+        return ChainError(f"{label}: transaction {to_hex(receipt['transactionHash'])} failed")
+
+    @staticmethod
+    def _explain(exc: Exception, label: str) -> ChainError:
+        rev = _revert_from_exception(exc)
+        if rev is not None:
+            rev.message = f"{label}: {rev.message}"
+            rev.args = (rev.message,)
+            return rev
+        return ChainError(f"{label}: {exc}")
+
+
+# --------------------------------------------------------------------------------------------
+# The ledger
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    model_hash: str
+    model_cid: str
+    spec_cid: str
+    min_updates: int = 1
+    max_updates: int = 100
+    quorum: int = 1
+    round_duration: int = 0
+    open: bool = False
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (
+            hex32(self.model_hash),
+            self.model_cid,
+            self.spec_cid,
+            self.min_updates,
+            self.max_updates,
+            self.quorum,
+            self.round_duration,
+            self.open,
+        )
+
+
+@dataclass(frozen=True)
+class SignedUpdate:
+    task_id: int
+    round: int
+    content_hash: str
+    cid: str
+    num_samples: int
+    contributor: str
+    deadline: int
+    signature: bytes
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (
+            self.task_id,
+            self.round,
+            hex32(self.content_hash),
+            self.cid,
+            self.num_samples,
+            to_checksum_address(self.contributor),
+            self.deadline,
+            self.signature,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "taskId": self.task_id,
+            "round": self.round,
+            "contentHash": self.content_hash,
+            "cid": self.cid,
+            "numSamples": self.num_samples,
+            "contributor": self.contributor,
+            "deadline": self.deadline,
+            "signature": to_hex(self.signature),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SignedUpdate:
+        try:
+            return cls(
+                task_id=int(d["taskId"]),
+                round=int(d["round"]),
+                content_hash=str(d["contentHash"]),
+                cid=str(d["cid"]),
+                num_samples=int(d["numSamples"]),
+                contributor=to_checksum_address(d["contributor"]),
+                deadline=int(d["deadline"]),
+                signature=bytes(HexBytes(d["signature"])),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"not a signed update: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Deployment:
+    address: str
+    chain_id: int
+    block: int
+    abi_hash: str
+    tx_hash: str
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.chain_id}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, directory: Path, chain_id: int) -> Deployment:
+        path = directory / f"{chain_id}.json"
+        if not path.exists():
+            raise NotFoundError(
+                f"no TrainingLedger deployment recorded for chain {chain_id} in {directory}",
+                hint="deploy one with `fedledger deploy` or set FEDLEDGER_CONTRACT",
+            )
+        return cls(**json.loads(path.read_text()))
+
+
+class Ledger:
+    """TrainingLedger at one address: typed calls, sends and event streams."""
+
+    def __init__(self, w3: Web3, address: str, sender: Sender | None = None) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        art = contracts.load_artifact()
+        self.contract = w3.eth.contract(address=self.address, abi=art.abi)
+        self.sender = sender
+        self._chain_id: int | None = None
+        self._topics = {
+            bytes(keccak(text=self._event_signature(name))): name for name in EVENT_NAMES
+        }
+
+    # -- construction -------------------------------------------------------------------------
+
+    @staticmethod
+    def deploy(w3: Web3, account: LocalAccount, deployments_dir: Path | None = None) -> Ledger:
+        art = contracts.load_artifact()
+        factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        sender = Sender(w3, account, NonceManager(w3))
+        receipt = sender.transact(factory.constructor(), label="deploy TrainingLedger")
+        address = receipt["contractAddress"]
+        if deployments_dir is not None:
+            Deployment(
+                address=address,
+                chain_id=w3.eth.chain_id,
+                block=receipt["blockNumber"],
+                abi_hash=art.abi_hash,
+                tx_hash=to_hex(receipt["transactionHash"]),
+            ).save(deployments_dir)
+        return Ledger(w3, address, sender)
+
+    def with_account(self, account: LocalAccount, nonces: NonceManager | None = None) -> Ledger:
+        nm = nonces or (self.sender.nonces if self.sender else NonceManager(self.w3))
+        return Ledger(self.w3, self.address, Sender(self.w3, account, nm))
+
+    def check_deployed(self) -> None:
+        if not self.w3.eth.get_code(self.address):
+            raise ChainError(
+                f"no contract at {self.address} on chain {self.chain_id}",
+                hint="deploy with `fedledger deploy` or fix FEDLEDGER_CONTRACT",
+            )
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
+
+    def _need_sender(self) -> Sender:
+        if self.sender is None:
+            raise ConfigError("this action sends a transaction and needs a key", hint="pass --key")
+        return self.sender
+
+    def _event_signature(self, name: str) -> str:
+        for item in self.contract.abi:
+            if item.get("type") == "event" and item["name"] == name:
+                return f"{name}({','.join(_abi_type(i) for i in item['inputs'])})"
+        raise ConfigError(f"event {name} missing from the TrainingLedger ABI")
+
+    def _call(self, fn: Any, label: str) -> Any:
+        try:
+            return fn.call()
+        except (ContractLogicError, Web3RPCError, ValueError) as exc:
+            raise Sender._explain(exc, label) from exc
+
+    def _events_in(self, receipt: Any, name: str) -> list[dict[str, Any]]:
+        ev = getattr(self.contract.events, name)()
+        out = []
+        for log in receipt["logs"]:
+            if log["address"] == self.address and log["topics"] and bytes(log["topics"][0]) in self._topics:
+                if self._topics[bytes(log["topics"][0])] == name:
+                    out.append(dict(ev.process_log(log)["args"]))
+        return out
+
+    # -- task owner ---------------------------------------------------------------------------
+
+    def create_task(self, cfg: TaskConfig) -> int:
+        s = self._need_sender()
+        r = s.transact(self.contract.functions.createTask(cfg.as_tuple()), label="createTask")
+        return int(self._events_in(r, "TaskCreated")[0]["taskId"])
+
+    def add_contributor(self, task_id: int, who: str) -> Any:
+        fn = self.contract.functions.addContributor(task_id, to_checksum_address(who))
+        return self._need_sender().transact(fn, label=f"addContributor({task_id}, {who})")
+
+    def add_validator(self, task_id: int, who: str) -> Any:
+        fn = self.contract.functions.addValidator(task_id, to_checksum_address(who))
+        return self._need_sender().transact(fn, label=f"addValidator({task_id}, {who})")
+
+    # -- contributor --------------------------------------------------------------------------
+
+    def submit_update_fn(
+        self, task_id: int, round_: int, content_hash: str, cid: str, num_samples: int
+    ) -> Any:
+        return self.contract.functions.submitUpdate(
+            task_id, round_, hex32(content_hash), cid, num_samples
+        )
+
+    def submit_update(
+        self, task_id: int, round_: int, content_hash: str, cid: str, num_samples: int
+    ) -> int:
+        s = self._need_sender()
+        r = s.transact(
+            self.submit_update_fn(task_id, round_, content_hash, cid, num_samples),
+            label=f"submitUpdate(task {task_id}, round {round_})",
+        )
+        return int(self._events_in(r, "UpdateSubmitted")[0]["updateId"])
+
+    def update_ids(self, receipt: Any) -> list[int]:
+        return [int(e["updateId"]) for e in self._events_in(receipt, "UpdateSubmitted")]
+
+    def sign_update(
+        self,
+        account: LocalAccount,
+        task_id: int,
+        round_: int,
+        content_hash: str,
+        cid: str,
+        num_samples: int,
+        deadline: int,
+    ) -> SignedUpdate:
+        """EIP-712 signature authorising a relayer to submit this update for ``account``."""
+        typed = self.typed_update(task_id, round_, content_hash, cid, num_samples, account.address, deadline)
+        sig = Account.sign_typed_data(account.key, full_message=typed).signature
+        return SignedUpdate(
+            task_id, round_, to_hex(hex32(content_hash)), cid, num_samples, account.address, deadline, bytes(sig)
+        )
+
+    def typed_update(
+        self,
+        task_id: int,
+        round_: int,
+        content_hash: str,
+        cid: str,
+        num_samples: int,
+        contributor: str,
+        deadline: int,
+        *,
+        chain_id: int | None = None,
+        verifying_contract: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Update": [
+                    {"name": "taskId", "type": "uint256"},
+                    {"name": "round", "type": "uint64"},
+                    {"name": "contentHash", "type": "bytes32"},
+                    {"name": "cid", "type": "string"},
+                    {"name": "numSamples", "type": "uint64"},
+                    {"name": "contributor", "type": "address"},
+                    {"name": "deadline", "type": "uint256"},
+                ],
+            },
+            "primaryType": "Update",
+            "domain": {
+                "name": "TrainingLedger",
+                "version": "1",
+                "chainId": chain_id if chain_id is not None else self.chain_id,
+                "verifyingContract": verifying_contract or self.address,
+            },
+            "message": {
+                "taskId": task_id,
+                "round": round_,
+                "contentHash": hex32(content_hash),
+                "cid": cid,
+                "numSamples": num_samples,
+                "contributor": to_checksum_address(contributor),
+                "deadline": deadline,
+            },
+        }
+
+    def submit_update_for(self, su: SignedUpdate) -> int:
+        fn = self.contract.functions.submitUpdateFor(*su.as_tuple())
+        r = self._need_sender().transact(fn, label=f"submitUpdateFor({su.contributor})")
+        return self.update_ids(r)[0]
+
+    def submit_updates_for(self, batch: Sequence[SignedUpdate]) -> list[int]:
+        fn = self.contract.functions.submitUpdatesFor([su.as_tuple() for su in batch])
+        r = self._need_sender().transact(fn, label=f"submitUpdatesFor({len(batch)} updates)")
+        return self.update_ids(r)
+
+    # -- validator ----------------------------------------------------------------------------
+
+    def attest_round(
+        self,
+        task_id: int,
+        round_: int,
+        verdict_root: str,
+        aggregate_hash: str,
+        aggregate_cid: str,
+        verdict_cid: str,
+    ) -> Any:
+        fn = self.contract.functions.attestRound(
+            task_id, round_, hex32(verdict_root), hex32(aggregate_hash), aggregate_cid, verdict_cid
+        )
+        return self._need_sender().transact(fn, label=f"attestRound(task {task_id}, round {round_})")
+
+    # -- views --------------------------------------------------------------------------------
+
+    def task_count(self) -> int:
+        return int(self._call(self.contract.functions.taskCount(), "taskCount"))
+
+    def current_round(self, task_id: int) -> int:
+        return int(self._call(self.contract.functions.currentRound(task_id), f"currentRound({task_id})"))
+
+    def get_task(self, task_id: int) -> dict[str, Any]:
+        raw = self._call(self.contract.functions.getTask(task_id), f"getTask({task_id})")
+        return _named(self.contract, "getTask", raw)
+
+    def get_round(self, task_id: int, round_: int) -> dict[str, Any]:
+        raw = self._call(self.contract.functions.getRound(task_id, round_), f"getRound({task_id}, {round_})")
+        return _named(self.contract, "getRound", raw)
+
+    def get_update_digest(self, update_id: int) -> bytes:
+        return bytes(self._call(self.contract.functions.getUpdate(update_id), f"getUpdate({update_id})"))
+
+    def update_digest(
+        self, task_id: int, round_: int, contributor: str, content_hash: str, cid: str, num_samples: int
+    ) -> bytes:
+        fn = self.contract.functions.updateDigest(
+            task_id, round_, to_checksum_address(contributor), hex32(content_hash), cid, num_samples
+        )
+        return bytes(self._call(fn, "updateDigest"))
+
+    def is_contributor(self, task_id: int, who: str) -> bool:
+        return bool(self._call(self.contract.functions.isContributor(task_id, to_checksum_address(who)), "isContributor"))
+
+    def is_validator(self, task_id: int, who: str) -> bool:
+        return bool(self._call(self.contract.functions.isValidator(task_id, to_checksum_address(who)), "isValidator"))
+
+    def verify_verdict(self, task_id: int, round_: int, leaf: bytes, proof: Iterable[bytes]) -> bool:
+        fn = self.contract.functions.verifyVerdict(task_id, round_, leaf, list(proof))
+        return bool(self._call(fn, "verifyVerdict"))
+
+    # -- events -------------------------------------------------------------------------------
+
+    def iter_logs(
+        self, from_block: int, to_block: int, *, chunk: int = 2000
+    ) -> Iterator[dict[str, Any]]:
+        """Decoded TrainingLedger events in [from_block, to_block], in chain order, chunk by chunk.
+
+        Each item: ``{"event", "args", "blockNumber", "blockHash", "transactionHash", "logIndex"}``.
+        """
+        if chunk < 1:
+            raise ConfigError("log chunk must be >= 1")
+        start = from_block
+        while start <= to_block:
+            end = min(to_block, start + chunk - 1)
+            try:
+                logs = self.w3.eth.get_logs(
+                    {"address": self.address, "fromBlock": start, "toBlock": end}
+                )
+            except Exception as exc:  # noqa: BLE001 - transport and RPC errors alike
+                raise ChainError(f"eth_getLogs {start}..{end} failed: {exc}") from exc
+            for log in logs:
+                decoded = self.decode_log(log)
+                if decoded is not None:
+                    yield decoded
+            start = end + 1
+
+    def decode_log(self, log: Any) -> dict[str, Any] | None:
+        topics = log["topics"]
+        if not topics:
+            return None
+        name = self._topics.get(bytes(topics[0]))
+        if name is None:
+            return None
+        ev = getattr(self.contract.events, name)().process_log(log)
+        return {
+            "event": name,
+            "args": dict(ev["args"]),
+            "blockNumber": int(log["blockNumber"]),
+            "blockHash": to_hex(bytes(log["blockHash"])),
+            "transactionHash": to_hex(bytes(log["transactionHash"])),
+            "logIndex": int(log["logIndex"]),
+        }
+
+
+def _named(contract: Any, fn_name: str, raw: Any) -> dict[str, Any]:
+    """Turn a view's tuple result into a dict using the ABI's output names (one level of structs)."""
+    for item in contract.abi:
+        if item.get("type") == "function" and item["name"] == fn_name:
+            outs = item["outputs"]
+            if len(outs) == 1 and outs[0]["type"] == "tuple":
+                return _tuple_to_dict(outs[0]["components"], raw)
+            return _tuple_to_dict(outs, raw if isinstance(raw, list | tuple) else (raw,))
+    raise ConfigError(f"{fn_name} missing from the TrainingLedger ABI")
+
+
+def _tuple_to_dict(components: list[dict[str, Any]], values: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for comp, val in zip(components, values, strict=True):
+        if comp["type"] == "tuple":
+            out[comp["name"]] = _tuple_to_dict(comp["components"], val)
+        else:
+            out[comp["name"]] = val
+    return out
+
+
+def open_ledger(
+    rpc_url: str, address: str | None, deployments_dir: Path, account: LocalAccount | None = None
+) -> Ledger:
+    """Connect and find the contract: an explicit address, else the recorded deployment."""
+    w3 = connect(rpc_url)
+    if address is None:
+        address = Deployment.load(deployments_dir, int(w3.eth.chain_id)).address
+    led = Ledger(w3, address)
+    led.check_deployed()
+    if account is not None:
+        led = led.with_account(account)
+    return led
+
+
+def wait_all(sender: Sender, pendings: Sequence[Pending]) -> list[Any]:
+    return [sender.wait(p) for p in pendings]
+
+
+__all__ = [
+    "Deployment",
+    "Ledger",
+    "NonceManager",
+    "Pending",
+    "Sender",
+    "SignedUpdate",
+    "TaskConfig",
+    "connect",
+    "decode_revert",
+    "open_ledger",
+]
+
+
+def to_checksum(address: str) -> str:
+    """A checksummed address; ConfigError for anything that is not a 20-byte hex address."""
+    try:
+        return str(to_checksum_address(address))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"not an Ethereum address: {address!r}") from exc

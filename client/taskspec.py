@@ -1,0 +1,64 @@
+"""The task spec: the one file (JSON on the content store, its CID on chain as ``specCid``) that
+says how a task trains, screens and aggregates.  Owner of that format.
+
+Because the spec is content-addressed and its CID is fixed on chain at ``createTask``, every
+contributor, validator and re-verifier reads the same rules, and nobody can change them later.
+
+Format ``fedledger.task/1`` (canonical JSON: sorted keys, compact separators)::
+
+    {"format": "fedledger.task/1",
+     "model": "mlp_digits", "model_kwargs": {},        # built-in name or "module:factory"
+     "dataset": "digits",                               # what contributors train on (simulations)
+     "training": {"epochs": 1, "lr": 0.05, "batch_size": 32, "optimizer": "sgd"},
+     "aggregation": {"rule": "trimmed_mean", ...},      # client.aggregation.RuleSpec
+     "screening": {...},                                 # client.screening parameters
+     "fetch_timeout_s": 30}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from client.errors import FormatError
+
+FORMAT = "fedledger.task/1"
+
+
+class TrainingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(default=1, ge=1, le=1000)
+    lr: float = Field(default=0.05, gt=0, le=10)
+    batch_size: int = Field(default=32, ge=1, le=1_000_000)
+    optimizer: str = Field(default="sgd", pattern="^(sgd|adam)$")
+
+
+class TaskSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str = FORMAT
+    model: str = "mlp_digits"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    dataset: str = "digits"
+    training: TrainingParams = Field(default_factory=TrainingParams)
+    aggregation: dict[str, Any] = Field(default_factory=lambda: {"rule": "fedavg"})
+    screening: dict[str, Any] = Field(default_factory=dict)
+    fetch_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    seed: int = 0
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TaskSpec:
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FormatError(f"task spec is not JSON: {exc}") from exc
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise FormatError(f"task spec format must be {FORMAT!r}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise FormatError(f"invalid task spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
