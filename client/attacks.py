@@ -54,7 +54,7 @@ __all__ = [
 
 
 def _f32(a: np.ndarray) -> NDArray[np.float32]:
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return np.asarray(a, dtype=np.float32, order="C")
 
 
 def _norm(delta: Delta) -> float:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_account import Account
@@ -369,12 +369,22 @@ class Deployment:
 class Ledger:
     """TrainingLedger at one address: typed calls, sends and event streams."""
 
-    def __init__(self, w3: Web3, address: str, sender: Sender | None = None) -> None:
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        sender: Sender | None = None,
+        *,
+        from_block: int = 0,
+        log_chunk: int = 2000,
+    ) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
         art = contracts.load_artifact()
         self.contract = w3.eth.contract(address=self.address, abi=art.abi)
         self.sender = sender
+        self.from_block = from_block
+        self.log_chunk = log_chunk
         self._chain_id: int | None = None
         self._topics = {
             bytes(keccak(text=self._event_signature(name))): name for name in EVENT_NAMES
@@ -397,11 +407,14 @@ class Ledger:
                 abi_hash=art.abi_hash,
                 tx_hash=to_hex(receipt["transactionHash"]),
             ).save(deployments_dir)
-        return Ledger(w3, address, sender)
+        return Ledger(w3, address, sender, from_block=int(receipt["blockNumber"]))
 
     def with_account(self, account: LocalAccount, nonces: NonceManager | None = None) -> Ledger:
         nm = nonces or (self.sender.nonces if self.sender else NonceManager(self.w3))
-        return Ledger(self.w3, self.address, Sender(self.w3, account, nm))
+        return Ledger(
+            self.w3, self.address, Sender(self.w3, account, nm),
+            from_block=self.from_block, log_chunk=self.log_chunk,
+        )
 
     def check_deployed(self) -> None:
         if not self.w3.eth.get_code(self.address):
@@ -437,7 +450,11 @@ class Ledger:
         ev = getattr(self.contract.events, name)()
         out = []
         for log in receipt["logs"]:
-            if log["address"] == self.address and log["topics"] and bytes(log["topics"][0]) in self._topics:
+            if (
+                log["address"] == self.address
+                and log["topics"]
+                and bytes(log["topics"][0]) in self._topics
+            ):
                 if self._topics[bytes(log["topics"][0])] == name:
                     out.append(dict(ev.process_log(log)["args"]))
         return out
@@ -490,10 +507,19 @@ class Ledger:
         deadline: int,
     ) -> SignedUpdate:
         """EIP-712 signature authorising a relayer to submit this update for ``account``."""
-        typed = self.typed_update(task_id, round_, content_hash, cid, num_samples, account.address, deadline)
+        typed = self.typed_update(
+            task_id, round_, content_hash, cid, num_samples, account.address, deadline
+        )
         sig = Account.sign_typed_data(account.key, full_message=typed).signature
         return SignedUpdate(
-            task_id, round_, to_hex(hex32(content_hash)), cid, num_samples, account.address, deadline, bytes(sig)
+            task_id,
+            round_,
+            to_hex(hex32(content_hash)),
+            cid,
+            num_samples,
+            account.address,
+            deadline,
+            bytes(sig),
         )
 
     def typed_update(
@@ -569,7 +595,14 @@ class Ledger:
         fn = self.contract.functions.attestRound(
             task_id, round_, hex32(verdict_root), hex32(aggregate_hash), aggregate_cid, verdict_cid
         )
-        return self._need_sender().transact(fn, label=f"attestRound(task {task_id}, round {round_})")
+        return self._need_sender().transact(
+            fn, label=f"attestRound(task {task_id}, round {round_})"
+        )
+
+    def seal_round(self, task_id: int, round_: int) -> Any:
+        """Close the current round to new updates so every validator judges the same set."""
+        fn = self.contract.functions.sealRound(task_id, round_)
+        return self._need_sender().transact(fn, label=f"sealRound(task {task_id}, round {round_})")
 
     # -- views --------------------------------------------------------------------------------
 
@@ -577,21 +610,33 @@ class Ledger:
         return int(self._call(self.contract.functions.taskCount(), "taskCount"))
 
     def current_round(self, task_id: int) -> int:
-        return int(self._call(self.contract.functions.currentRound(task_id), f"currentRound({task_id})"))
+        return int(
+            self._call(self.contract.functions.currentRound(task_id), f"currentRound({task_id})")
+        )
 
     def get_task(self, task_id: int) -> dict[str, Any]:
         raw = self._call(self.contract.functions.getTask(task_id), f"getTask({task_id})")
         return _named(self.contract, "getTask", raw)
 
     def get_round(self, task_id: int, round_: int) -> dict[str, Any]:
-        raw = self._call(self.contract.functions.getRound(task_id, round_), f"getRound({task_id}, {round_})")
+        raw = self._call(
+            self.contract.functions.getRound(task_id, round_), f"getRound({task_id}, {round_})"
+        )
         return _named(self.contract, "getRound", raw)
 
     def get_update_digest(self, update_id: int) -> bytes:
-        return bytes(self._call(self.contract.functions.getUpdate(update_id), f"getUpdate({update_id})"))
+        return bytes(
+            self._call(self.contract.functions.getUpdate(update_id), f"getUpdate({update_id})")
+        )
 
     def update_digest(
-        self, task_id: int, round_: int, contributor: str, content_hash: str, cid: str, num_samples: int
+        self,
+        task_id: int,
+        round_: int,
+        contributor: str,
+        content_hash: str,
+        cid: str,
+        num_samples: int,
     ) -> bytes:
         fn = self.contract.functions.updateDigest(
             task_id, round_, to_checksum_address(contributor), hex32(content_hash), cid, num_samples
@@ -599,12 +644,32 @@ class Ledger:
         return bytes(self._call(fn, "updateDigest"))
 
     def is_contributor(self, task_id: int, who: str) -> bool:
-        return bool(self._call(self.contract.functions.isContributor(task_id, to_checksum_address(who)), "isContributor"))
+        return bool(
+            self._call(
+                self.contract.functions.isContributor(task_id, to_checksum_address(who)),
+                "isContributor",
+            )
+        )
 
     def is_validator(self, task_id: int, who: str) -> bool:
-        return bool(self._call(self.contract.functions.isValidator(task_id, to_checksum_address(who)), "isValidator"))
+        return bool(
+            self._call(
+                self.contract.functions.isValidator(task_id, to_checksum_address(who)),
+                "isValidator",
+            )
+        )
 
-    def verify_verdict(self, task_id: int, round_: int, leaf: bytes, proof: Iterable[bytes]) -> bool:
+    def has_attested(self, task_id: int, round_: int, who: str) -> bool:
+        fn = self.contract.functions.hasAttested(task_id, round_, to_checksum_address(who))
+        return bool(self._call(fn, "hasAttested"))
+
+    def has_submitted(self, task_id: int, round_: int, who: str) -> bool:
+        fn = self.contract.functions.hasSubmitted(task_id, round_, to_checksum_address(who))
+        return bool(self._call(fn, "hasSubmitted"))
+
+    def verify_verdict(
+        self, task_id: int, round_: int, leaf: bytes, proof: Iterable[bytes]
+    ) -> bool:
         fn = self.contract.functions.verifyVerdict(task_id, round_, leaf, list(proof))
         return bool(self._call(fn, "verifyVerdict"))
 
@@ -652,6 +717,45 @@ class Ledger:
         }
 
 
+    def events(
+        self,
+        name: str,
+        *,
+        task_id: int | None = None,
+        round_: int | None = None,
+        from_block: int | None = None,
+        to_block: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """One event type, filtered by the indexed taskId (and round) topics, in bounded chunks."""
+        topic0 = "0x" + keccak(text=self._event_signature(name)).hex()
+        topics: list[Any] = [topic0]
+        if task_id is not None:
+            topics.append(_topic_int(task_id))
+            if round_ is not None:
+                topics.append(_topic_int(round_))
+        end_all = int(self.w3.eth.block_number) if to_block is None else to_block
+        start = self.from_block if from_block is None else from_block
+        while start <= end_all:
+            end = min(end_all, start + self.log_chunk - 1)
+            try:
+                logs = self.w3.eth.get_logs(
+                    {"address": self.address, "fromBlock": start, "toBlock": end, "topics": topics}
+                )
+            except Exception as exc:  # noqa: BLE001
+                raise ChainError(f"eth_getLogs {start}..{end} failed: {exc}") from exc
+            for log in logs:
+                decoded = self.decode_log(log)
+                if decoded is not None:
+                    yield decoded
+            start = end + 1
+
+    def last_finalized(self, task_id: int) -> dict[str, Any] | None:
+        """Args of the task's latest RoundFinalized event, or None before the first."""
+        last = None
+        for ev in self.events("RoundFinalized", task_id=task_id):
+            last = ev["args"]
+        return last
+
 def _named(contract: Any, fn_name: str, raw: Any) -> dict[str, Any]:
     """Turn a view's tuple result into a dict using the ABI's output names (one level of structs)."""
     for item in contract.abi:
@@ -678,9 +782,11 @@ def open_ledger(
 ) -> Ledger:
     """Connect and find the contract: an explicit address, else the recorded deployment."""
     w3 = connect(rpc_url)
+    from_block = 0
     if address is None:
-        address = Deployment.load(deployments_dir, int(w3.eth.chain_id)).address
-    led = Ledger(w3, address)
+        dep = Deployment.load(deployments_dir, int(w3.eth.chain_id))
+        address, from_block = dep.address, dep.block
+    led = Ledger(w3, address, from_block=from_block)
     led.check_deployed()
     if account is not None:
         led = led.with_account(account)
@@ -703,6 +809,18 @@ __all__ = [
     "decode_revert",
     "open_ledger",
 ]
+
+
+def to_checksum(address: str) -> str:
+    """A checksummed address; ConfigError for anything that is not a 20-byte hex address."""
+    try:
+        return str(to_checksum_address(address))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"not an Ethereum address: {address!r}") from exc
+
+
+def _topic_int(value: int) -> str:
+    return "0x" + value.to_bytes(32, "big").hex()
 
 
 def to_checksum(address: str) -> str:

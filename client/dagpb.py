@@ -4,17 +4,18 @@ Specs:
 
 * dag-pb — https://ipld.io/specs/codecs/dag-pb/spec/ ::
 
-      message PBLink { optional bytes Hash = 1; optional string Name = 2; optional uint64 Tsize = 3; }
+      message PBLink { optional bytes Hash = 1; optional string Name = 2;
+                       optional uint64 Tsize = 3; }
       message PBNode { repeated PBLink Links = 2; optional bytes Data = 1; }
 
   Canonical form: the ``Links`` come *before* ``Data`` on the wire (field order 2 then 1).
   Kubo (go-merkledag) always writes ``Name``, as an empty string for file chunks.
 * UnixFS — https://specs.ipfs.tech/unixfs/ ::
 
-      message Data { required DataType Type = 1; optional bytes Data = 2; optional uint64 filesize = 3;
-                     repeated uint64 blocksizes = 4; optional uint64 hashType = 5;
-                     optional uint64 fanout = 6; optional uint32 mode = 7;
-                     optional UnixTime mtime = 8; }
+      message Data { required DataType Type = 1; optional bytes Data = 2;
+                     optional uint64 filesize = 3; repeated uint64 blocksizes = 4;
+                     optional uint64 hashType = 5; optional uint64 fanout = 6;
+                     optional uint32 mode = 7; optional UnixTime mtime = 8; }
 
   proto2: ``blocksizes`` is *not* packed (one ``0x20 varint`` per entry).
 

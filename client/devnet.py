@@ -43,16 +43,22 @@ def find_binary(name: str) -> Path:
     )
 
 
-def wait_for_rpc(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> int:
+def wait_for_rpc(
+    url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> int:
     """Wait until ``url`` answers ``eth_chainId``; return the chain id."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ChainError(f"devnet process exited with code {proc.returncode} before serving {url}")
+            raise ChainError(
+                f"devnet process exited with code {proc.returncode} before serving {url}"
+            )
         try:
             r = httpx.post(
-                url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=2
+                url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+                timeout=2,
             )
             return int(r.json()["result"], 16)
         except Exception as exc:  # noqa: BLE001 - any failure means "not up yet"
@@ -102,11 +108,16 @@ def start_anvil(
     port = port or free_port()
     args = [
         str(find_binary("anvil")),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--chain-id", str(chain_id),
-        "--accounts", str(accounts),
-        "--mnemonic", DEV_MNEMONIC,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chain-id",
+        str(chain_id),
+        "--accounts",
+        str(accounts),
+        "--mnemonic",
+        DEV_MNEMONIC,
         "--silent",
     ]
     if block_time:
@@ -134,7 +145,9 @@ def start_hardhat(port: int | None = None, *, log_path: Path | None = None) -> D
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [npx, "hardhat", "node", "--hostname", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -57,7 +57,9 @@ def list_keys(keystore: Path) -> list[KeyInfo]:
     for p in sorted(keystore.glob("*.json")):
         try:
             data = json.loads(p.read_text())
-            out.append(KeyInfo(name=p.stem, address=Account.to_checksum_address(data["address"]), path=p))
+            out.append(
+                KeyInfo(name=p.stem, address=Account.to_checksum_address(data["address"]), path=p)
+            )
         except (ValueError, KeyError):
             continue
     return out
@@ -77,7 +79,9 @@ def new_key(
         raise KeystoreError("refusing to create a keystore with an empty password")
     path = keystore / f"{name}.json"
     if path.exists():
-        raise KeystoreError(f"a key named {name!r} already exists at {path}", hint="pick another name")
+        raise KeystoreError(
+            f"a key named {name!r} already exists at {path}", hint="pick another name"
+        )
     acct = Account.from_key(private_key) if private_key is not None else Account.create()
     enc = Account.encrypt(acct.key, password, kdf="scrypt", iterations=scrypt_n)
     _write_private(path, json.dumps(enc))

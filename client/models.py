@@ -13,6 +13,7 @@ silent partial load.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -129,7 +130,7 @@ def _load_module(module_ref: str) -> object:
         path = Path(module_ref).expanduser().resolve()
         if not path.is_file():
             raise ConfigError(f"model file {module_ref!r} does not exist")
-        mod_name = f"_fedledger_user_model_{abs(hash(str(path)))}"
+        mod_name = f"_fedledger_user_model_{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
         if spec is None or spec.loader is None:
             raise ConfigError(f"cannot load model file {module_ref!r}")
@@ -168,7 +169,7 @@ def _resolve_factory(name_or_factory: str) -> Callable[..., nn.Module]:
         raise ConfigError(f"module {module_ref!r} has no attribute {attr!r}")
     if not callable(factory):
         raise ConfigError(f"{name_or_factory!r} is not callable")
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def build_model(name_or_factory: str, *, seed: int = 0, **kwargs: object) -> nn.Module:
@@ -229,6 +230,8 @@ def _iter_mismatches(
                 yield f"{name}: {type(array).__name__} is not a numpy array"
             elif tuple(array.shape) != tuple(tensor.shape):
                 yield f"{name}: shape {tuple(array.shape)} != {tuple(tensor.shape)}"
+            elif array.dtype.kind not in "fiub":
+                yield f"{name}: dtype {array.dtype} is not numeric"
 
 
 def numpy_to_state(module: nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
@@ -246,5 +249,5 @@ def numpy_to_state(module: nn.Module, tensors: Mapping[str, np.ndarray]) -> None
         )
     with torch.no_grad():
         for name, target in state.items():
-            source = torch.from_numpy(np.ascontiguousarray(tensors[name]))
+            source = torch.from_numpy(np.asarray(tensors[name], order="C"))
             target.copy_(source.to(target.dtype))

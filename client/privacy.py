@@ -107,7 +107,7 @@ def clip_delta(delta: Mapping[str, np.ndarray], clip: float) -> tuple[Tensors, f
     norm = global_l2_norm(delta)
     factor = 1.0 if norm <= clip else clip / norm
     clipped = {
-        k: np.ascontiguousarray(np.asarray(v, dtype=np.float64) * factor, dtype=np.float32)
+        k: np.asarray(np.asarray(v, dtype=np.float64) * factor, dtype=np.float32, order="C")
         for k, v in delta.items()
     }
     if factor < 1.0:
@@ -115,7 +115,7 @@ def clip_delta(delta: Mapping[str, np.ndarray], clip: float) -> tuple[Tensors, f
         excess = global_l2_norm(clipped) / clip
         if excess > 1.0:
             clipped = {
-                k: np.ascontiguousarray(v / np.float32(excess * (1 + 1e-7)), dtype=np.float32)
+                k: np.asarray(v / np.float32(excess * (1 + 1e-7)), dtype=np.float32, order="C")
                 for k, v in clipped.items()
             }
     return clipped, norm
@@ -133,14 +133,14 @@ def privatize(delta: Mapping[str, np.ndarray], cfg: DPConfig, rng: np.random.Gen
     out: Tensors = {}
     for name, value in clipped.items():
         noise = rng.standard_normal(value.shape, dtype=np.float64) * std
-        out[name] = np.ascontiguousarray(value + noise, dtype=np.float32)
+        out[name] = np.asarray(value + noise, dtype=np.float32, order="C")
     return out
 
 
 def rdp_gaussian(
     noise_multiplier: float, orders: Sequence[float] = DEFAULT_ORDERS
 ) -> NDArray[np.float64]:
-    """RDP of one Gaussian mechanism with sensitivity 1 and noise ``sigma``: ``alpha/(2 sigma^2)``."""
+    """RDP of one Gaussian mechanism, sensitivity 1, noise ``sigma``: ``alpha / (2 sigma^2)``."""
     a = np.asarray(orders, dtype=np.float64)
     if noise_multiplier == 0:
         return np.full_like(a, np.inf)
@@ -180,9 +180,9 @@ def epsilon(
     if rounds < 0:
         raise ConfigError(f"rounds must be non-negative, got {rounds}")
     sigmas = (
-        [float(noise_multiplier)] * rounds
-        if isinstance(noise_multiplier, int | float)
-        else [float(s) for s in noise_multiplier]
+        [float(s) for s in noise_multiplier]
+        if isinstance(noise_multiplier, Sequence)
+        else [float(noise_multiplier)] * rounds
     )
     if len(sigmas) != rounds:
         raise ConfigError(f"{len(sigmas)} noise multipliers given for {rounds} rounds")

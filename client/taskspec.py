@@ -48,7 +48,9 @@ class TaskSpec(BaseModel):
     seed: int = 0
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TaskSpec:
@@ -61,4 +63,6 @@ class TaskSpec(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise FormatError(f"invalid task spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+            raise FormatError(
+                f"invalid task spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            ) from exc

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -115,14 +115,14 @@ class _ArrayBatches:
 class _LoaderBatches:
     """Batches from a torch Dataset (seeded DataLoader) or a user's DataLoader."""
 
-    def __init__(self, data: Dataset | DataLoader) -> None:  # type: ignore[type-arg]
+    def __init__(self, data: Dataset[Any] | DataLoader[Any]) -> None:
         self.data = data
 
     def __len__(self) -> int:
         dataset = self.data.dataset if isinstance(self.data, DataLoader) else self.data
         return len(dataset)  # type: ignore[arg-type]
 
-    def _loader(self, batch_size: int, generator: torch.Generator) -> DataLoader:  # type: ignore[type-arg]
+    def _loader(self, batch_size: int, generator: torch.Generator) -> DataLoader[Any]:
         if isinstance(self.data, DataLoader):
             return self.data
         return DataLoader(self.data, batch_size=batch_size, shuffle=True, generator=generator)
@@ -183,7 +183,7 @@ class LocalTrainer:
     def __init__(
         self,
         model: nn.Module,
-        data: NDArray[np.generic] | Dataset | DataLoader,  # type: ignore[type-arg]
+        data: NDArray[np.generic] | Dataset[Any] | DataLoader[Any],
         y: NDArray[np.generic] | None = None,
         *,
         loss_fn: LossFn | None = None,
@@ -225,6 +225,7 @@ class LocalTrainer:
 
         The optimizer is created fresh for every call: a round starts from the global model,
         and momentum or Adam moments from a previous round would leak the old local model in.
+        The wrapped model is left holding the trained weights.
         """
         _check_hyper(epochs, lr, batch_size)
         callback = progress or self.progress

@@ -396,6 +396,24 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         string calldata aggregateCid,
         string calldata verdictCid
     ) internal {
+        (uint8 quorum, bool sealsNow) = _admitAttestation(taskId, round, validator);
+        bytes32 digest = _attestationDigest(verdictRoot, aggregateHash, aggregateCid, verdictCid);
+        uint256 count = ++_attestations[taskId][round][digest];
+        emit RoundAttested(taskId, round, validator, digest, verdictRoot, aggregateHash, aggregateCid, verdictCid);
+        if (count == quorum) {
+            _finalize(taskId, round, verdictRoot, aggregateHash, aggregateCid, verdictCid);
+        } else if (sealsNow) {
+            _state[taskId].isSealed = true;
+        }
+    }
+
+    /// @dev Checks that `validator` may attest `round` now and records that it did. On the
+    /// round's first attestation it checks readiness and announces the seal; the caller stores
+    /// it (or opens the next round at once when this attestation reaches the quorum).
+    function _admitAttestation(uint256 taskId, uint64 round, address validator)
+        internal
+        returns (uint8 quorum, bool sealsNow)
+    {
         TaskState memory st = _state[taskId];
         if (st.maxUpdates == 0) revert UnknownTask(taskId);
         if (round != st.round) revert WrongRound(taskId, round, st.round);
@@ -408,26 +426,32 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
         if (!st.isSealed) {
             _checkReady(taskId, st);
-            st.isSealed = true;
+            sealsNow = true;
             emit RoundSealed(taskId, round, st.updateCount);
         }
+        return (st.quorum, sealsNow);
+    }
 
-        bytes32 digest = _attestationDigest(verdictRoot, aggregateHash, aggregateCid, verdictCid);
-        uint256 count = ++_attestations[taskId][round][digest];
-        emit RoundAttested(taskId, round, validator, digest, verdictRoot, aggregateHash, aggregateCid, verdictCid);
-
-        if (count == st.quorum) {
-            _verdictRoots[taskId][round] = verdictRoot;
-            _info[taskId].globalModelHash = aggregateHash;
-            unchecked {
-                st.round = round + 1; // a task would need 2**64 rounds to wrap
-            }
-            st.roundStart = uint40(block.timestamp);
-            st.updateCount = 0;
-            st.isSealed = false;
-            emit RoundFinalized(taskId, round, aggregateHash, aggregateCid, verdictRoot, verdictCid);
+    /// @dev `quorum` validators agree: keep the verdict root, move the global model on and
+    /// open the next round.
+    function _finalize(
+        uint256 taskId,
+        uint64 round,
+        bytes32 verdictRoot,
+        bytes32 aggregateHash,
+        string calldata aggregateCid,
+        string calldata verdictCid
+    ) internal {
+        _verdictRoots[taskId][round] = verdictRoot;
+        _info[taskId].globalModelHash = aggregateHash;
+        TaskState storage s = _state[taskId];
+        unchecked {
+            s.round = round + 1; // a task would need 2**64 rounds to wrap
         }
-        _state[taskId] = st;
+        s.roundStart = uint40(block.timestamp);
+        s.updateCount = 0;
+        s.isSealed = false;
+        emit RoundFinalized(taskId, round, aggregateHash, aggregateCid, verdictRoot, verdictCid);
     }
 
     function _checkSignature(

@@ -1,0 +1,203 @@
+"""The REST API: ``create_app`` wires the routers, middleware and error mapping together.
+
+Run it on a configured data dir (``FEDLEDGER_DB``, ``FEDLEDGER_RPC_URL``, ``FEDLEDGER_CONTRACT``)::
+
+    uvicorn --factory backend.api.app:from_settings --host 127.0.0.1 --port 8000
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Histogram
+from sqlalchemy.exc import OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.api.deps import ApiContext
+from backend.api.routes import (
+    contributions,
+    contributors,
+    dashboard,
+    health,
+    metrics,
+    rounds,
+    tasks,
+)
+from backend.db import Database
+from client.errors import ConfigError, FedledgerError
+from client.settings import load_settings
+
+log = logging.getLogger("fedledger.api")
+
+MAX_BODY_BYTES = 1 << 20
+"""Largest request body accepted; nothing is POSTed today, so this only guards future routes."""
+
+
+class BodySizeLimit:
+    """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the
+    streamed body passes the limit, without reading the rest."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _too_large(send, "invalid Content-Length", status=400)
+                    return
+                if declared > self.max_bytes:
+                    await _too_large(send, self._detail())
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(send, self._detail())
+
+    def _detail(self) -> str:
+        return f"request body larger than {self.max_bytes} bytes"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, detail: str, status: int = 413) -> None:
+    response = JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class RequestLatency:
+    """Observes every request's latency by route template (not raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            self.histogram.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
+def create_app(
+    db: Database,
+    *,
+    w3: Any | None = None,
+    ledger_address: str | None = None,
+    store: Any = None,
+    indexer_status: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
+    """The API over ``db`` (read-only). ``w3`` is a ``web3.Web3`` for /health's head block;
+    ``ledger_address`` picks the indexer checkpoint to report; ``indexer_status`` returns a
+    JSON-able dict shown on /health (its ``confirmations`` widens the tolerated lag)."""
+    ctx = ApiContext(
+        db=db, w3=w3, ledger_address=ledger_address, store=store, indexer_status=indexer_status
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.rpc_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="fedledger",
+        summary="Contribution history of federated training, indexed from the TrainingLedger chain",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    for module in (health, tasks, rounds, contributions, contributors, metrics, dashboard):
+        app.include_router(module.router)
+
+    app.add_exception_handler(FedledgerError, _fedledger_error)
+    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestLatency, histogram=metrics.register_metrics(ctx.registry, db))
+    return app
+
+
+async def _fedledger_error(_request: Request, exc: Exception) -> JSONResponse:
+    status = getattr(exc, "http_status", 500)
+    if status >= 500:
+        log.warning("request failed: %s", exc)
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("database error: %s", exc)
+    return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503)
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def from_settings() -> FastAPI:
+    """``create_app`` on the configured database and chain (a factory for ``uvicorn --factory``)."""
+    from web3 import Web3
+
+    settings = load_settings()
+    db = Database(settings.db_url).create()
+    try:
+        rpc_url: str | None = settings.resolve_rpc_url()
+    except ConfigError:
+        rpc_url = None  # /health reports "degraded: no chain configured"
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5})) if rpc_url else None
+    return create_app(db, w3=w3, ledger_address=settings.contract)

@@ -1,0 +1,81 @@
+"""GET /health: is the chain readable, and how far behind it is the index."""
+
+from __future__ import annotations
+
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from backend.api.addresses import checksum
+from backend.api.deps import CtxDep, SessionDep
+from backend.api.schemas import Health, HealthStatus
+from backend.db import Checkpoint
+
+router = APIRouter(tags=["health"])
+
+RPC_TIMEOUT_S = 2.0
+LAG_TOLERANCE_BLOCKS = 5
+"""Blocks beyond the indexer's confirmations that still count as keeping up (one poll's worth)."""
+
+
+def _probe(w3: Any) -> tuple[int, int]:
+    return int(w3.eth.chain_id), int(w3.eth.block_number)
+
+
+@router.get("/health", response_model=Health)
+def health(ctx: CtxDep, s: SessionDep) -> Health:
+    """Always 200: the status field says whether the chain and the index are healthy."""
+    contract = checksum(ctx.ledger_address.lower()) if ctx.ledger_address else None
+    query = select(Checkpoint).order_by(Checkpoint.block_number.desc()).limit(1)
+    if contract is not None:
+        query = select(Checkpoint).where(Checkpoint.contract == contract)
+    cp = s.scalars(query).first()
+    last = cp.block_number if cp else None
+    base = Health(
+        status="degraded",
+        chain_id=cp.chain_id if cp else None,
+        head_block=None,
+        last_indexed_block=last,
+        lag_blocks=None,
+        contract=contract,
+        indexer=_indexer_report(ctx),
+    )
+    if ctx.w3 is None:
+        return base.model_copy(update={"detail": "no chain configured"})
+    try:
+        chain_id, head = ctx.rpc_pool.submit(_probe, ctx.w3).result(timeout=RPC_TIMEOUT_S)
+    except FutureTimeout:
+        why = f"the RPC endpoint did not answer within {RPC_TIMEOUT_S:g}s"
+        return base.model_copy(update={"detail": why})
+    except Exception as exc:  # noqa: BLE001 - any transport or RPC failure means degraded
+        why = f"cannot read the chain: {type(exc).__name__}"
+        return base.model_copy(update={"detail": why})
+
+    lag = head - last if last is not None else None
+    confirmations = int((base.indexer or {}).get("confirmations", 0) or 0)
+    status: HealthStatus = "ok"
+    detail = None
+    if lag is None:
+        status, detail = "lagging", "nothing indexed yet"
+    elif lag > confirmations + LAG_TOLERANCE_BLOCKS:
+        status, detail = "lagging", f"the index is {lag} blocks behind the head"
+    return base.model_copy(
+        update={
+            "status": status,
+            "chain_id": chain_id,
+            "head_block": head,
+            "lag_blocks": lag,
+            "detail": detail,
+        }
+    )
+
+
+def _indexer_report(ctx: CtxDep) -> dict[str, Any] | None:
+    if ctx.indexer_status is None:
+        return None
+    try:
+        return dict(ctx.indexer_status())
+    except Exception as exc:  # noqa: BLE001 - a broken reporter must not break /health
+        return {"error": f"indexer status unavailable: {type(exc).__name__}"}

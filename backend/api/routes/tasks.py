@@ -1,0 +1,69 @@
+"""GET /tasks and /tasks/{task_id}: task configs and where each task stands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from backend.api.addresses import checksum
+from backend.api.deps import Cursor, Limit, SessionDep, decode_cursor, encode_cursor
+from backend.api.schemas import Page, Task, TaskDetail
+from backend.db import MemberRow, RoundRow, TaskRow
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TaskId = Annotated[int, Path(ge=1, description="task id (from 1)")]
+
+
+def task_model(row: TaskRow) -> Task:
+    t = Task.model_validate(row)
+    t.owner = checksum(t.owner)
+    return t
+
+
+def get_task_row(s: Session, task_id: int) -> TaskRow:
+    row = s.get(TaskRow, task_id)
+    if row is None:
+        raise HTTPException(404, detail=f"task {task_id} not found")
+    return row
+
+
+@router.get("", response_model=Page[Task])
+def list_tasks(s: SessionDep, limit: Limit = 50, cursor: Cursor = None) -> Page[Task]:
+    """Tasks by id."""
+    q = select(TaskRow).order_by(TaskRow.task_id).limit(limit + 1)
+    if cursor is not None:
+        q = q.where(TaskRow.task_id > decode_cursor("tasks", cursor))
+    rows = list(s.scalars(q))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    nxt = encode_cursor("tasks", rows[-1].task_id) if more else None
+    return Page[Task](items=[task_model(r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/{task_id}", response_model=TaskDetail)
+def get_task(task_id: TaskId, s: SessionDep) -> TaskDetail:
+    """One task with its members and progress."""
+    row = get_task_row(s, task_id)
+    members = s.execute(
+        select(MemberRow.address, MemberRow.role)
+        .where(MemberRow.task_id == task_id)
+        .order_by(MemberRow.block_number, MemberRow.address)
+    ).all()
+    finalized, contributions = s.execute(
+        select(
+            func.count().filter(RoundRow.status == "finalized"),
+            func.coalesce(func.sum(RoundRow.submitted), 0),
+        ).where(RoundRow.task_id == task_id)
+    ).one()
+    base = task_model(row).model_dump()
+    return TaskDetail(
+        **base,
+        contributors=[checksum(a) for a, role in members if role == "contributor"],
+        validators=[checksum(a) for a, role in members if role == "validator"],
+        rounds_finalized=int(finalized),
+        contributions=int(contributions),
+    )

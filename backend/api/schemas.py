@@ -1,0 +1,204 @@
+"""The REST API's response models: the OpenAPI schema at ``/openapi.json`` is the contract.
+
+Hashes are 0x-prefixed lowercase hex, addresses EIP-55 checksummed, block times Unix seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VERDICTS = (
+    "ACCEPTED",
+    "HASH_MISMATCH",
+    "UNAVAILABLE",
+    "MALFORMED",
+    "SHAPE_MISMATCH",
+    "NON_FINITE",
+    "NORM_BOUND",
+    "OUTLIER",
+    "LATE",
+    "DUPLICATE",
+    "FREE_RIDER",
+)
+"""Verdict names in code order (docs/interfaces.md); ``client.verdicts`` owns the format."""
+
+ContributionStatus = Literal[
+    "PENDING",
+    "ACCEPTED",
+    "HASH_MISMATCH",
+    "UNAVAILABLE",
+    "MALFORMED",
+    "SHAPE_MISMATCH",
+    "NON_FINITE",
+    "NORM_BOUND",
+    "OUTLIER",
+    "LATE",
+    "DUPLICATE",
+    "FREE_RIDER",
+]
+"""PENDING until the round's verdict file is indexed, then the update's verdict."""
+
+RoundStatus = Literal["open", "sealed", "finalized"]
+HealthStatus = Literal["ok", "lagging", "degraded"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Health(Model):
+    status: HealthStatus = Field(
+        description="ok; lagging when the indexer is behind the head by more than its "
+        "confirmations plus a tolerance; degraded when the chain cannot be read"
+    )
+    chain_id: int | None
+    head_block: int | None = Field(description="the chain's latest block; null when unreadable")
+    last_indexed_block: int | None = Field(description="the indexer's checkpoint")
+    lag_blocks: int | None
+    contract: str | None
+    detail: str | None = Field(default=None, description="why the status is not ok")
+    indexer: dict[str, Any] | None = Field(default=None, description="the indexer's own report")
+
+
+class Task(Model):
+    task_id: int
+    owner: str
+    model_hash: str
+    model_cid: str
+    spec_cid: str
+    min_updates: int
+    max_updates: int
+    quorum: int
+    round_duration: int = Field(description="seconds; 0 = no deadline")
+    open: bool = Field(description="anyone may contribute")
+    current_round: int
+    global_hash: str = Field(description="sha256 of the current global model")
+    global_cid: str
+    created_block: int
+    created_tx: str
+    created_at: int
+
+
+class TaskDetail(Task):
+    contributors: list[str] = Field(
+        description="admitted contributors (an open task admits anyone)"
+    )
+    validators: list[str]
+    rounds_finalized: int
+    contributions: int
+
+
+class Round(Model):
+    task_id: int
+    round: int
+    status: RoundStatus
+    started_block: int
+    started_at: int
+    submitted: int
+    sealed_count: int | None
+    sealed_block: int | None
+    aggregate_hash: str | None
+    aggregate_cid: str | None
+    verdict_root: str | None
+    verdict_cid: str | None
+    finalized_block: int | None
+    finalized_tx: str | None
+    accepted: int
+    rejected: int
+    conflicts: int = Field(description="distinct attested digests beyond the first")
+    accuracy: float | None
+    loss: float | None
+
+
+class Attestation(Model):
+    validator: str
+    digest: str
+    verdict_root: str
+    aggregate_hash: str
+    aggregate_cid: str
+    verdict_cid: str
+    block_number: int
+    tx_hash: str
+    agrees: bool | None = Field(
+        description="whether it attested the finalised result; null while the round is not final"
+    )
+
+
+class DigestCount(Model):
+    digest: str
+    attestations: int
+
+
+class RoundDetail(Round):
+    counts: dict[str, int] = Field(description="contributions per status (verdict or PENDING)")
+    metrics: dict[str, Any] | None
+    attestations: list[Attestation]
+    digests: list[DigestCount] = Field(description="attested digests, most attested first")
+
+
+class Contribution(Model):
+    update_id: int
+    task_id: int
+    round: int
+    contributor: str
+    content_hash: str
+    cid: str
+    num_samples: int
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    log_index: int
+    submitted_at: int
+    status: ContributionStatus
+    reason: str | None
+    score: float | None
+    dp_epsilon: float | None = Field(description="differential-privacy budget spent, if declared")
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="opaque; pass as `cursor` for the next page; null when there is none now"
+    )
+
+
+class Proof(Model):
+    update_id: int
+    task_id: int
+    round: int
+    contributor: str
+    content_hash: str
+    verdict: ContributionStatus
+    verdict_code: int
+    leaf: str = Field(description="OpenZeppelin double-hashed leaf")
+    proof: list[str] = Field(description="sibling hashes, leaf to root")
+    root: str = Field(description="the verdict root the round was finalised with")
+    verdict_cid: str
+
+
+class TaskShare(Model):
+    task_id: int
+    roles: list[str] = Field(description="roles the address was admitted with")
+    contributions: int
+    accepted: int
+
+
+class Reputation(Model):
+    acceptance: float = Field(
+        description="smoothed acceptance rate (accepted + 1) / (judged + 2): 0.5 with no history"
+    )
+    mean_score: float | None = Field(description="mean verdict score over judged updates")
+    judged: int = Field(description="updates that received a verdict")
+
+
+class Contributor(Model):
+    address: str
+    contributions: int
+    totals: dict[str, int] = Field(description="contributions per status")
+    tasks: list[TaskShare]
+    reputation: Reputation

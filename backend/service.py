@@ -1,0 +1,145 @@
+"""The validator service: indexer, projections, validator and REST API in one process.
+
+``Backend`` is what ``fedledger serve``, the demo, the benchmarks and the tests run.  The worker
+thread loops: index confirmed events → apply verdict files → evaluate new global models →
+attest ready rounds (with a validator key).  Errors are logged and retried with backoff;
+they never kill the API, and /health shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from backend.db import Database
+from backend.handlers import HANDLERS, rebuild
+from backend.indexer import Indexer, LedgerSource
+from backend.projections import Evaluator, apply_verdicts
+from backend.validator import Attested, Validator
+from client.chain import Ledger, open_ledger
+from client.errors import FedledgerError
+from client.settings import Settings
+from client.store import ContentStore, open_store
+
+log = logging.getLogger("fedledger.service")
+
+
+@dataclass
+class Backend:
+    ledger: Ledger
+    store: ContentStore
+    db: Database
+    account: LocalAccount | None = None
+    confirmations: int = 0
+    evaluate: bool = True
+    poll_s: float = 0.25
+    chunk: int = 2000
+    attested: list[Attested] = field(default_factory=list)
+    last_error: str | None = None
+    passes: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _pass_done: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        self.db.create()
+        self.indexer = Indexer(
+            LedgerSource(self.ledger, chunk=self.chunk), self.db, HANDLERS, rebuild,
+            start_block=self.ledger.from_block, confirmations=self.confirmations, chunk=self.chunk,
+        )
+        self.evaluator = Evaluator(self.store) if self.evaluate else None
+        self.validator = (
+            Validator(self.ledger.with_account(self.account), self.store, self.db)
+            if self.account is not None else None
+        )
+
+    def run_pass(self) -> int:
+        """One full pass; returns events indexed."""
+        n = self.indexer.run_once()
+        apply_verdicts(self.db, self.store)
+        if self.evaluator is not None:
+            self.evaluator.run(self.db)
+        if self.validator is not None:
+            done = self.validator.step()
+            self.attested += done
+            if done:
+                n += self.indexer.run_once()
+                apply_verdicts(self.db, self.store)
+        return n
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "confirmations": self.confirmations,
+            "last_indexed_block": self.indexer.last_indexed(),
+            "reorgs": self.indexer.reorgs,
+            "passes": self.passes,
+            "validator": self.validator.address if self.validator else None,
+            "last_error": self.last_error,
+        }
+
+    def _loop(self) -> None:
+        backoff = self.poll_s
+        while not self._stop.is_set():
+            try:
+                self.run_pass()
+                self.last_error = None
+                backoff = self.poll_s
+            except FedledgerError as exc:
+                self.last_error = str(exc)
+                log.warning("backend pass failed", extra={"error": str(exc)})
+                backoff = min(backoff * 2, 10.0)
+            except Exception as exc:  # noqa: BLE001 - keep serving; report on /health
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("backend pass crashed")
+                backoff = min(backoff * 2, 10.0)
+            with self._pass_done:
+                self.passes += 1
+                self._pass_done.notify_all()
+            self._stop.wait(backoff)
+
+    def wait_passes(self, n: int = 1, timeout: float = 60.0) -> None:
+        """Block until ``n`` more worker passes have completed."""
+        with self._pass_done:
+            target = self.passes + n
+            if not self._pass_done.wait_for(lambda: self.passes >= target, timeout):
+                raise TimeoutError(f"backend made no {n} passes within {timeout}s")
+
+    def start(self) -> Backend:
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="fedledger-worker")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def app(self) -> Any:
+        from backend.api.app import create_app
+
+        return create_app(self.db, w3=self.ledger.w3, ledger_address=self.ledger.address,
+                          store=self.store, indexer_status=self.status)
+
+
+def run_service(
+    settings: Settings, *, account: LocalAccount | None, host: str, port: int, evaluate: bool = True
+) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    ledger = open_ledger(settings.resolve_rpc_url(), settings.contract, settings.deployments_dir)
+    ledger.log_chunk = settings.log_chunk
+    backend = Backend(
+        ledger=ledger, store=open_store(settings.ipfs, settings.home), db=Database(settings.db_url),
+        account=account, confirmations=settings.confirmations, evaluate=evaluate,
+        chunk=settings.log_chunk,
+    ).start()
+    try:
+        uvicorn.run(backend.app(), host=host, port=port, log_level="info")
+    finally:
+        backend.stop()
+

@@ -1,0 +1,165 @@
+"""The validator: judges each ready round of the tasks it validates and attests the result.
+
+For each task where this key is an admitted validator, when the current round is ready
+(full, past its deadline, or holding ``minUpdates`` with no deadline) the validator
+
+1. seals the round on chain if nobody has (so every validator judges the same set of updates),
+2. waits until its indexer holds exactly the sealed updates,
+3. judges them with :func:`client.rounds.judge_round` — the very function ``fedledger verify``
+   uses to re-check the round later,
+4. stores the new global model and the verdict file, and attests their hashes on chain.
+
+A crash between any two steps is safe: sealing and attesting are idempotent on chain (the
+validator checks ``hasAttested`` first, and the contract refuses a second attestation), and
+judging is deterministic, so a restarted validator recomputes the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from backend.db import ContributionRow, Database, MemberRow, RoundRow
+from client import codec
+from client.chain import Ledger, to_hex
+from client.errors import ContractRevert, FedledgerError
+from client.rounds import Judgement, UpdateRef, judge_round
+from client.store import ContentStore
+from client.task import fetch_verified, load_task
+
+log = logging.getLogger("fedledger.validator")
+
+
+@dataclass(frozen=True)
+class Attested:
+    task_id: int
+    round: int
+    updates: int
+    accepted: int
+    aggregate_cid: str
+    verdict_cid: str
+    gas_used: int
+
+
+class Validator:
+    def __init__(self, ledger: Ledger, store: ContentStore, db: Database) -> None:
+        if ledger.sender is None:
+            raise FedledgerError("a validator needs a key")
+        self.ledger = ledger
+        self.store = store
+        self.db = db
+        self.address = ledger.sender.address
+
+    def my_tasks(self) -> list[int]:
+        with self.db.session() as s:
+            return list(s.scalars(
+                select(MemberRow.task_id).where(
+                    MemberRow.address == self.address, MemberRow.role == "validator"
+                ).order_by(MemberRow.task_id)
+            ))
+
+    def step(self) -> list[Attested]:
+        """Attest every round that is ready now; returns what was attested."""
+        done = []
+        for task_id in self.my_tasks():
+            try:
+                res = self.process(task_id)
+            except FedledgerError as exc:
+                log.warning("validator step failed", extra={"task": task_id, "error": str(exc)})
+                continue
+            if res is not None:
+                done.append(res)
+        return done
+
+    def _ready(self, t: dict, now: int) -> bool:  # type: ignore[type-arg]
+        count, dur = int(t["updateCount"]), int(t["roundDuration"])
+        if t["isSealed"]:
+            return True
+        if count >= int(t["maxUpdates"]):
+            return True
+        if dur > 0:
+            return now >= int(t["roundStart"]) + dur
+        return count >= int(t["minUpdates"]) and count > 0
+
+    def process(self, task_id: int) -> Attested | None:
+        led = self.ledger
+        t = led.get_task(task_id)
+        rnd = int(t["currentRound"])
+        if led.has_attested(task_id, rnd, self.address):
+            return None
+        now = int(led.w3.eth.get_block("latest")["timestamp"])
+        if not self._ready(t, now):
+            return None
+        if not t["isSealed"]:
+            try:
+                led.seal_round(task_id, rnd)
+            except ContractRevert as exc:
+                if exc.name != "RoundAlreadySealed":
+                    raise
+            t = led.get_task(task_id)
+            if int(t["currentRound"]) != rnd:
+                return None
+        sealed_count = int(t["updateCount"])
+        refs = self._sealed_updates(task_id, rnd, sealed_count)
+        if refs is None:
+            return None  # the indexer has not caught up with the seal yet
+        state = load_task(led, self.store, task_id)
+        base = fetch_verified(self.store, state.global_cid, state.global_hash)
+        deadline = int(t["roundStart"]) + int(t["roundDuration"]) if int(t["roundDuration"]) else None
+        j = judge_round(
+            self.store, task_id=task_id, round_=rnd, spec=state.spec, base_model=base,
+            updates=refs, deadline=deadline,
+        )
+        self._publish(j)
+        try:
+            receipt = led.attest_round(task_id, rnd, to_hex(j.root), j.aggregate_hash,
+                                       j.aggregate_cid, j.verdict_cid)
+        except ContractRevert as exc:
+            if exc.name == "AlreadyAttested":
+                return None
+            raise
+        accepted = sum(1 for e in j.verdict_file.entries if e.verdict.name == "ACCEPTED")
+        log.info("attested", extra={"task": task_id, "round": rnd, "updates": len(refs),
+                                    "accepted": accepted, "aggregate": j.aggregate_cid})
+        return Attested(task_id, rnd, len(refs), accepted, j.aggregate_cid, j.verdict_cid,
+                        int(receipt["gasUsed"]))
+
+    def _publish(self, j: Judgement) -> None:
+        agg_cid = self.store.put(j.aggregate, pin=True)
+        ver_cid = self.store.put(j.verdict_bytes, pin=True)
+        if agg_cid != j.aggregate_cid or ver_cid != j.verdict_cid:
+            raise FedledgerError(
+                f"store returned CIDs {agg_cid}, {ver_cid}; computed {j.aggregate_cid}, {j.verdict_cid}"
+            )
+
+    def _sealed_updates(self, task_id: int, rnd: int, count: int) -> list[UpdateRef] | None:
+        with self.db.session() as s:
+            rows = list(s.scalars(
+                select(ContributionRow).where(
+                    ContributionRow.task_id == task_id, ContributionRow.round == rnd
+                ).order_by(ContributionRow.update_id)
+            ))
+            r = s.get(RoundRow, (task_id, rnd))
+            sealed_in_db = r is not None and r.sealed_count is not None
+        if len(rows) != count or not sealed_in_db:
+            return None
+        return [
+            UpdateRef(
+                update_id=c.update_id, contributor=c.contributor, content_hash=c.content_hash,
+                cid=c.cid, num_samples=c.num_samples, submitted_at=c.submitted_at,
+            )
+            for c in rows
+        ]
+
+
+def wait_until(predicate, timeout: float, poll: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
+

@@ -1,0 +1,373 @@
+"""The embedded content store: a filesystem blockstore holding UnixFS DAGs (the default store).
+
+SPEC "Configuration": ``FEDLEDGER_IPFS`` unset → the embedded store in the data dir. It holds the
+same blocks Kubo would for ``ipfs add --cid-version=1`` (see :mod:`client.cid`), so the CIDs it
+returns are the ones recorded on chain and content moves to a real node as a CAR
+(:mod:`client.car`).
+
+Layout under ``root`` (modelled on Kubo's flatfs ``next-to-last/2`` sharding)::
+
+    blocks/<XY>/<KEY>.data   KEY = base32 (upper, unpadded) of the block's multihash,
+                             XY = the two characters before KEY's last one
+    pins/<CIDv1>             one empty file per recursively pinned root
+    tmp/                     in-flight writes; leftovers from a crash are removed on open
+    lock                     flock: puts/pins share it, gc takes it exclusively
+
+Guarantees:
+
+* writes are atomic: temp file in ``tmp/``, ``fsync``, ``rename`` into place, then the shard
+  directory is fsynced — a crash leaves either no block file or a complete one;
+* every block read is hashed against its CID; a mismatch raises
+  :class:`~client.errors.IntegrityError` naming the CID, and corrupted bytes are never returned;
+* memory is bounded by a few chunks for any file size, on put and on read.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import io
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from client.cid import CID, DAG_PB, FEDLEDGER, RAW, Block, DagBuilder, Profile, parse_cid
+from client.dagpb import UNIXFS_FILE, UNIXFS_RAW, decode_pbnode, decode_unixfs
+from client.errors import ContentNotFoundError, FormatError, IntegrityError, StoreError
+
+MAX_DAG_DEPTH = 32
+MAX_BLOCK_SIZE = 2 * 1024 * 1024  # bitswap carries blocks up to 2 MiB; nothing here is bigger
+
+
+@dataclass(frozen=True)
+class ContentStat:
+    """What a store knows about one CID."""
+
+    cid: str
+    size: int  # file bytes (UnixFS filesize; the block size for a raw block)
+    blocks: int  # blocks in the DAG (1 for a single raw leaf)
+    dag_size: int  # bytes of all blocks together (Kubo's CumulativeSize for files)
+
+
+@dataclass(frozen=True)
+class GCResult:
+    removed_blocks: int
+    freed_bytes: int
+
+
+Source = bytes | bytearray | memoryview | BinaryIO | Path
+
+
+def multihash_key(cid: CID) -> str:
+    """flatfs key of a block: base32 (RFC 4648, upper case, unpadded) of its multihash."""
+    return base64.b32encode(cid.multihash).decode("ascii").rstrip("=")
+
+
+class Blockstore:
+    """Filesystem blockstore with UnixFS file import/export, pins and garbage collection."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        chunk_size: int = FEDLEDGER.chunk_size,
+        profile: Profile | None = None,
+        durable: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.profile = profile or FEDLEDGER.with_chunk_size(chunk_size)
+        self.durable = durable
+        self._blocks = self.root / "blocks"
+        self._pins = self.root / "pins"
+        self._tmp = self.root / "tmp"
+        try:
+            for d in (self._blocks, self._pins, self._tmp):
+                d.mkdir(parents=True, exist_ok=True)
+            with self._locked(exclusive=True, blocking=False) as got:
+                if got:
+                    for stale in self._tmp.iterdir():
+                        stale.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open blockstore at {self.root}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"Blockstore({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ files
+
+    def put(self, data: Source, *, pin: bool = True) -> str:
+        """Import a file (bytes, a binary stream or a path); return its CIDv1 (Kubo's for
+        ``ipfs add --cid-version=1`` with this store's chunk size). Pins it unless ``pin=False``."""
+        with self._locked(exclusive=False):
+            dirs: set[Path] = set()
+            builder = DagBuilder(self.profile, on_block=lambda b: self._store_block(b, dirs))
+            try:
+                if isinstance(data, bytes | bytearray | memoryview):
+                    builder.write(data)
+                elif isinstance(data, Path):
+                    with open(data, "rb") as f:
+                        _feed(builder, f)
+                else:
+                    _feed(builder, data)
+            except OSError as exc:
+                raise StoreError(f"cannot import into {self.root}: {exc}") from exc
+            root = builder.finish()
+            if self.durable:
+                for d in dirs:
+                    _fsync_dir(d)
+            text = str(root)
+            if pin:
+                self._write_pin(root)
+            return text
+
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
+        """The whole file behind ``cid``; every block is verified on the way."""
+        out = bytearray()
+        for piece in self.iter_file(cid):
+            out += piece
+            if max_bytes is not None and len(out) > max_bytes:
+                raise StoreError(f"{cid} is larger than {max_bytes} bytes")
+        return bytes(out)
+
+    def open(self, cid: str) -> BinaryIO:
+        """A read-only stream of the file behind ``cid`` (blocks are read and verified lazily)."""
+        parse_cid(cid)
+        return io.BufferedReader(_IterReader(self.iter_file(cid)))  # type: ignore[return-value]
+
+    def iter_file(self, cid: str | CID) -> Iterator[bytes]:
+        """The file's bytes, leaf by leaf, in order."""
+        yield from _walk_file(self.get_block, parse_cid(cid), 0)
+
+    def has(self, cid: str) -> bool:
+        """True if the root block of ``cid`` is here (like ``ipfs block stat --offline``)."""
+        return self._path(parse_cid(cid)).exists()
+
+    def stat(self, cid: str) -> ContentStat:
+        """Size and block count of a stored DAG (walks and verifies it)."""
+        root = parse_cid(cid)
+        blocks = 0
+        dag_size = 0
+        for _, data in self.walk(root):
+            blocks += 1
+            dag_size += len(data)
+        size = sum(len(p) for p in self.iter_file(root))
+        return ContentStat(str(root), size, blocks, dag_size)
+
+    def verify(self, cid: str) -> None:
+        """Read and hash every block of the DAG; raise if one is missing or corrupted."""
+        for _ in self.walk(parse_cid(cid)):
+            pass
+
+    # ------------------------------------------------------------------ blocks
+
+    def get_block(self, cid: str | CID) -> bytes:
+        """One block's bytes, verified against its CID."""
+        c = parse_cid(cid)
+        path = self._path(c)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ContentNotFoundError(
+                f"block {c} is not in the store at {self.root}",
+                hint="fetch it from a node that has it or import a CAR",
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read block {c}: {exc}") from exc
+        if hashlib.sha256(data).digest() != c.digest:
+            raise IntegrityError(
+                f"block {c} is corrupted: its bytes do not hash to its CID ({path})",
+                hint="delete the file and fetch the block again",
+            )
+        return data
+
+    def put_block(self, cid: str | CID, data: bytes) -> None:
+        """Store one block after checking that ``data`` hashes to ``cid``."""
+        c = parse_cid(cid)
+        if hashlib.sha256(data).digest() != c.digest:
+            raise IntegrityError(f"block does not hash to {c}")
+        if len(data) > MAX_BLOCK_SIZE:
+            raise FormatError(f"block {c} is {len(data)} bytes, over {MAX_BLOCK_SIZE}")
+        with self._locked(exclusive=False):
+            dirs: set[Path] = set()
+            self._store_block(Block(c, data), dirs)
+            if self.durable:
+                for d in dirs:
+                    _fsync_dir(d)
+
+    def has_block(self, cid: str | CID) -> bool:
+        return self._path(parse_cid(cid)).exists()
+
+    def walk(self, root: str | CID) -> Iterator[tuple[CID, bytes]]:
+        """Every block of the DAG under ``root`` (depth-first, parents first), verified."""
+        stack = [(parse_cid(root), 0)]
+        while stack:
+            c, depth = stack.pop()
+            if depth > MAX_DAG_DEPTH:
+                raise FormatError(f"DAG under {root} is deeper than {MAX_DAG_DEPTH}")
+            data = self.get_block(c)
+            yield c, data
+            if c.codec == DAG_PB:
+                links = decode_pbnode(data).links
+                stack.extend((CID.from_bytes(link.cid), depth + 1) for link in reversed(links))
+
+    # ------------------------------------------------------------------ pins and gc
+
+    def pin(self, cid: str) -> None:
+        """Pin ``cid`` recursively; every block of its DAG must be present."""
+        c = parse_cid(cid)
+        with self._locked(exclusive=False):
+            self.verify(str(c))
+            self._write_pin(c)
+
+    def unpin(self, cid: str) -> None:
+        """Remove the recursive pin on ``cid`` (no error if it was not pinned)."""
+        (self._pins / str(parse_cid(cid).to_v1())).unlink(missing_ok=True)
+
+    def pins(self) -> list[str]:
+        """Pinned roots (CIDv1 text), sorted."""
+        return sorted(p.name for p in self._pins.iterdir())
+
+    def is_pinned(self, cid: str) -> bool:
+        return (self._pins / str(parse_cid(cid).to_v1())).exists()
+
+    def gc(self) -> GCResult:
+        """Delete every block not reachable from a pin. A pinned DAG with missing or corrupted
+        blocks keeps whatever of it is still readable."""
+        with self._locked(exclusive=True):
+            keep: set[str] = set()
+            for name in self.pins():
+                self._mark(parse_cid(name), keep, 0)
+            removed = freed = 0
+            for shard in self._blocks.iterdir():
+                for f in shard.iterdir():
+                    if f.name.removesuffix(".data") not in keep:
+                        freed += f.stat().st_size
+                        f.unlink()
+                        removed += 1
+            return GCResult(removed, freed)
+
+    def _mark(self, c: CID, keep: set[str], depth: int) -> None:
+        key = multihash_key(c)
+        if key in keep or depth > MAX_DAG_DEPTH:
+            return
+        try:
+            data = self.get_block(c)
+        except StoreError:
+            return
+        keep.add(key)
+        if c.codec == DAG_PB:
+            for link in decode_pbnode(data).links:
+                self._mark(CID.from_bytes(link.cid), keep, depth + 1)
+
+    # ------------------------------------------------------------------ internals
+
+    def _path(self, c: CID) -> Path:
+        key = multihash_key(c)
+        return self._blocks / key[-3:-1] / f"{key}.data"
+
+    def _store_block(self, block: Block, dirs: set[Path]) -> None:
+        path = self._path(block.cid)
+        if path.exists():
+            return
+        path.parent.mkdir(exist_ok=True)
+        tmp = self._tmp / f"{path.name}.{secrets.token_hex(8)}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(block.data)
+                if self.durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dirs.add(path.parent)
+
+    def _write_pin(self, c: CID) -> None:
+        path = self._pins / str(c.to_v1())
+        if not path.exists():
+            path.touch()
+            if self.durable:
+                _fsync_dir(self._pins)
+
+    @contextmanager
+    def _locked(self, *, exclusive: bool, blocking: bool = True) -> Iterator[bool]:
+        with open(self.root / "lock", "a+b") as f:
+            op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(f.fileno(), op if blocking else op | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _feed(builder: DagBuilder, stream: BinaryIO) -> None:
+    size = builder.profile.chunk_size
+    while piece := stream.read(size):
+        builder.write(piece)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _walk_file(get_block: Callable[[CID], bytes], c: CID, depth: int) -> Iterator[bytes]:
+    """Yield a UnixFS file's bytes under ``c``; checks sizes against the UnixFS metadata."""
+    if depth > MAX_DAG_DEPTH:
+        raise FormatError(f"UnixFS DAG deeper than {MAX_DAG_DEPTH} at {c}")
+    data = get_block(c)
+    if c.codec == RAW:
+        yield data
+        return
+    node = decode_pbnode(data)
+    if node.data is None:
+        raise FormatError(f"{c} is a dag-pb node without UnixFS data")
+    fs = decode_unixfs(node.data)
+    if fs.type not in (UNIXFS_FILE, UNIXFS_RAW):
+        raise FormatError(f"{c} is not a UnixFS file (type {fs.type})")
+    if node.links and len(fs.blocksizes) != len(node.links):
+        raise FormatError(f"{c}: {len(node.links)} links but {len(fs.blocksizes)} blocksizes")
+    if fs.data:
+        yield fs.data
+    for link, expected in zip(node.links, fs.blocksizes, strict=False):
+        got = 0
+        for piece in _walk_file(get_block, CID.from_bytes(link.cid), depth + 1):
+            got += len(piece)
+            yield piece
+        if got != expected:
+            raise FormatError(f"{c}: child holds {got} bytes, blocksizes says {expected}")
+
+
+class _IterReader(io.RawIOBase):
+    """A raw stream over an iterator of byte strings."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._buf = memoryview(piece)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n

@@ -1,0 +1,83 @@
+"""Contribution history for ``fedledger history``: from a backend's REST API, or straight from the
+chain (UpdateSubmitted events) and the store (finalised rounds' verdict files) when no backend
+is at hand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from client import verdicts
+from client.chain import Ledger, to_checksum, to_hex
+from client.errors import ChainError, ConfigError, FedledgerError, NotFoundError
+from client.store import ContentStore
+
+
+def history_from_api(
+    api: str,
+    *,
+    task_id: int | None = None,
+    round_: int | None = None,
+    contributor: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"limit": limit}
+    for k, v in (("task_id", task_id), ("round", round_), ("contributor", contributor), ("status", status)):
+        if v is not None:
+            params[k] = v
+    try:
+        r = httpx.get(api.rstrip("/") + "/contributions", params=params, timeout=10)
+    except httpx.HTTPError as exc:
+        raise ChainError(f"backend at {api} did not answer: {exc}", hint="check --api") from exc
+    if r.status_code == 404:
+        raise NotFoundError(str(r.json().get("detail")))
+    if r.status_code == 422:
+        raise ConfigError(f"backend refused the query: {r.json().get('detail')}")
+    if r.status_code != 200:
+        raise FedledgerError(f"backend answered {r.status_code}: {r.text[:200]}")
+    return list(r.json()["items"])
+
+
+def history_from_chain(
+    ledger: Ledger,
+    store: ContentStore,
+    *,
+    task_id: int | None = None,
+    round_: int | None = None,
+    contributor: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Newest first, like the API; verdicts from the verdict files of final rounds."""
+    who = to_checksum(contributor) if contributor else None
+    judged: dict[int, verdicts.VerdictEntry] = {}
+    for ev in ledger.events("RoundFinalized", task_id=task_id, round_=round_ if task_id else None):
+        try:
+            vf = verdicts.parse(store.get(str(ev["args"]["verdictCid"])))
+        except FedledgerError:
+            continue  # verdict file not reachable: its updates show as PENDING
+        for e in vf.entries:
+            judged[e.update_id] = e
+    rows: list[dict[str, Any]] = []
+    for ev in ledger.events("UpdateSubmitted", task_id=task_id, round_=round_ if task_id else None):
+        a = ev["args"]
+        if round_ is not None and int(a["round"]) != round_:
+            continue
+        if who is not None and a["contributor"] != who:
+            continue
+        uid = int(a["updateId"])
+        e = judged.get(uid)
+        st = e.verdict.name if e else "PENDING"
+        if status is not None and st != status:
+            continue
+        rows.append({
+            "update_id": uid, "task_id": int(a["taskId"]), "round": int(a["round"]),
+            "contributor": a["contributor"], "content_hash": to_hex(a["contentHash"]),
+            "cid": a["cid"], "num_samples": int(a["numSamples"]), "tx_hash": ev["transactionHash"],
+            "block_number": ev["blockNumber"], "status": st,
+            "reason": e.reason if e else None, "score": e.score if e else None,
+        })
+    rows.sort(key=lambda r: -r["update_id"])
+    return rows[:limit]

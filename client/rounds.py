@@ -1,0 +1,190 @@
+"""Judging a round: one function that validators run to attest and re-verifiers run to check.
+
+:func:`judge_round` takes the round's updates (as the chain lists them), the global model they
+were trained against and the task spec, and returns every update's verdict, the new global model
+file and the verdict file, with their hashes, CIDs and the verdict Merkle root.  It is
+deterministic: the same inputs give the same bytes on any machine (fixed update order, the
+deterministic kernels of :mod:`client.aggregation`, canonical encodings), which is what lets
+several validators agree and anyone recompute ``aggregateHash``.
+
+Order of checks per update (the first failure decides; see also :mod:`client.screening`):
+``LATE`` (block time after the round deadline) → ``UNAVAILABLE`` (not fetched within the spec's
+``fetch_timeout_s``) → ``HASH_MISMATCH`` (sha256 of the bytes differs from the on-chain
+``contentHash``: checked *before* the bytes are parsed) → ``MALFORMED`` (not a valid update file
+for this task, round and base model) → the screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import numpy as np
+
+from client import aggregation as agg
+from client import codec, screening, verdicts
+from client.cid import compute_cid
+from client.errors import FedledgerError, FormatError
+from client.store import ContentStore
+from client.taskspec import TaskSpec
+from client.verdicts import Verdict
+
+
+@dataclass(frozen=True)
+class UpdateRef:
+    """An update as the chain recorded it."""
+
+    update_id: int
+    contributor: str
+    content_hash: str
+    cid: str
+    num_samples: int
+    submitted_at: int = 0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict_file: verdicts.VerdictFile
+    verdict_bytes: bytes
+    verdict_cid: str
+    root: bytes
+    aggregate: bytes
+    aggregate_hash: str
+    aggregate_cid: str
+    new_global: dict[str, np.ndarray]
+
+
+Fetcher = Callable[[UpdateRef], bytes]
+
+
+def _fetch_all(
+    store: ContentStore, refs: Sequence[UpdateRef], timeout_s: float, max_bytes: int,
+    fetch: Fetcher | None,
+) -> dict[int, bytes | str]:
+    """Bytes per update id, or the reason it could not be fetched."""
+    get = fetch or (lambda r: store.get(r.cid, max_bytes=max_bytes))
+    out: dict[int, bytes | str] = {}
+    if not refs:
+        return out
+    pool = ThreadPoolExecutor(max_workers=min(8, len(refs)), thread_name_prefix="fetch")
+    try:
+        futs = {r.update_id: pool.submit(get, r) for r in refs}
+        for uid, fut in futs.items():
+            try:
+                out[uid] = fut.result(timeout=timeout_s)
+            except FutureTimeout:
+                out[uid] = f"not retrievable within {timeout_s:g}s"
+            except FedledgerError as exc:
+                out[uid] = f"not retrievable: {exc}"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return out
+
+
+def _check_file(dec: codec.Decoded, task_id: int, round_: int, base_hash: str) -> str | None:
+    if dec.task_id != task_id or dec.round != round_:
+        return f"file is for task {dec.task_id} round {dec.round}, not task {task_id} round {round_}"
+    if dec.base_hash != base_hash:
+        return f"delta was computed against model {dec.base_hash}, not the global model {base_hash}"
+    return None
+
+
+def judge_round(
+    store: ContentStore,
+    *,
+    task_id: int,
+    round_: int,
+    spec: TaskSpec,
+    base_model: bytes,
+    updates: Sequence[UpdateRef],
+    deadline: int | None = None,
+    unavailable: Collection[int] = (),
+    fetch: Fetcher | None = None,
+) -> Judgement:
+    """Every update's verdict and the round's aggregate (see the module docstring)."""
+    rule = agg.RuleSpec.parse(spec.aggregation)
+    screen_spec = screening.ScreeningSpec.parse(spec.screening)
+    base_hash = codec.sha256_hex(base_model)
+    global_model = codec.decode(base_model, kind="model").tensors
+    layout = agg.TensorLayout.of(global_model)
+    max_bytes = 2 * layout.size * 4 + (1 << 20)
+    refs = sorted(updates, key=lambda r: r.update_id)
+    unavailable = set(unavailable)
+
+    early: dict[int, tuple[Verdict, str]] = {}
+    to_fetch = []
+    for r in refs:
+        if deadline is not None and r.submitted_at > deadline:
+            early[r.update_id] = (Verdict.LATE, f"submitted at {r.submitted_at}, after the deadline {deadline}")
+        elif r.update_id in unavailable:
+            early[r.update_id] = (Verdict.UNAVAILABLE, "unavailable to the validators")
+        else:
+            to_fetch.append(r)
+    fetched = _fetch_all(store, to_fetch, spec.fetch_timeout_s, max_bytes, fetch)
+
+    candidates: list[screening.Candidate] = []
+    for r in refs:
+        if r.update_id in early:
+            v, why = early[r.update_id]
+            candidates.append(screening.Candidate(r.update_id, r.contributor, r.content_hash, None, v, why))
+            continue
+        got = fetched[r.update_id]
+        if isinstance(got, str):
+            candidates.append(screening.Candidate(
+                r.update_id, r.contributor, r.content_hash, None, Verdict.UNAVAILABLE, got))
+            continue
+        h = codec.sha256_hex(got)
+        if h != r.content_hash.lower():
+            candidates.append(screening.Candidate(
+                r.update_id, r.contributor, r.content_hash, None, Verdict.HASH_MISMATCH,
+                f"bytes hash to {h}, the chain records {r.content_hash}"))
+            continue
+        try:
+            dec = codec.decode(got, kind="update", max_bytes=max_bytes)
+            problem = _check_file(dec, task_id, round_, base_hash)
+        except FormatError as exc:
+            dec, problem = None, str(exc)
+        if problem is not None or dec is None:
+            candidates.append(screening.Candidate(
+                r.update_id, r.contributor, r.content_hash, None, Verdict.MALFORMED, problem or ""))
+            continue
+        candidates.append(screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors))
+
+    decisions = screening.screen(candidates, global_model, rule, screen_spec)
+    by_id = {c.update_id: c for c in candidates}
+    ref_by_id = {r.update_id: r for r in refs}
+    accepted = screening.accepted_ids(decisions)
+    deltas = [by_id[i].delta for i in accepted]
+    delta = agg.aggregate_tensors(
+        rule, [d for d in deltas if d is not None], [ref_by_id[i].num_samples for i in accepted], layout
+    )
+    new_global = agg.apply_delta(global_model, delta)
+    aggregate = codec.encode_model(new_global, task_id=task_id, round=round_ + 1)
+    aggregate_hash = codec.sha256_hex(aggregate)
+    aggregate_cid = compute_cid(aggregate)
+
+    entries = [
+        verdicts.VerdictEntry(
+            update_id=d.update_id,
+            contributor=ref_by_id[d.update_id].contributor,
+            content_hash=ref_by_id[d.update_id].content_hash,
+            cid=ref_by_id[d.update_id].cid,
+            num_samples=ref_by_id[d.update_id].num_samples,
+            verdict=d.verdict,
+            reason=d.reason,
+            score=d.score,
+        )
+        for d in decisions
+    ]
+    vf = verdicts.build(
+        task_id=task_id, round=round_, rule=rule, base_model_hash=base_hash,
+        aggregate_hash=aggregate_hash, aggregate_cid=aggregate_cid, entries=entries,
+    )
+    vbytes = vf.to_bytes()
+    return Judgement(
+        verdict_file=vf, verdict_bytes=vbytes, verdict_cid=compute_cid(vbytes), root=vf.root(),
+        aggregate=aggregate, aggregate_hash=aggregate_hash, aggregate_cid=aggregate_cid,
+        new_global=new_global,
+    )

@@ -1,0 +1,121 @@
+"""Submitting updates: encode → store → ``submitUpdate``; or sign (EIP-712) for a relayer.
+
+The CLI's ``submit`` and ``train``, the demo's contributors and the tests all come here.
+Contributions are checked before anything is sent: the file must decode as an update for this
+task, this round and this global model, so a contributor never pays gas for an update that
+validators would reject as malformed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from client import codec
+from client.chain import Ledger, Pending, SignedUpdate
+from client.errors import ConfigError, FormatError
+from client.store import ContentStore
+from client.task import Published, TaskState, publish
+
+
+@dataclass(frozen=True)
+class Submitted:
+    update_id: int
+    task_id: int
+    round: int
+    content_hash: str
+    cid: str
+    num_samples: int
+    tx_hash: str
+
+
+def encode(
+    state: TaskState,
+    delta: Mapping[str, np.ndarray],
+    *,
+    encoding: codec.Encoding = "fp32",
+    extra: Mapping[str, str] | None = None,
+    residual: codec.Residual | None = None,
+) -> bytes:
+    """The update file for ``delta`` against the task's current global model."""
+    return codec.encode_update(
+        delta,
+        task_id=state.task_id,
+        round=state.current_round,
+        base_hash=state.global_hash,
+        encoding=encoding,
+        extra=extra,
+        residual=residual,
+    )
+
+
+def check_update(state: TaskState, data: bytes) -> codec.Decoded:
+    """Refuse an update file that does not belong to this task's current round and model."""
+    dec = codec.decode(data, kind="update")
+    if dec.task_id != state.task_id or dec.round != state.current_round:
+        raise FormatError(
+            f"update file is for task {dec.task_id} round {dec.round}, "
+            f"but task {state.task_id} is in round {state.current_round}",
+            hint="train again against the current global model (`fedledger train`)",
+        )
+    if dec.base_hash != state.global_hash:
+        raise FormatError(
+            f"update file was made against model {dec.base_hash}, "
+            f"the task's global model is {state.global_hash}",
+            hint="train again against the current global model",
+        )
+    return dec
+
+
+def _check_samples(num_samples: int) -> None:
+    if not 0 < num_samples < 2**64:
+        raise ConfigError(f"numSamples must be a positive 64-bit integer, got {num_samples}")
+
+
+def store_update(store: ContentStore, state: TaskState, data: bytes) -> Published:
+    check_update(state, data)
+    return publish(store, data)
+
+
+def submit(
+    ledger: Ledger, store: ContentStore, state: TaskState, data: bytes, num_samples: int
+) -> Submitted:
+    """Store the update and record it on chain; returns its global update id."""
+    _check_samples(num_samples)
+    pub = store_update(store, state, data)
+    uid = ledger.submit_update(state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples)
+    return Submitted(uid, state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, "")
+
+
+def submit_async(
+    ledger: Ledger, store: ContentStore, state: TaskState, data: bytes, num_samples: int
+) -> Pending:
+    """The pipelined path: store and send without waiting for the receipt."""
+    _check_samples(num_samples)
+    pub = store_update(store, state, data)
+    sender = ledger._need_sender()
+    fn = ledger.submit_update_fn(state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples)
+    return sender.send(fn, label=f"submitUpdate(task {state.task_id}, round {state.current_round})")
+
+
+def sign(
+    ledger: Ledger,
+    account: LocalAccount,
+    store: ContentStore,
+    state: TaskState,
+    data: bytes,
+    num_samples: int,
+    *,
+    valid_for_s: int = 3600,
+) -> SignedUpdate:
+    """Store the update and sign it for a relayer (gasless for the contributor)."""
+    _check_samples(num_samples)
+    pub = store_update(store, state, data)
+    deadline = int(time.time()) + valid_for_s
+    return ledger.sign_update(
+        account, state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, deadline
+    )

@@ -1,0 +1,137 @@
+"""Tasks from the owner's and the contributor's side: publish the initial model and the spec,
+create the task on chain, and load a task's current state (config, spec, global model).
+
+The CLI, the backend, the demo and the tests all go through these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from client import codec
+from client.chain import Ledger, TaskConfig, to_hex
+from client.errors import IntegrityError, NotFoundError
+from client.store import ContentStore
+from client.taskspec import TaskSpec
+
+
+@dataclass(frozen=True)
+class Published:
+    content_hash: str
+    cid: str
+    size: int
+
+
+def publish(store: ContentStore, data: bytes) -> Published:
+    """Put bytes in the store (pinned) and return their sha256 and CID."""
+    cid = store.put(data, pin=True)
+    return Published(content_hash=codec.sha256_hex(data), cid=cid, size=len(data))
+
+
+def fetch_verified(store: ContentStore, cid: str, content_hash: str) -> bytes:
+    """Bytes for ``cid`` whose sha256 must equal ``content_hash`` (else IntegrityError)."""
+    data = store.get(cid)
+    got = codec.sha256_hex(data)
+    if got != content_hash.lower():
+        raise IntegrityError(
+            f"content {cid} hashes to {got}, not the recorded {content_hash}",
+            hint="the stored copy is corrupted or was replaced; fetch it from another node",
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """What a contributor or validator needs to know about a task right now."""
+
+    task_id: int
+    owner: str
+    config: TaskConfig
+    spec: TaskSpec
+    current_round: int
+    global_hash: str
+    global_cid: str
+    round_start: int
+    update_count: int
+    sealed: bool
+    raw: dict[str, Any]
+
+
+def create_task(
+    ledger: Ledger,
+    store: ContentStore,
+    spec: TaskSpec,
+    initial: Mapping[str, np.ndarray],
+    *,
+    min_updates: int = 1,
+    max_updates: int = 100,
+    quorum: int = 1,
+    round_duration: int = 0,
+    open_: bool = False,
+) -> int:
+    """Publish the initial model and the spec, then ``createTask``; returns the task id."""
+    model = publish(store, codec.encode_model(initial, task_id=0, round=0))
+    spec_pub = publish(store, spec.to_bytes())
+    cfg = TaskConfig(
+        model_hash=model.content_hash,
+        model_cid=model.cid,
+        spec_cid=spec_pub.cid,
+        min_updates=min_updates,
+        max_updates=max_updates,
+        quorum=quorum,
+        round_duration=round_duration,
+        open=open_,
+    )
+    return ledger.create_task(cfg)
+
+
+def load_task(ledger: Ledger, store: ContentStore, task_id: int) -> TaskState:
+    """Read a task from chain and its spec from the store; the global model's CID from events."""
+    if task_id < 1 or task_id > ledger.task_count():
+        raise NotFoundError(
+            f"task {task_id} does not exist on contract {ledger.address}",
+            hint="list tasks with `fedledger history --tasks` or create one with `fedledger task create`",
+        )
+    t = ledger.get_task(task_id)
+    cfg_raw = t
+    cfg = TaskConfig(
+        model_hash=to_hex(cfg_raw["modelHash"]),
+        model_cid=cfg_raw["modelCid"],
+        spec_cid=cfg_raw["specCid"],
+        min_updates=int(cfg_raw["minUpdates"]),
+        max_updates=int(cfg_raw["maxUpdates"]),
+        quorum=int(cfg_raw["quorum"]),
+        round_duration=int(cfg_raw["roundDuration"]),
+        open=bool(cfg_raw["open"]),
+    )
+    spec = TaskSpec.from_bytes(store.get(cfg.spec_cid))
+    global_hash = to_hex(t["globalModelHash"])
+    global_cid = cfg.model_cid
+    if global_hash != cfg.model_hash:
+        last = ledger.last_finalized(task_id)
+        if last is None:
+            raise NotFoundError(f"task {task_id}: no RoundFinalized event for its global model")
+        global_cid = str(last["aggregateCid"])
+    return TaskState(
+        task_id=task_id,
+        owner=str(t["owner"]),
+        config=cfg,
+        spec=spec,
+        current_round=int(t["currentRound"]),
+        global_hash=global_hash,
+        global_cid=global_cid,
+        round_start=int(t["roundStart"]),
+        update_count=int(t["updateCount"]),
+        sealed=bool(t["isSealed"]),
+        raw=t,
+    )
+
+
+def global_model(store: ContentStore, state: TaskState) -> dict[str, np.ndarray]:
+    """The current global model's tensors, checked against the on-chain hash."""
+    data = fetch_verified(store, state.global_cid, state.global_hash)
+    return codec.decode(data, kind="model").tensors

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Copy TrainingLedger's ABI, bytecode and compiler settings from Hardhat's build into
+client/artifacts/TrainingLedger.json, the artifact the Python package ships and loads.
+
+Run after `npx hardhat compile` (`make contracts` does both). `--check` exits 1 instead of
+writing when the committed artifact differs from Hardhat's build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from client.contracts import (  # noqa: E402
+    ARTIFACT_PATH,
+    artifact_from_hardhat,
+    load_artifact,
+    write_artifact,
+)
+from client.errors import FedledgerError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args(argv)
+    try:
+        built = artifact_from_hardhat(ROOT)
+        if args.check:
+            if load_artifact(ARTIFACT_PATH) != built:
+                print(f"{ARTIFACT_PATH} is stale: run `make contracts`", file=sys.stderr)
+                return 1
+            print(f"{ARTIFACT_PATH} is up to date")
+            return 0
+        out = write_artifact(built, ARTIFACT_PATH)
+    except FedledgerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out.relative_to(ROOT)} (abi {built.abi_hash[:18]}…)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
