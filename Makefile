@@ -7,10 +7,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
+FORGE := ./node_modules/.bin/forge
 TORCH_VERSION := 2.13.0
 PYTEST_ARGS ?=
+export FOUNDRY_OFFLINE := true
 
-.PHONY: demo test lint fmt bootstrap venv node apt-tools contracts forge-test slither pytest bench clean
+.PHONY: demo test lint fmt bootstrap venv node apt-tools contracts contracts-check \
+        forge-test forge-test-deep gas-snapshot gas-check sol-fmt sol-lint slither pytest bench clean
 
 bootstrap: venv node
 
@@ -32,28 +35,54 @@ node_modules/.stamp-bootstrap: package.json package-lock.json
 apt-tools:
 	@bash scripts/ensure-apt.sh
 
+## contracts: compile with Hardhat; fail if the artifact the Python package ships is stale
 contracts: bootstrap
-	npx hardhat compile --quiet
+	npx --no-install hardhat compile --quiet
+	$(PYTHON) scripts/export_artifacts.py --check
 
+## contracts-write: compile and refresh client/artifacts/TrainingLedger.json (after editing contracts/)
+contracts-write: bootstrap
+	npx --no-install hardhat compile --quiet
+	$(PYTHON) scripts/export_artifacts.py
+
+## forge-test: unit, fuzz and invariant tests (default profile, ~10 s)
 forge-test: node
-	bash scripts/forge-test.sh
+	$(FORGE) test --offline
 
-slither: bootstrap contracts
+## forge-test-deep: 5,000 fuzz runs, 10,000 invariant runs (long; a benchmark-style job)
+forge-test-deep: node
+	FOUNDRY_PROFILE=deep $(FORGE) test --offline
+
+gas-snapshot: node
+	$(FORGE) snapshot --offline
+
+gas-check: node
+	$(FORGE) snapshot --offline --check
+
+sol-fmt: node
+	$(FORGE) fmt contracts
+
+sol-lint: node
+	$(FORGE) fmt --check contracts
+	$(FORGE) lint --offline
+
+## slither: fails on any high/medium finding not explained beside the code
+slither: bootstrap
 	bash scripts/slither.sh
 
-lint: venv
+lint: venv sol-lint
 	$(BIN)/ruff check client backend tests benchmarks
 	$(BIN)/ruff format --check client backend tests benchmarks
 	$(BIN)/mypy client backend
 
-fmt: venv
+fmt: venv sol-fmt
 	$(BIN)/ruff format client backend tests benchmarks
 	$(BIN)/ruff check --fix client backend tests benchmarks
 
 pytest: bootstrap apt-tools
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-test: bootstrap apt-tools lint contracts forge-test slither pytest
+test: bootstrap apt-tools lint contracts forge-test gas-check slither pytest
 
 demo: bootstrap
 	$(BIN)/fedledger demo

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from backend.db import Checkpoint, ContributionRow, RoundRow, TaskRow
@@ -20,6 +19,7 @@ from backend.db import Checkpoint, ContributionRow, RoundRow, TaskRow
 RECENT_CONTRIBUTIONS = 30
 RECENT_ROUNDS = 12
 PLOT_ROUNDS = 200
+MARKED_POINTS = 60  # beyond this many rounds a line is drawn without point markers
 MAX_TASKS = 50
 
 SERIES = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#4b5563")
@@ -35,8 +35,9 @@ class DashboardData:
     rounds: list[RoundRow]
     accuracy: dict[int, list[tuple[int, float]]]
     status_counts: dict[str, int]
+    """Contributions per status in the rounds shown (bounded: a whole-history GROUP BY is not)."""
     contributions: list[ContributionRow]
-    extra: dict[str, Any] = field(default_factory=dict)
+    contribution_total: int
 
 
 def load(s: Session, task_id: int | None = None) -> DashboardData:
@@ -54,7 +55,6 @@ def load(s: Session, task_id: int | None = None) -> DashboardData:
         RoundRow.started_block.desc(), RoundRow.task_id, RoundRow.round.desc()
     )
     cq = select(ContributionRow).order_by(ContributionRow.update_id.desc())
-    sq = select(ContributionRow.status, func.count()).group_by(ContributionRow.status)
     aq = (
         select(RoundRow.task_id, RoundRow.round, RoundRow.accuracy)
         .where(RoundRow.accuracy.is_not(None))
@@ -63,8 +63,21 @@ def load(s: Session, task_id: int | None = None) -> DashboardData:
     if task_id is not None:
         rq = rq.where(RoundRow.task_id == task_id)
         cq = cq.where(ContributionRow.task_id == task_id)
-        sq = sq.where(ContributionRow.task_id == task_id)
         aq = aq.where(RoundRow.task_id == task_id)
+    total = select(func.coalesce(func.sum(RoundRow.submitted), 0))
+    if task_id is not None:
+        total = total.where(RoundRow.task_id == task_id)
+    rounds = list(s.scalars(rq.limit(RECENT_ROUNDS)))
+    shown = or_(
+        false(),
+        *(
+            and_(ContributionRow.task_id == r.task_id, ContributionRow.round == r.round)
+            for r in rounds
+        ),
+    )
+    status_counts = s.execute(
+        select(ContributionRow.status, func.count()).where(shown).group_by(ContributionRow.status)
+    ).all()
     accuracy: dict[int, list[tuple[int, float]]] = {}
     for t, r, acc in s.execute(aq):
         if acc is not None:
@@ -75,10 +88,11 @@ def load(s: Session, task_id: int | None = None) -> DashboardData:
         task_filter=task_id,
         tasks=tasks,
         finalized_per_task={int(k): int(v) for k, v in finalized.items()},
-        rounds=list(s.scalars(rq.limit(RECENT_ROUNDS))),
+        rounds=rounds,
         accuracy={t: pts[-PLOT_ROUNDS:] for t, pts in accuracy.items()},
-        status_counts={str(k): int(v) for k, v in s.execute(sq)},
+        status_counts={str(k): int(v) for k, v in status_counts},
         contributions=list(s.scalars(cq.limit(RECENT_CONTRIBUTIONS))),
+        contribution_total=int(s.scalar(total) or 0),
     )
 
 
@@ -172,7 +186,7 @@ def accuracy_svg(
         parts.append(
             f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2.5"/>'
         )
-        for r, a in pts:
+        for r, a in pts if len(pts) <= MARKED_POINTS else ():
             parts.append(
                 f'<circle cx="{x(r):.1f}" cy="{y(a):.1f}" r="3.5" fill="{colour}">'
                 f"<title>task {task}, round {r}: {a * 100:.2f}%</title></circle>"
@@ -251,7 +265,7 @@ svg .axis{fill:#6b7280;font-size:11px}
 
 def render(d: DashboardData) -> str:
     """The whole page as one HTML string."""
-    contributions = sum(d.status_counts.values())
+    contributions = d.contribution_total
     finalized = sum(d.finalized_per_task.values())
     scope = f"task {d.task_filter}" if d.task_filter is not None else "all tasks"
     clear = ' <a class="filter" href="/">show all tasks</a>' if d.task_filter is not None else ""
@@ -317,7 +331,8 @@ def render(d: DashboardData) -> str:
 <main>
 <section><h2>Accuracy per round <small>{_e(scope)}</small>{clear}</h2>
 {accuracy_svg(d.accuracy)}</section>
-<section><h2>Verdicts <small>{_e(scope)}</small></h2>{_verdict_bar(d.status_counts)}</section>
+<section><h2>Verdicts <small>latest {RECENT_ROUNDS} rounds, {_e(scope)}</small></h2>
+{_verdict_bar(d.status_counts)}</section>
 <section class="wide"><h2>Tasks</h2><table>
 <tr><th>task</th><th>owner</th><th class="num">round</th><th class="num">finalised</th>
 <th class="num">updates</th><th class="num">quorum</th><th>access</th><th>global model</th></tr>

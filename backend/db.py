@@ -143,6 +143,7 @@ class ContributionRow(Base):
 
     __table_args__ = (
         Index("ix_contrib_task_round", "task_id", "round", "update_id"),
+        Index("ix_contrib_task", "task_id", "update_id"),  # /contributions?task_id= (API)
         Index("ix_contrib_contributor", "contributor", "update_id"),
         Index("ix_contrib_status", "status", "update_id"),
     )

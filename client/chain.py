@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
@@ -141,6 +143,45 @@ def _revert_from_exception(exc: Exception) -> ContractRevert | None:
 # --------------------------------------------------------------------------------------------
 # Sending
 
+_RPC_CLIENTS: dict[str, httpx.Client] = {}
+_SELECTORS: dict[str, tuple[bytes, list[str]]] = {}
+
+
+def encode_call(fn: Any) -> bytes:
+    """Calldata of a bound contract function: selector + ABI-encoded arguments (cached types)."""
+    key = fn.abi_element_identifier
+    entry = _SELECTORS.get(key)
+    if entry is None:
+        types = [_abi_type(i) for i in fn.abi["inputs"]]
+        entry = (keccak(text=f"{fn.abi['name']}({','.join(types)})")[:4], types)
+        _SELECTORS[key] = entry
+    selector, types = entry
+    return selector + abi_encode(types, list(fn.args))
+
+
+def rpc_batch(w3: Web3, calls: Sequence[tuple[str, list[Any]]], *, max_batch: int = 500) -> list[dict[str, Any]]:
+    """JSON-RPC batch over HTTP (one round trip for many calls); results in call order."""
+    url = str(getattr(w3.provider, "endpoint_uri", "") or "")
+    if not url.startswith("http"):
+        raise ConfigError("batched RPC needs an HTTP provider")
+    client = _RPC_CLIENTS.get(url)
+    if client is None:
+        client = _RPC_CLIENTS[url] = httpx.Client(timeout=60)
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(calls), max_batch):
+        part = calls[start : start + max_batch]
+        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(part)]
+        try:
+            resp = client.post(url, json=body)
+            data = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ChainError(f"RPC batch to {url} failed: {exc}") from exc
+        if not isinstance(data, list):
+            raise ChainError(f"RPC endpoint {url} does not support batches: {str(data)[:200]}")
+        by_id = {int(d["id"]): d for d in data}
+        out += [by_id[i] for i in range(len(part))]
+    return out
+
 
 @dataclass
 class NonceManager:
@@ -183,6 +224,7 @@ class Sender:
     gas_multiplier: float = 1.25
     receipt_timeout: float = 120.0
     _fees: tuple[int, int, float] | None = None
+    _chain_id: int | None = None
 
     @property
     def address(self) -> str:
@@ -202,7 +244,9 @@ class Sender:
 
     def send(self, fn: Any, *, label: str, gas: int | None = None, value: int = 0) -> Pending:
         """Estimate (which surfaces reverts with their names), sign and send; don't wait."""
-        tx: dict[str, Any] = {"from": self.address, "value": value, "chainId": self.w3.eth.chain_id}
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        tx: dict[str, Any] = {"from": self.address, "value": value, "chainId": self._chain_id}
         if gas is None:
             try:
                 gas = int(fn.estimate_gas(tx) * self.gas_multiplier) + 10_000
@@ -238,6 +282,67 @@ class Sender:
 
     def transact(self, fn: Any, *, label: str, gas: int | None = None) -> Any:
         return self.wait(self.send(fn, label=label, gas=gas))
+
+    def send_many(self, fns: Sequence[Any], *, label: str, gas: int) -> list[Pending]:
+        """The pipelined path: sign many calls locally with consecutive nonces and hand them to
+        the node in one JSON-RPC batch.  ``gas`` is a fixed limit (estimate one call first)."""
+        if not fns:
+            return []
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        fees = self._fee_fields()
+        raws = []
+        for fn in fns:
+            tx = {
+                "to": fn.address,
+                "data": encode_call(fn),
+                "value": 0,
+                "gas": gas,
+                "nonce": self.nonces.take(self.address),
+                "chainId": self._chain_id,
+                **fees,
+            }
+            raws.append(self.account.sign_transaction(tx).raw_transaction)
+        results = rpc_batch(self.w3, [("eth_sendRawTransaction", [to_hex(r)]) for r in raws])
+        out = []
+        for res in results:
+            if "error" in res:
+                self.nonces.resync(self.address)
+                err = res["error"]
+                rev = decode_revert(err.get("data")) if isinstance(err.get("data"), str) else None
+                raise rev or ChainError(f"{label}: {err.get('message')}")
+            out.append(Pending(tx_hash=bytes(HexBytes(res["result"])), label=label))
+        return out
+
+    def wait_many(self, pendings: Sequence[Pending], *, poll: float = 0.02) -> list[Any]:
+        """Receipts of many transactions, fetched in JSON-RPC batches; reverts raise."""
+        receipts: dict[int, Any] = {}
+        deadline = time.monotonic() + self.receipt_timeout
+        todo = list(range(len(pendings)))
+        while todo:
+            got = rpc_batch(
+                self.w3, [("eth_getTransactionReceipt", [to_hex(pendings[i].tx_hash)]) for i in todo]
+            )
+            left = []
+            for i, res in zip(todo, got, strict=True):
+                r = res.get("result")
+                if r is None:
+                    left.append(i)
+                else:
+                    receipts[i] = r
+            todo = left
+            if todo:
+                if time.monotonic() > deadline:
+                    raise ChainError(f"{len(todo)} transactions had no receipt within {self.receipt_timeout:.0f}s")
+                time.sleep(poll)
+        out = []
+        for i, p in enumerate(pendings):
+            r = receipts[i]
+            if int(r["status"], 16) != 1:
+                full = self.w3.eth.get_transaction_receipt(HexBytes(p.tx_hash))
+                raise self._replay_failure(full, p.label)
+            out.append(r)
+        return out
 
     def _replay_failure(self, receipt: Any, label: str) -> ChainError:
         tx = self.w3.eth.get_transaction(receipt["transactionHash"])

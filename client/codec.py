@@ -596,7 +596,7 @@ def _topk(arr: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
 def _decode_tensors(stored: Mapping[str, np.ndarray], encoding: str) -> dict[str, np.ndarray]:
     """Dense float32 tensors from the stored ones (already validated for ``encoding``)."""
     if encoding in ("fp32", "fp16"):
-        return {name: arr.astype(np.float32) for name, arr in stored.items()}
+        return {name: arr.astype(np.float32, copy=False) for name, arr in stored.items()}
     out: dict[str, np.ndarray] = {}
     for name, arr in stored.items():
         base, _, suffix = name.partition("::")

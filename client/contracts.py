@@ -18,6 +18,7 @@ Python never restates it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -255,21 +256,18 @@ def standard_json_input(root: str | os.PathLike[str] | None = None) -> dict[str,
 
 def find_solc(root: str | os.PathLike[str] | None = None) -> Path:
     """A ``solc`` 0.8.30: native on PATH or installed by py-solc-x, else ``scripts/solc-shim``."""
-    import solcx  # local import: only compiling needs py-solc-x
+    from solcx.install import get_executable  # local import: only compiling needs py-solc-x
+    from solcx.wrapper import get_solc_version
 
     candidates: list[Path] = []
     if found := shutil.which("solc"):
         candidates.append(Path(found))
-    try:
-        candidates.append(Path(solcx.get_executable(SOLC_VERSION)))
-    except Exception:  # noqa: BLE001 - not installed in ~/.solcx is the normal case
-        pass
+    with contextlib.suppress(Exception):  # not installed in ~/.solcx is the normal case
+        candidates.append(Path(get_executable(SOLC_VERSION)))
     for cand in candidates:
-        try:
-            if str(solcx.wrapper.get_solc_version(cand)) == SOLC_VERSION:
+        with contextlib.suppress(Exception):  # a broken binary is just not a candidate
+            if str(get_solc_version(cand)) == SOLC_VERSION:
                 return cand
-        except Exception:  # noqa: BLE001 - a broken binary is just not a candidate
-            continue
     base = Path(root) if root is not None else repo_root()
     shim = base / "scripts" / "solc-shim"
     if not shim.is_file() or shutil.which("node") is None:
@@ -284,17 +282,19 @@ def compile_sources(
     root: str | os.PathLike[str] | None = None, solc_binary: str | os.PathLike[str] | None = None
 ) -> Artifact:
     """Compile ``contracts/`` with py-solc-x; the result equals Hardhat's build."""
-    import solcx
+    from solcx import compile_standard
+    from solcx.exceptions import SolcError
+    from solcx.wrapper import get_version_str_from_solc_binary
 
     base = Path(root) if root is not None else repo_root()
     binary = Path(solc_binary) if solc_binary is not None else find_solc(base)
     try:
-        output = solcx.compile_standard(standard_json_input(base), solc_binary=binary)
-    except solcx.exceptions.SolcError as exc:
+        output = compile_standard(standard_json_input(base), solc_binary=binary)
+    except SolcError as exc:
         raise ConfigError(f"compiling {SOURCE_NAME} failed: {exc}") from exc
     compiler = {
         "version": SOLC_VERSION,
-        "longVersion": solcx.wrapper.get_version_str_from_solc_binary(binary),
+        "longVersion": get_version_str_from_solc_binary(binary),
         "settings": SOLC_SETTINGS,
     }
     return artifact_from_solc_output(output, compiler)

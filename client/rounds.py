@@ -16,7 +16,7 @@ for this task, round and base model) → the screen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -100,10 +100,15 @@ def judge_round(
     base_model: bytes,
     updates: Sequence[UpdateRef],
     deadline: int | None = None,
-    unavailable: Collection[int] = (),
+    unavailable: Mapping[int, str] | None = None,
     fetch: Fetcher | None = None,
 ) -> Judgement:
-    """Every update's verdict and the round's aggregate (see the module docstring)."""
+    """Every update's verdict and the round's aggregate (see the module docstring).
+
+    ``unavailable`` (update id → reason) is for re-verification: updates the validators could
+    not fetch are judged ``UNAVAILABLE`` with the reason they recorded, whether or not they can
+    be fetched now.
+    """
     rule = agg.RuleSpec.parse(spec.aggregation)
     screen_spec = screening.ScreeningSpec.parse(spec.screening)
     base_hash = codec.sha256_hex(base_model)
@@ -111,7 +116,7 @@ def judge_round(
     layout = agg.TensorLayout.of(global_model)
     max_bytes = 2 * layout.size * 4 + (1 << 20)
     refs = sorted(updates, key=lambda r: r.update_id)
-    unavailable = set(unavailable)
+    unavailable = dict(unavailable or {})
 
     early: dict[int, tuple[Verdict, str]] = {}
     to_fetch = []
@@ -119,7 +124,7 @@ def judge_round(
         if deadline is not None and r.submitted_at > deadline:
             early[r.update_id] = (Verdict.LATE, f"submitted at {r.submitted_at}, after the deadline {deadline}")
         elif r.update_id in unavailable:
-            early[r.update_id] = (Verdict.UNAVAILABLE, "unavailable to the validators")
+            early[r.update_id] = (Verdict.UNAVAILABLE, unavailable[r.update_id])
         else:
             to_fetch.append(r)
     fetched = _fetch_all(store, to_fetch, spec.fetch_timeout_s, max_bytes, fetch)

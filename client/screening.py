@@ -25,8 +25,11 @@ Checks, in order; the first that fails decides (so each update gets exactly one 
      nearest others) is too high.  Krum's own *selection* (one update, or ``m``) is made later by
      the aggregation rule among the accepted; calling every unselected honest update an outlier
      would reject most honest contributors of every round;
-   * ``median`` / ``trimmed_mean`` / ``fedavg``: distance to the coordinate-wise median too high,
-     or cosine to it too low (catches sign flips, whose norm is unremarkable).
+   * ``median`` / ``trimmed_mean`` / ``fedavg``: distance to the coordinate-wise median too high;
+   * every rule: cosine to the coordinate-wise median too low, or below ``min_cosine`` (default
+     0: an update that points against the robust consensus).  This is what catches sign flips,
+     whose norm is unremarkable.  How well it can work depends on how much honest updates agree:
+     with near-orthogonal non-IID updates a flipped update is statistically an honest one.
 
 ``score`` is the number the deciding check looked at: the norm (FREE_RIDER, NORM_BOUND), the
 cosine (cosine DUPLICATE), or for updates that reached step 8 the largest robust z-score of the
@@ -64,9 +67,10 @@ class ScreeningSpec(BaseModel):
 
     norm_bound: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
     norm_multiple: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] | None = 3.0
-    outlier_k: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 3.0
+    outlier_k: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 5.0
     duplicate_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9999
     free_rider_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 1e-3
+    min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = 0.0
     min_outlier_pool: Annotated[int, Field(ge=3)] = 4
 
     @model_validator(mode="after")
@@ -142,13 +146,17 @@ class _Live:
     norm: float
 
 
-def robust_threshold(values: Sequence[float], k: float) -> tuple[float, float]:
-    """``(median, sigma)`` with ``sigma = 1.4826 * MAD`` floored at 1% of ``|median|`` (or 1e-12)
-    so that near-identical honest updates do not make every tiny difference an outlier.
+def robust_threshold(
+    values: Sequence[float], *, rel_floor: float = 0.0, abs_floor: float = 0.0
+) -> tuple[float, float]:
+    """``(median, sigma)`` with ``sigma = 1.4826 * MAD``, floored at ``rel_floor * |median|`` and
+    ``abs_floor`` (and 1e-12).  The floors matter: a MAD over the handful of updates of a round
+    is noisy, and honest non-IID contributors legitimately differ; without a floor, a round of
+    similar updates makes every modest difference look like many sigmas.
     """
     med = _median(values)
     mad = _median([abs(v - med) for v in values])
-    sigma = max(MAD_TO_SIGMA * mad, 0.01 * abs(med), 1e-12)
+    sigma = max(MAD_TO_SIGMA * mad, rel_floor * abs(med), abs_floor, 1e-12)
     return med, sigma
 
 
@@ -280,22 +288,27 @@ def _outliers(
         note = f"accepted (only {len(live)} updates: too few to judge outliers)"
         return [(x, Verdict.ACCEPTED, note, None) for x in live]
     vecs = [x.vec for x in live]
-    stats: list[tuple[str, list[float], float]]  # (name, values, sign: +1 larger is worse)
+    center = agg.median(vecs)
+    center_norm = agg.norm(center)
+    cos = [
+        agg.dot(v, center) / (x.norm * center_norm) if center_norm > 0 else 0.0
+        for v, x in zip(vecs, live, strict=True)
+    ]
+    # (name, values, sign (+1: larger is worse), sigma floor relative to |median|, absolute)
+    stats: list[tuple[str, list[float], float, float, float]]
     if rule.rule in ("krum", "multi_krum"):
         scores = agg.krum_scores(vecs, rule.f or 0)
-        stats = [("krum score", [math.sqrt(s) for s in scores], 1.0)]
+        stats = [("sqrt krum score", [math.sqrt(s) for s in scores], 1.0, 0.25, 0.0)]
     else:
-        center = agg.median(vecs)
-        center_norm = agg.norm(center)
         dist = [math.sqrt(agg.sq_distance(v, center)) for v in vecs]
-        cos = [
-            agg.dot(v, center) / (x.norm * center_norm) if center_norm > 0 else 0.0
-            for v, x in zip(vecs, live, strict=True)
-        ]
-        stats = [("distance to median", dist, 1.0), ("cosine to median", cos, -1.0)]
+        stats = [("distance to median", dist, 1.0, 0.25, 0.0)]
+    stats.append(("cosine to median", cos, -1.0, 0.0, 0.1))
     k = spec.outlier_k
     out: list[tuple[_Live, Verdict, str, float | None]] = []
-    robust = [(name, values, sign, *robust_threshold(values, k)) for name, values, sign in stats]
+    robust = [
+        (name, values, sign, *robust_threshold(values, rel_floor=rel, abs_floor=absf))
+        for name, values, sign, rel, absf in stats
+    ]
     for i, x in enumerate(live):
         worst_z = -math.inf
         reasons = []
@@ -304,6 +317,8 @@ def _outliers(
             worst_z = max(worst_z, z)
             if z > k:
                 reasons.append(f"{name} {values[i]:.4g} is {z:.1f} robust sigmas from {med:.4g}")
+        if spec.min_cosine is not None and cos[i] < spec.min_cosine:
+            reasons.append(f"cosine to median {cos[i]:.4f} is below {spec.min_cosine:g}")
         if reasons:
             out.append((x, Verdict.OUTLIER, "; ".join(reasons), worst_z))
         else:

@@ -124,20 +124,26 @@ def _verify_round(
     except FedledgerError as exc:
         rep.problems.append(f"verdict file {fin['verdictCid']} unavailable or invalid: {exc}")
         attested = None
-    unavailable = {e.update_id for e in attested.entries if e.verdict.name == "UNAVAILABLE"} if attested else set()
+    unavailable = (
+        {e.update_id: e.reason for e in attested.entries if e.verdict.name == "UNAVAILABLE"}
+        if attested else {}
+    )
     start_ts = int(ledger.w3.eth.get_block(start_block)["timestamp"])
     deadline = start_ts + duration if duration else None
     j = judge_round(store, task_id=task_id, round_=rnd, spec=spec, base_model=base, updates=refs,
                     deadline=deadline, unavailable=unavailable)
     rep.accepted = sum(1 for e in j.verdict_file.entries if e.verdict.name == "ACCEPTED")
     rep.aggregate_ok = j.aggregate_hash == to_hex(fin["aggregateHash"]) and j.aggregate_cid == fin["aggregateCid"]
-    rep.root_ok = j.root == bytes(fin["verdictRoot"]) and j.verdict_cid == fin["verdictCid"]
+    rep.root_ok = j.root == bytes(fin["verdictRoot"])
     if not rep.aggregate_ok:
         rep.problems.append(
             f"recomputed aggregate {j.aggregate_hash} differs from the attested {to_hex(fin['aggregateHash'])}")
     if not rep.root_ok:
         rep.problems.append(
             f"recomputed verdict root {to_hex(j.root)} differs from the attested {to_hex(fin['verdictRoot'])}")
+    if j.verdict_cid != fin["verdictCid"]:
+        rep.problems.append(
+            f"recomputed verdict file {j.verdict_cid} differs from the attested {fin['verdictCid']}")
     if attested is not None:
         mine = {e.update_id: e for e in j.verdict_file.entries}
         for e in attested.entries:

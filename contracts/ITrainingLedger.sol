@@ -255,6 +255,15 @@ interface ITrainingLedger is IERC5267 {
     // Attestation
     // ---------------------------------------------------------------------------------------
 
+    /// @notice Close the current round of task `taskId` to new updates, without attesting.
+    /// Validators only; the round must be ready (as for `attestRound`).
+    /// @dev Validators seal before they judge, so that every validator judges exactly the
+    /// updates the seal counted: an update mined between a validator's read of the round and
+    /// its attestation could otherwise make validators disagree. Emits `RoundSealed`.
+    /// @param taskId the task
+    /// @param round must be the task's current round
+    function sealRound(uint256 taskId, uint64 round) external;
+
     /// @notice Attest the result of the current round of task `taskId`. Validators only, once
     /// per validator per round.
     /// @dev The first attestation seals the round (`RoundSealed`); it may be made once the

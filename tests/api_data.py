@@ -23,25 +23,8 @@ from backend.db import (
     VerdictFileRow,
 )
 from client import merkle
-
-VERDICT_CODES = {
-    name: i
-    for i, name in enumerate(
-        [
-            "ACCEPTED",
-            "HASH_MISMATCH",
-            "UNAVAILABLE",
-            "MALFORMED",
-            "SHAPE_MISMATCH",
-            "NON_FINITE",
-            "NORM_BOUND",
-            "OUTLIER",
-            "LATE",
-            "DUPLICATE",
-            "FREE_RIDER",
-        ]
-    )
-}
+from client.aggregation import RuleSpec
+from client.verdicts import Verdict, VerdictEntry, build
 
 
 def address(name: str) -> str:
@@ -144,37 +127,36 @@ class Ledger:
         dissenters: tuple[str, ...] = (),
     ) -> str:
         """Apply a verdict file and the attestations that finalised it; return its verdict root."""
-        entries = []
         with self.db.session() as s:
             rows = [s.get(ContributionRow, uid) for uid in sorted(verdicts)]
+        entries = []
         for row in rows:
             assert row is not None
             verdict, reason, score = verdicts[row.update_id]
             entries.append(
-                {
-                    "updateId": row.update_id,
-                    "contributor": row.contributor,
-                    "contentHash": row.content_hash,
-                    "cid": row.cid,
-                    "numSamples": row.num_samples,
-                    "verdict": verdict,
-                    "reason": reason,
-                    "score": score,
-                }
+                VerdictEntry(
+                    update_id=row.update_id,
+                    contributor=row.contributor,
+                    content_hash=row.content_hash,
+                    cid=row.cid,
+                    num_samples=row.num_samples,
+                    verdict=Verdict[verdict],
+                    reason=reason or "",
+                    score=score,
+                )
             )
-        leaves = [
-            merkle.leaf(
-                e["updateId"], e["contributor"], e["contentHash"], VERDICT_CODES[e["verdict"]]
-            )
-            for e in entries
-        ]
-        root = merkle.to_hex(merkle.root(leaves))
-        body = {
-            "task": task_id,
-            "round": rnd,
-            "entries": entries,
-            "metrics": {"accuracy": accuracy, "loss": 1 - accuracy},
-        }
+        vf = build(
+            task_id=task_id,
+            round=rnd,
+            rule=RuleSpec(rule="fedavg"),
+            base_model_hash=h32(f"model{task_id}.{rnd}"),
+            aggregate_hash=h32(f"agg{task_id}.{rnd}"),
+            aggregate_cid=cid(f"agg{task_id}.{rnd}"),
+            entries=entries,
+            metrics={"accuracy": accuracy, "loss": 1 - accuracy},
+        )
+        root = merkle.to_hex(vf.root())
+        body = vf.to_json()
         vcid, agg_hash, agg_cid = (
             cid(f"verdicts{task_id}.{rnd}"),
             h32(f"agg{task_id}.{rnd}"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -24,13 +25,18 @@ from api_data import (
 from fastapi import Request
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from sqlalchemy.dialects import sqlite
 from web3 import Web3
 
 from backend.api import create_app
+from backend.api.routes.contributions import history_query
+from backend.api.schemas import ContributionStatus
 from backend.api.server import BackgroundServer
-from backend.db import Database, VerdictFileRow
-from client import merkle
+from backend.db import Database, RoundRow, VerdictFileRow
+from client import merkle, verdicts
 from client.devnet import free_port
+from client.store import open_store
+from client.verdicts import Verdict
 
 
 @dataclass
@@ -39,7 +45,7 @@ class Api:
     http: httpx.Client
     ledger: Ledger
 
-    def get(self, path: str, **params: object) -> httpx.Response:
+    def get(self, path: str, **params: Any) -> httpx.Response:
         return self.http.get(path, params={k: v for k, v in params.items() if v is not None})
 
 
@@ -341,6 +347,36 @@ def test_pages_survive_verdicts_changing_between_pages(fresh: Api) -> None:
     assert walk(fresh, between_pages=judge_everything, limit=5) == list(range(1, 13))
 
 
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        ({}, "SCAN contributions"),  # in rowid (update id) order, stopping at the limit
+        ({"after": 5}, "INTEGER PRIMARY KEY"),
+        ({"task_id": 1}, "ix_contrib_task"),
+        ({"task_id": 1, "round": 0}, "ix_contrib_task_round"),
+        ({"round": 0}, "ix_contrib_task_round"),
+        ({"contributor": BOB}, "ix_contrib_contributor"),
+        ({"contributor": BOB, "status": "OUTLIER"}, "ix_contrib_contributor"),
+        ({"task_id": 1, "contributor": BOB}, "ix_contrib_contributor"),
+        ({"status": "OUTLIER"}, "ix_contrib_status"),
+        ({"task_id": 1, "status": "OUTLIER"}, "ix_contrib_status"),
+        ({"task_id": 1, "status": "ACCEPTED"}, "ix_contrib_task"),
+    ],
+)
+def test_history_filters_reach_rows_through_an_index(
+    api: Api, filters: dict[str, Any], index: str
+) -> None:
+    args = {"task_id": None, "round": None, "contributor": None, "status": None, **filters}
+    q = history_query(**args).limit(51)
+    sql = str(q.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    with api.ledger.db.engine.connect() as conn:
+        plan = " | ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert index in plan
+    assert "SCAN contributions" not in plan or not filters
+    if "round" not in filters or "task_id" in filters:  # a round across tasks merges per task
+        assert "TEMP B-TREE" not in plan
+
+
 # -- /contributions/{id} ------------------------------------------------------------------------
 
 
@@ -417,6 +453,44 @@ def test_a_tampered_verdict_file_is_reported_as_409_not_proved(fresh: Api) -> No
     r = fresh.get("/contributions/4/proof")
     assert r.status_code == 409
     assert "does not match the attested root" in r.json()["detail"]
+
+
+def _uncache_verdict_file(api: Api, task_id: int, rnd: int) -> bytes:
+    """Drop a round's verdict file from the cache; return its canonical bytes."""
+    with api.ledger.db.transaction() as s:
+        r = s.get(RoundRow, (task_id, rnd))
+        assert r is not None
+        vf = s.get(VerdictFileRow, r.verdict_cid)
+        assert vf is not None
+        raw = verdicts.from_json(vf.body).to_bytes()
+        s.delete(vf)
+    return raw
+
+
+def test_a_proof_is_503_while_the_verdict_file_is_not_cached(fresh: Api) -> None:
+    _uncache_verdict_file(fresh, 1, 0)
+    r = fresh.get("/contributions/2/proof")
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "5"
+
+
+def test_a_proof_falls_back_to_the_content_store(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'i.db'}").create()
+    led = populate(db)
+    store = open_store(None, tmp_path)
+    real_cid = store.put(_uncache_verdict_file(Api("", httpx.Client(), led), 1, 0))
+    with db.transaction() as s:
+        r = s.get(RoundRow, (1, 0))
+        assert r is not None
+        r.verdict_cid = real_cid
+    with BackgroundServer(create_app(db, store=store)) as srv:
+        p = httpx.get(srv.url + "/contributions/2/proof").json()
+    assert p["verdict_cid"] == real_cid
+    assert merkle.verify(p["root"], p["leaf"], p["proof"])
+
+
+def test_the_status_filter_knows_every_verdict() -> None:
+    assert get_args(ContributionStatus) == ("PENDING", *Verdict.__members__)
 
 
 # -- /contributors ------------------------------------------------------------------------------

@@ -161,8 +161,8 @@ def test_a_killed_writer_leaves_only_whole_blocks(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-    deadline = time.monotonic() + 20
-    while len(block_files(root)) < 2000 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10
+    while len(block_files(root)) < 300 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -262,7 +262,7 @@ def test_streaming_memory_is_bounded_by_a_few_chunks() -> None:
     piece = bytes(range(256)) * 4096  # 1 MiB, reused: only the builder's own allocations count
     tracemalloc.start()
     builder = DagBuilder(FEDLEDGER.with_chunk_size(1024))
-    for _ in range(64):  # 64 MiB, 65536 chunks, a three-level tree
+    for _ in range(32):  # 32 MiB, 32768 chunks (> 174²): a three-level tree
         builder.write(piece)
     builder.finish()
     _, peak = tracemalloc.get_traced_memory()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from api_data import ALICE, BOB, CAROL, MALLORY, OUTSIDER, Ledger, populate
+
 from backend.api import create_app
 from backend.api.server import BackgroundServer
 from backend.db import Database
@@ -51,7 +51,10 @@ def more_rounds(led: Ledger) -> None:
         led.finalize(
             2,
             rnd,
-            {a.update_id: ("ACCEPTED", None, 0.8), b.update_id: ("UNAVAILABLE", "CID not found", 0)},
+            {
+                a.update_id: ("ACCEPTED", None, 0.8),
+                b.update_id: ("UNAVAILABLE", "CID not found", 0),
+            },
             accuracy=acc,
         )
     led.submit(2, 3, OUTSIDER, 950)

@@ -28,14 +28,16 @@ def _run_until_final(backend, ledger, task_id: int, rnd: int, passes: int = 20) 
 @pytest.fixture
 def every_verdict(ledger, store, dev_accounts, tmp_path: Path):
     """One round holding an update for (almost) every verdict."""
-    sc = make_scenario(ledger, store, dev_accounts, n_contributors=11, rule={"rule": "median"})
+    sc = make_scenario(ledger, store, dev_accounts, n_contributors=12, rule={"rule": "median"})
     st = sc.state()
     honest = [sc.honest_update(i) for i in range(4)]
     ids = {}
     for i, (data, n) in enumerate(honest):
         ids[f"honest{i}"] = sc.submit_bytes(i, data, n)
-    flipped, n = sc.honest_update(4, attack="sign_flip", scale=4.0)
+    flipped, n = sc.honest_update(4, attack="sign_flip", scale=1.0)
     ids["OUTLIER"] = sc.submit_bytes(4, flipped, n)
+    boosted, n = sc.honest_update(11, attack="scaling", factor=50.0)
+    ids["NORM_BOUND"] = sc.submit_bytes(11, boosted, n)
     ids["HASH_MISMATCH"] = sc.submit_bytes(5, honest[0][0], 100, claimed_hash="0x" + "ab" * 32)
     ids["UNAVAILABLE"] = sc.submit_bytes(6, b"never stored anywhere", 100, store_it=False)
     ids["MALFORMED"] = sc.submit_bytes(7, b"this is not a safetensors file", 100)
@@ -111,3 +113,18 @@ def test_the_new_global_model_applies_the_accepted_deltas(every_verdict):
     assert st.current_round == 1
     new = codec.decode(sc.store.get(st.global_cid), kind="model")
     assert new.round == 1 and codec.sha256_hex(sc.store.get(st.global_cid)) == st.global_hash
+
+
+def test_an_update_after_the_round_deadline_is_late(ledger, store, dev_accounts, tmp_path):
+    sc = make_scenario(ledger, store, dev_accounts, n_contributors=5, min_updates=1, max_updates=10,
+                       round_duration=60)
+    on_time = [sc.submit_bytes(i, *sc.honest_update(i)) for i in range(4)]
+    ledger.w3.provider.make_request("evm_increaseTime", [120])
+    late = sc.submit_bytes(4, *sc.honest_update(4))
+    backend = backend_for(sc, sc.validators[0], tmp_path / "v.db")
+    _run_until_final(backend, ledger, sc.task_id, 0)
+    with BackgroundServer(backend.app()) as srv:
+        got = {uid: httpx.get(f"{srv.url}/contributions/{uid}").json()["status"] for uid in on_time + [late]}
+    assert got[late] == "LATE"
+    assert all(got[u] == "ACCEPTED" for u in on_time), got
+    assert verify_task(sc.ledger, sc.store, sc.task_id).ok

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -32,6 +32,9 @@ from backend.api.routes import (
 from backend.db import Database
 from client.errors import ConfigError, FedledgerError
 from client.settings import load_settings
+
+if TYPE_CHECKING:
+    from web3 import Web3
 
 log = logging.getLogger("fedledger.api")
 
@@ -137,7 +140,7 @@ class RequestLatency:
 def create_app(
     db: Database,
     *,
-    w3: Any | None = None,
+    w3: Web3 | None = None,
     ledger_address: str | None = None,
     store: Any = None,
     indexer_status: Callable[[], dict[str, Any]] | None = None,

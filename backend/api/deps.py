@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi import Depends, HTTPException, Path, Query, Request, Response
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from backend.api.addresses import parse_address
@@ -35,7 +36,11 @@ class ApiContext:
     )
 
 
-def get_ctx(request: Request) -> ApiContext:
+# The dependencies are ``async`` although they do no I/O: FastAPI runs a sync dependency on the
+# thread pool, and each hop there costs more than the work itself.
+
+
+async def get_ctx(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
@@ -43,7 +48,8 @@ def get_ctx(request: Request) -> ApiContext:
 CtxDep = Annotated[ApiContext, Depends(get_ctx)]
 
 
-def get_session(ctx: CtxDep) -> Iterator[Session]:
+async def get_session(ctx: CtxDep) -> AsyncIterator[Session]:
+    """A session for the request; it opens a connection only when the route first queries."""
     with ctx.db.session() as s:
         yield s
 
@@ -54,11 +60,11 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # -- addresses ----------------------------------------------------------------------------------
 
 
-def _address_path(address: Annotated[str, Path(description="0x address, any case")]) -> str:
+async def _address_path(address: Annotated[str, Path(description="0x address, any case")]) -> str:
     return parse_address(address)
 
 
-def _address_query(
+async def _address_query(
     contributor: Annotated[str | None, Query(description="0x address, any case")] = None,
 ) -> str | None:
     return None if contributor is None else parse_address(contributor)
@@ -95,3 +101,9 @@ def decode_cursor(kind: str, token: str) -> int:
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size, at most 500")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+def json_response(model: BaseModel) -> Response:
+    """``model`` as JSON, serialised once: FastAPI would validate a returned model again against
+    the route's response_model (which still documents the shape in OpenAPI)."""
+    return Response(model.model_dump_json(), media_type="application/json")

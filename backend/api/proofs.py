@@ -1,23 +1,26 @@
-"""Verdict proofs from the cached verdict files, through ``client.merkle`` (one tree, one owner)."""
+"""Verdict proofs from the round's verdict file, through ``client.verdicts`` and ``client.merkle``
+(each format has one owner: this module only finds the file and picks the leaf)."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from backend.api.addresses import checksum
-from backend.api.schemas import VERDICTS, Proof
+from backend.api.schemas import Proof
 from backend.db import ContributionRow, RoundRow, VerdictFileRow
-from client import merkle
-from client.errors import FormatError, VerificationError
+from client import merkle, verdicts
+from client.errors import FedledgerError, FormatError, VerificationError
 
 if TYPE_CHECKING:
     from backend.api.deps import ApiContext
+
+RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -25,12 +28,12 @@ class VerdictTree:
     """A verdict file's leaves in update-id order (the order the tree is built in)."""
 
     update_ids: list[int]
-    leaves: list[Any]
-    verdicts: dict[int, str]
+    leaves: list[bytes]
+    verdicts: list[verdicts.Verdict]
 
 
 class TreeCache:
-    """Leaves of recently used verdict files; safe to cache forever since a CID names its bytes."""
+    """Leaves of recently used verdict files; never stale, since a CID names its bytes."""
 
     def __init__(self, size: int = 64) -> None:
         self._size = size
@@ -51,44 +54,39 @@ class TreeCache:
                 self._trees.popitem(last=False)
 
 
-def build_tree(body: dict[str, Any]) -> VerdictTree:
-    """Leaves of a verdict file body: ``entries`` of updateId, contributor, contentHash, verdict."""
+def _tree(vf: verdicts.VerdictFile) -> VerdictTree:
+    return VerdictTree(
+        update_ids=[e.update_id for e in vf.entries],
+        leaves=vf.leaves(),
+        verdicts=[e.verdict for e in vf.entries],
+    )
+
+
+def _load(ctx: ApiContext, s: Session, cid: str) -> VerdictTree:
+    """The verdict file from the database cache, else from the content store."""
     try:
-        entries = sorted(body["entries"], key=lambda e: int(e["updateId"]))
-        ids = [int(e["updateId"]) for e in entries]
-        verdicts = {int(e["updateId"]): str(e["verdict"]) for e in entries}
-        leaves = [
-            merkle.leaf(
-                int(e["updateId"]),
-                checksum(str(e["contributor"]).lower()),
-                str(e["contentHash"]),
-                VERDICTS.index(str(e["verdict"])),
-            )
-            for e in entries
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError(f"malformed verdict file: {type(exc).__name__}: {exc}") from exc
-    return VerdictTree(update_ids=ids, leaves=leaves, verdicts=verdicts)
-
-
-def _hex(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return "0x" + bytes(value).hex()
-    return str(value).lower()
+        cached = s.get(VerdictFileRow, cid)
+        if cached is not None:
+            return _tree(verdicts.from_json(cached.body))
+        if ctx.store is not None:
+            return _tree(verdicts.parse(ctx.store.get(cid)))
+    except FormatError as exc:
+        raise VerificationError(f"verdict file {cid} is malformed: {exc.message}") from exc
+    except FedledgerError:
+        pass  # the store is down or does not have it yet: same answer as not cached
+    raise HTTPException(
+        503,
+        detail=f"verdict file {cid} is not available yet; retry shortly",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def verdict_proof(ctx: ApiContext, s: Session, row: ContributionRow, rnd: RoundRow) -> Proof:
+    """The proof of ``row``'s verdict in finalised round ``rnd``, checked against its root."""
     cid = str(rnd.verdict_cid)
     tree = ctx.trees.get(cid)
     if tree is None:
-        cached = s.get(VerdictFileRow, cid)
-        if cached is None:
-            raise HTTPException(
-                503,
-                detail=f"verdict file {cid} is not in the cache yet; retry shortly",
-                headers={"Retry-After": "5"},
-            )
-        tree = build_tree(cached.body)
+        tree = _load(ctx, s, cid)
         ctx.trees.put(cid, tree)
     try:
         index = tree.update_ids.index(row.update_id)
@@ -101,17 +99,17 @@ def verdict_proof(ctx: ApiContext, s: Session, row: ContributionRow, rnd: RoundR
     root = str(rnd.verdict_root)
     if not merkle.verify(root, leaf, path):
         raise VerificationError(f"verdict file {cid} does not match the attested root {root}")
-    verdict = tree.verdicts[row.update_id]
+    verdict = tree.verdicts[index]
     return Proof(
         update_id=row.update_id,
         task_id=row.task_id,
         round=row.round,
         contributor=checksum(row.contributor),
         content_hash=row.content_hash,
-        verdict=verdict,  # type: ignore[arg-type]
-        verdict_code=VERDICTS.index(verdict),
-        leaf=_hex(leaf),
-        proof=[_hex(p) for p in path],
+        verdict=verdict.name,  # type: ignore[arg-type]
+        verdict_code=int(verdict),
+        leaf=merkle.to_hex(leaf),
+        proof=[merkle.to_hex(p) for p in path],
         root=root,
         verdict_cid=cid,
     )

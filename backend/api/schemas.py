@@ -9,21 +9,6 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-VERDICTS = (
-    "ACCEPTED",
-    "HASH_MISMATCH",
-    "UNAVAILABLE",
-    "MALFORMED",
-    "SHAPE_MISMATCH",
-    "NON_FINITE",
-    "NORM_BOUND",
-    "OUTLIER",
-    "LATE",
-    "DUPLICATE",
-    "FREE_RIDER",
-)
-"""Verdict names in code order (docs/interfaces.md); ``client.verdicts`` owns the format."""
-
 ContributionStatus = Literal[
     "PENDING",
     "ACCEPTED",
@@ -38,7 +23,8 @@ ContributionStatus = Literal[
     "DUPLICATE",
     "FREE_RIDER",
 ]
-"""PENDING until the round's verdict file is indexed, then the update's verdict."""
+"""PENDING until the round's verdict file is indexed, then the update's verdict
+(``client.verdicts.Verdict`` names; a test keeps the two in step)."""
 
 RoundStatus = Literal["open", "sealed", "finalized"]
 HealthStatus = Literal["ok", "lagging", "degraded"]

@@ -10,7 +10,7 @@ import {ITrainingLedger} from "../ITrainingLedger.sol";
 /// prints them and the `assertLe` bounds keep regressions out. The EVM floor behind each bound
 /// is derived in TrainingLedger.sol's header.
 contract GasTest is LedgerFixture {
-    uint256 internal constant BATCH = 64;
+    uint32 internal constant BATCH = 64;
     uint256 internal task; // closed, quorum 2
     uint256 internal soloTask; // closed, quorum 1
     uint256 internal bigTask; // BATCH contributors
@@ -20,7 +20,7 @@ contract GasTest is LedgerFixture {
         task = _closedTask();
         soloTask = _createTask(_config(1, 3, 1, 0, false));
         _admit(soloTask);
-        bigTask = _createTask(_config(1, uint32(BATCH), 1, 0, false));
+        bigTask = _createTask(_config(1, BATCH, 1, 0, false));
         vm.startPrank(owner);
         for (uint256 k = 1; k <= BATCH; ++k) {
             ledger.addContributor(bigTask, vm.addr(k));
@@ -98,9 +98,7 @@ contract GasTest is LedgerFixture {
     function test_gas_attestRound_finalising_quorum_1() public warmLedger {
         vm.prank(val1);
         uint256 used = _measure(
-            abi.encodeCall(
-                ledger.attestRound, (soloTask, 0, keccak256("root"), keccak256("agg"), AGG_CID, VERDICT_CID)
-            )
+            abi.encodeCall(ledger.attestRound, (soloTask, 0, keccak256("root"), keccak256("agg"), AGG_CID, VERDICT_CID))
         );
         emit log_named_uint("attestRound, quorum 1 (seals and finalises)", used);
         assertLe(used, 80_000, "attestRound target");
@@ -124,9 +122,10 @@ contract GasFinaliseTest is LedgerFixture {
         require(address(ledger).code.length > 0); // warm account, cold storage
         vm.prank(val2);
         uint256 used = gasleft();
-        (bool ok,) = address(ledger).call(
-            abi.encodeCall(ledger.attestRound, (task, 0, keccak256("root"), keccak256("agg"), AGG_CID, VERDICT_CID))
-        );
+        (bool ok,) = address(ledger)
+            .call(
+                abi.encodeCall(ledger.attestRound, (task, 0, keccak256("root"), keccak256("agg"), AGG_CID, VERDICT_CID))
+            );
         used -= gasleft();
         require(ok, "attestRound reverted");
         emit log_named_uint("attestRound, second of quorum 2 (finalises)", used);

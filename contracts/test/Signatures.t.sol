@@ -28,13 +28,21 @@ contract SignaturesTest is LedgerFixture {
         u.signature = _signDigest(
             key,
             _typedHash(
-                _domainSeparator(block.chainid, address(ledger)), task, 0, contentHash, cid, numSamples, u.contributor, deadline
+                _domainSeparator(block.chainid, address(ledger)),
+                task,
+                0,
+                contentHash,
+                cid,
+                numSamples,
+                u.contributor,
+                deadline
             )
         );
     }
 
     function _recoverOf(ITrainingLedger.SignedUpdate memory u) internal view returns (address) {
-        bytes32 digest = ledger.hashUpdate(u.taskId, u.round, u.contentHash, u.cid, u.numSamples, u.contributor, u.deadline);
+        bytes32 digest =
+            ledger.hashUpdate(u.taskId, u.round, u.contentHash, u.cid, u.numSamples, u.contributor, u.deadline);
         bytes memory sig = u.signature;
         bytes32 r;
         bytes32 s;
@@ -58,7 +66,9 @@ contract SignaturesTest is LedgerFixture {
         ITrainingLedger.SignedUpdate memory u = _update(key, contentHash, cid, numSamples, block.timestamp + ttl);
         vm.prank(outsider);
         uint256 id = _relay(u);
-        assertEq(ledger.getUpdate(id), ledger.updateDigest(task, 0, vm.addr(key), contentHash, cid, numSamples), "digest");
+        assertEq(
+            ledger.getUpdate(id), ledger.updateDigest(task, 0, vm.addr(key), contentHash, cid, numSamples), "digest"
+        );
         assertTrue(ledger.hasSubmitted(task, 0, vm.addr(key)), "recorded for the signer");
     }
 
@@ -92,7 +102,16 @@ contract SignaturesTest is LedgerFixture {
         ITrainingLedger.SignedUpdate memory u = _update(key, keccak256("h"), CID, 10, block.timestamp + 100);
         u.signature = _signDigest(
             key,
-            _typedHash(_domainSeparator(otherChain, address(ledger)), task, 0, u.contentHash, CID, 10, u.contributor, u.deadline)
+            _typedHash(
+                _domainSeparator(otherChain, address(ledger)),
+                task,
+                0,
+                u.contentHash,
+                CID,
+                10,
+                u.contributor,
+                u.deadline
+            )
         );
         address recovered = _recoverOf(u);
         vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.BadSignature.selector, u.contributor, recovered));
@@ -116,7 +135,16 @@ contract SignaturesTest is LedgerFixture {
         ITrainingLedger.SignedUpdate memory u = _update(key, keccak256("h"), CID, 10, block.timestamp + 100);
         u.signature = _signDigest(
             key,
-            _typedHash(_domainSeparator(block.chainid, address(other)), task, 0, u.contentHash, CID, 10, u.contributor, u.deadline)
+            _typedHash(
+                _domainSeparator(block.chainid, address(other)),
+                task,
+                0,
+                u.contentHash,
+                CID,
+                10,
+                u.contributor,
+                u.deadline
+            )
         );
         address recovered = _recoverOf(u);
         vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.BadSignature.selector, u.contributor, recovered));

@@ -61,9 +61,7 @@ contract TrainingLedgerTest is LedgerFixture {
     }
 
     function test_createTask_rejects_min_above_max() public {
-        vm.expectRevert(
-            abi.encodeWithSelector(ITrainingLedger.InvalidConfig.selector, "minUpdates exceeds maxUpdates")
-        );
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.InvalidConfig.selector, "minUpdates exceeds maxUpdates"));
         ledger.createTask(_config(4, 3, 1, 0, false));
     }
 
@@ -444,6 +442,70 @@ contract TrainingLedgerTest is LedgerFixture {
         assertEq(r.updateCount, 2, "count");
         assertEq(ledger.attestationCount(taskId, 0, digest), 1, "tally");
         assertTrue(ledger.hasAttested(taskId, 0, val1), "val1 attested");
+    }
+
+    function test_sealRound_closes_the_round_without_attesting() public {
+        uint256 taskId = _closedTask();
+        _submit(alice, taskId, 0);
+        _submit(bob, taskId, 0);
+        vm.expectEmit(true, true, true, true, address(ledger));
+        emit ITrainingLedger.RoundSealed(taskId, 0, 2);
+        vm.prank(val1);
+        ledger.sealRound(taskId, 0);
+        ITrainingLedger.RoundView memory r = ledger.getRound(taskId, 0);
+        assertTrue(r.isSealed, "sealed");
+        assertFalse(ledger.hasAttested(taskId, 0, val1), "sealing is not attesting");
+        _attest(val1, taskId, 0, keccak256("root"), keccak256("agg"));
+        assertTrue(ledger.hasAttested(taskId, 0, val1), "attested after the seal");
+    }
+
+    function test_sealRound_twice_reverts() public {
+        uint256 taskId = _closedTask();
+        _submit(alice, taskId, 0);
+        _submit(bob, taskId, 0);
+        vm.prank(val1);
+        ledger.sealRound(taskId, 0);
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.RoundAlreadySealed.selector, taskId, 0));
+        vm.prank(val2);
+        ledger.sealRound(taskId, 0);
+    }
+
+    function test_sealRound_by_non_validator_reverts() public {
+        uint256 taskId = _closedTask();
+        _submit(alice, taskId, 0);
+        _submit(bob, taskId, 0);
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.NotValidator.selector, taskId, outsider));
+        vm.prank(outsider);
+        ledger.sealRound(taskId, 0);
+    }
+
+    function test_sealRound_before_ready_reverts() public {
+        uint256 taskId = _createTask(_config(2, 5, 1, 0, false));
+        _admit(taskId);
+        _submit(alice, taskId, 0);
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.RoundNotReady.selector, taskId, 0, 1, 2, 0));
+        vm.prank(val1);
+        ledger.sealRound(taskId, 0);
+    }
+
+    function test_sealRound_of_another_round_reverts() public {
+        uint256 taskId = _closedTask();
+        _submit(alice, taskId, 0);
+        _submit(bob, taskId, 0);
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.WrongRound.selector, taskId, 1, 0));
+        vm.prank(val1);
+        ledger.sealRound(taskId, 1);
+    }
+
+    function test_submission_after_the_seal_reverts() public {
+        uint256 taskId = _createTask(_config(1, 5, 1, 0, false));
+        _admit(taskId);
+        _submit(alice, taskId, 0);
+        vm.prank(val1);
+        ledger.sealRound(taskId, 0);
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.RoundAlreadySealed.selector, taskId, 0));
+        vm.prank(bob);
+        ledger.submitUpdate(taskId, 0, _hash(bob, 0), CID, 10);
     }
 
     function test_validator_attests_once_per_round() public {

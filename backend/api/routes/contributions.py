@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BeforeValidator
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from backend.api.addresses import checksum
 from backend.api.deps import (
@@ -17,10 +19,11 @@ from backend.api.deps import (
     SessionDep,
     decode_cursor,
     encode_cursor,
+    json_response,
 )
 from backend.api.proofs import verdict_proof
 from backend.api.schemas import Contribution, ContributionStatus, Page, Proof
-from backend.db import ContributionRow, RoundRow
+from backend.db import ContributionRow, RoundRow, TaskRow
 
 router = APIRouter(prefix="/contributions", tags=["contributions"])
 
@@ -54,32 +57,99 @@ def list_contributions(
     order: Annotated[Literal["asc", "desc"], Query(description="by update id")] = "asc",
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> Page[Contribution]:
+) -> Response:
     """The history, filtered, in update-id order, one keyset page at a time.
 
     Following ``next_cursor`` visits every matching contribution exactly once even while new
     ones are indexed between pages (in ascending order they appear on later pages).
     """
     kind = f"contributions.{order}"
+    after = None if cursor is None else decode_cursor(kind, cursor)
+    q = history_query(task_id, round, contributor, status, order, after).limit(limit + 1)
+    rows = s.execute(q).mappings().all()
+    more = len(rows) > limit
+    items = [
+        Contribution.model_validate({**r, "contributor": checksum(r["contributor"])})
+        for r in rows[:limit]
+    ]
+    nxt = encode_cursor(kind, items[-1].update_id) if more else None
+    return json_response(Page[Contribution](items=items, next_cursor=nxt))
+
+
+def history_query(
+    task_id: int | None,
+    round: int | None,
+    contributor: str | None,
+    status: str | None,
+    order: Literal["asc", "desc"] = "asc",
+    after: int | None = None,
+) -> Select[Any]:
+    """Contributions matching the filters, keyset-ordered by update id after ``after``."""
     key = ContributionRow.update_id
-    q = select(ContributionRow)
+    use = _index_for(task_id, round, contributor, status)
+    q = select(*ContributionRow.__table__.columns)
     if task_id is not None:
-        q = q.where(ContributionRow.task_id == task_id)
+        q = q.where(_steer(ContributionRow.task_id, use in ("task", "task_round")) == task_id)
     if round is not None:
         q = q.where(ContributionRow.round == round)
+        if task_id is None:  # reach ix_contrib_task_round once per task instead of a full scan
+            q = q.where(ContributionRow.task_id.in_(select(TaskRow.task_id)))
     if contributor is not None:
-        q = q.where(ContributionRow.contributor == contributor)
+        q = q.where(_steer(ContributionRow.contributor, use == "contributor") == contributor)
     if status is not None:
-        q = q.where(ContributionRow.status == status)
-    if cursor is not None:
-        after = decode_cursor(kind, cursor)
+        q = q.where(_steer(ContributionRow.status, use == "status") == status)
+    if after is not None:
         q = q.where(key > after if order == "asc" else key < after)
-    q = q.order_by(key if order == "asc" else key.desc()).limit(limit + 1)
-    rows = list(s.scalars(q))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor(kind, rows[-1].update_id) if more else None
-    return Page[Contribution](items=[contribution_model(r) for r in rows], next_cursor=nxt)
+    return q.order_by(key if order == "asc" else key.desc())
+
+
+def _index_for(
+    task_id: int | None, round: int | None, contributor: str | None, status: str | None
+) -> str | None:
+    """Which index (``ix_contrib_*``) reaches the fewest rows for these filters.
+
+    Each of them ends in update_id, so the keyset ORDER BY needs no sort. A rejection status
+    is rare (a few %), so it narrows a task more than the task narrows the history.
+    """
+    if round is not None:
+        return "task_round"
+    if contributor is not None:
+        return "contributor"
+    if status is not None and (task_id is None or status not in ("ACCEPTED", "PENDING")):
+        return "status"
+    if task_id is not None:
+        return "task"
+    return None
+
+
+class _Unindexed(ColumnElement[Any]):
+    """A column SQLite must not reach through an index: ``+col`` (sqlite.org/optoverview.html,
+    "Disqualifying WHERE clause terms"); other databases see the plain column.
+
+    SQLite plans a cache like ours without statistics and picks badly between two usable
+    indexes, e.g. status over contributor: 80 ms instead of 0.3 ms on 1M rows.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_Unindexed)
+def _plain(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+@compiles(_Unindexed, "sqlite")
+def _unary_plus(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.column, **kw))
+
+
+def _steer(column: Any, indexed: bool) -> Any:
+    return column if indexed else _Unindexed(column)
 
 
 def _get_row(s: SessionDep, update_id: int) -> ContributionRow:

@@ -107,9 +107,10 @@ abstract contract LedgerFixture is Test {
     }
 
     function _domainSeparator(uint256 chainId, address verifyingContract) internal pure returns (bytes32) {
-        return keccak256(
-            abi.encode(DOMAIN_TYPEHASH, keccak256("TrainingLedger"), keccak256("1"), chainId, verifyingContract)
-        );
+        return
+            keccak256(
+                abi.encode(DOMAIN_TYPEHASH, keccak256("TrainingLedger"), keccak256("1"), chainId, verifyingContract)
+            );
     }
 
     function _typedHash(

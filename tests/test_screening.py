@@ -1,0 +1,205 @@
+"""client.screening: one verdict per update, each check in isolation, and attack detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from client import aggregation as A
+from client.errors import ConfigError
+from client.screening import Candidate, ScreeningSpec, accepted_ids, screen
+from client.verdicts import Verdict
+
+MODEL = {"w": np.zeros((8, 16), np.float32), "b": np.zeros(16, np.float32)}
+MEDIAN = A.RuleSpec(rule="median")
+
+
+def _honest(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Updates sharing a common direction plus individual noise, like IID-ish clients."""
+    rng = np.random.default_rng(seed)
+    common = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in MODEL.items()}
+    return [
+        {
+            k: (common[k] + 0.5 * rng.standard_normal(v.shape)).astype(np.float32)
+            for k, v in MODEL.items()
+        }
+        for _ in range(n)
+    ]
+
+
+def _cands(deltas: list, **early: tuple[Verdict, str]) -> list[Candidate]:
+    return [
+        Candidate(i + 1, "0x" + f"{i + 1:040x}", "0x" + f"{i + 1:064x}", d)
+        for i, d in enumerate(deltas)
+    ]
+
+
+def _verdicts(
+    deltas: list, rule: A.RuleSpec = MEDIAN, spec: ScreeningSpec | None = None
+) -> list[Verdict]:
+    return [d.verdict for d in screen(_cands(deltas), MODEL, rule, spec)]
+
+
+def test_honest_updates_are_all_accepted() -> None:
+    assert set(_verdicts(_honest(8))) == {Verdict.ACCEPTED}
+
+
+def test_one_decision_per_update_in_update_id_order() -> None:
+    cands = list(reversed(_cands(_honest(6))))
+    assert [d.update_id for d in screen(cands, MODEL, MEDIAN)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_early_verdict_is_kept_with_its_reason() -> None:
+    cands = _cands(_honest(5))
+    cands[2] = Candidate(
+        3, cands[2].contributor, cands[2].content_hash, None, Verdict.LATE, "after deadline"
+    )
+    d = screen(cands, MODEL, MEDIAN)[2]
+    assert (d.verdict, d.reason) == (Verdict.LATE, "after deadline")
+
+
+def test_wrong_shape_is_shape_mismatch() -> None:
+    deltas = _honest(5)
+    deltas[1] = {"w": np.zeros((8, 15), np.float32), "b": deltas[1]["b"]}
+    assert _verdicts(deltas)[1] == Verdict.SHAPE_MISMATCH
+
+
+def test_missing_tensor_is_shape_mismatch() -> None:
+    deltas = _honest(5)
+    deltas[1] = {"w": deltas[1]["w"]}
+    assert _verdicts(deltas)[1] == Verdict.SHAPE_MISMATCH
+
+
+def test_nan_is_non_finite() -> None:
+    deltas = _honest(5)
+    deltas[0]["b"][3] = np.inf
+    assert _verdicts(deltas)[0] == Verdict.NON_FINITE
+
+
+def test_all_zero_delta_is_free_rider() -> None:
+    deltas = _honest(5)
+    deltas[4] = {k: np.zeros_like(v) for k, v in MODEL.items()}
+    assert _verdicts(deltas)[4] == Verdict.FREE_RIDER
+
+
+def test_same_content_hash_as_earlier_update_is_duplicate() -> None:
+    cands = _cands(_honest(5))
+    cands[3] = Candidate(4, cands[3].contributor, cands[1].content_hash, cands[1].delta)
+    assert screen(cands, MODEL, MEDIAN)[3].verdict == Verdict.DUPLICATE
+
+
+def test_rescaled_copy_of_earlier_update_is_duplicate() -> None:
+    deltas = _honest(5)
+    deltas[4] = {k: v * 1.1 for k, v in deltas[0].items()}
+    out = _verdicts(deltas)
+    assert out[0] == Verdict.ACCEPTED and out[4] == Verdict.DUPLICATE
+
+
+def test_boosted_update_exceeds_the_relative_norm_bound() -> None:
+    deltas = _honest(8)
+    deltas[2] = {k: v * 10 for k, v in deltas[2].items()}
+    assert _verdicts(deltas)[2] == Verdict.NORM_BOUND
+
+
+def test_absolute_norm_bound_applies_to_every_update() -> None:
+    assert set(_verdicts(_honest(5), spec=ScreeningSpec(norm_bound=1e-3))) == {Verdict.NORM_BOUND}
+
+
+@pytest.mark.parametrize("rule", [MEDIAN, A.RuleSpec(rule="krum", f=2)], ids=["median", "krum"])
+def test_sign_flipped_update_is_outlier(rule: A.RuleSpec) -> None:
+    deltas = _honest(8)
+    deltas[5] = {k: -v for k, v in deltas[5].items()}
+    assert _verdicts(deltas, rule)[5] == Verdict.OUTLIER
+
+
+def test_too_few_updates_are_not_judged_as_outliers() -> None:
+    deltas = _honest(3)
+    deltas[2] = {k: -v for k, v in deltas[2].items()}
+    assert set(_verdicts(deltas)) == {Verdict.ACCEPTED}
+
+
+def test_screening_is_deterministic() -> None:
+    deltas = _honest(9, seed=3)
+    deltas[1] = {k: -v for k, v in deltas[1].items()}
+    assert screen(_cands(deltas), MODEL, MEDIAN) == screen(_cands(deltas), MODEL, MEDIAN)
+
+
+def test_accepted_ids_are_in_update_id_order() -> None:
+    deltas = _honest(6)
+    deltas[0] = {k: np.zeros_like(v) for k, v in MODEL.items()}
+    assert accepted_ids(screen(_cands(deltas), MODEL, MEDIAN)) == [2, 3, 4, 5, 6]
+
+
+def test_bad_screening_spec_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="outlier_k"):
+        ScreeningSpec.parse({"outlier_k": -1})
+
+
+def test_screening_spec_reads_the_screening_section_of_a_task_spec() -> None:
+    assert ScreeningSpec.parse({"screening": {"norm_bound": 2.0}}).norm_bound == 2.0
+
+
+# ------------------------------------------------------------------ real non-IID experiment
+
+
+def _digits_rounds(attack: str, seed: int, n_rounds: int = 5):  # type: ignore[no-untyped-def]
+    """10 clients, Dirichlet(0.5) label split of load_digits, a 64-32-10 MLP, 3 attackers."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(seed)
+    data = load_digits()
+    X = torch.from_numpy((data.data / 16.0).astype(np.float32))
+    y = torch.from_numpy(data.target.astype(np.int64))
+    parts: list[list[int]] = [[] for _ in range(10)]
+    for c in range(10):
+        ids = rng.permutation(np.where(data.target == c)[0])
+        cuts = (np.cumsum(rng.dirichlet([0.5] * 10)) * len(ids)).astype(int)[:-1]
+        for k, p in enumerate(np.split(ids, cuts)):
+            parts[k].extend(p.tolist())
+    bad = set(rng.choice(10, 3, replace=False).tolist())
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    glob = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    for r in range(n_rounds):
+        deltas = []
+        for k in range(10):
+            net.load_state_dict({n: torch.from_numpy(v.copy()) for n, v in glob.items()})
+            opt = torch.optim.SGD(net.parameters(), lr=0.1)
+            g = torch.Generator().manual_seed(seed * 1000 + r * 10 + k)
+            idx = torch.tensor(parts[k])
+            for _ in range(5):
+                perm = idx[torch.randperm(len(idx), generator=g)]
+                for s in range(0, len(perm), 32):
+                    b = perm[s : s + 32]
+                    opt.zero_grad()
+                    torch.nn.functional.cross_entropy(net(X[b]), y[b]).backward()
+                    opt.step()
+            d = {
+                n: (v.detach().numpy() - glob[n]).astype(np.float32)
+                for n, v in net.state_dict().items()
+            }
+            if k in bad:
+                d = {n: v * (-1.0 if attack == "sign_flip" else 10.0) for n, v in d.items()}
+            deltas.append(d)
+        yield r, glob, deltas, [k in bad for k in range(10)]
+        honest = [d for d, b in zip(deltas, [k in bad for k in range(10)], strict=True) if not b]
+        glob = {
+            n: glob[n] + np.mean([h[n] for h in honest], axis=0).astype(np.float32) for n in glob
+        }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["sign_flip", "scaling"])
+def test_attackers_at_30_percent_are_rejected_on_non_iid_digits(attack: str) -> None:
+    hits = misses = false_rejects = honest = 0
+    for seed in range(2):
+        for _, glob, deltas, bad in _digits_rounds(attack, seed):
+            for d, is_bad in zip(screen(_cands(deltas), glob, MEDIAN), bad, strict=True):
+                rejected = d.verdict != Verdict.ACCEPTED
+                hits += is_bad and rejected
+                misses += is_bad and not rejected
+                false_rejects += (not is_bad) and rejected
+                honest += not is_bad
+    assert hits / (hits + misses) >= 0.9
+    assert false_rejects / honest <= 0.05
