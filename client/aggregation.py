@@ -267,7 +267,10 @@ def exact_gram(vectors: Sequence[Vector]) -> Gram:
     size = int(vectors[0].size) if n else 0
     exps = []
     for v in vectors:
-        peak = float(np.max(np.abs(v))) if size else 0.0  # max is exact in any order
+        # max/min are exact in any order, and NaN/Inf show up in them: no |v| copy, no mask
+        peak = max(float(v.max()), -float(v.min())) if size else 0.0
+        if not math.isfinite(peak):
+            raise ValueError("an update contains NaN or Inf; screening must reject it first")
         exps.append(math.frexp(peak)[1] - _GRAM_BITS if peak > 0 else 0)
     scales = [np.float64(math.ldexp(1.0, -e)) for e in exps]
     total = [[0] * n for _ in range(n)]
@@ -455,21 +458,14 @@ def krum_order_from_gram(gram: Gram, f: int) -> list[int]:
     return sorted(range(gram.n), key=lambda i: (scores[i], i))
 
 
-def _finite_vectors(updates: Sequence[Vector]) -> list[Vector]:
-    vecs = _as_vectors(updates)
-    for v in vecs:
-        _check_finite(v, "an update")
-    return vecs
-
-
 def krum_scores(updates: Sequence[Vector], f: int) -> list[float]:
     """Krum scores of ``updates`` (see :func:`krum_scores_from_gram`)."""
-    return krum_scores_from_gram(exact_gram(_finite_vectors(updates)), f)
+    return krum_scores_from_gram(exact_gram(_as_vectors(updates)), f)
 
 
 def krum_select(updates: Sequence[Vector], *, f: int, m: int = 1) -> list[int]:
     """Indices of the ``m`` updates with the lowest Krum scores, best first (ties by order)."""
-    return krum_order_from_gram(exact_gram(_finite_vectors(updates)), f)[: max(1, m)]
+    return krum_order_from_gram(exact_gram(_as_vectors(updates)), f)[: max(1, m)]
 
 
 def krum(updates: Sequence[Vector], *, f: int) -> Vector:

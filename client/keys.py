@@ -14,6 +14,7 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
 
 from client.errors import ConfigError, KeystoreError, NotFoundError
 
@@ -58,7 +59,7 @@ def list_keys(keystore: Path) -> list[KeyInfo]:
         try:
             data = json.loads(p.read_text())
             out.append(
-                KeyInfo(name=p.stem, address=Account.to_checksum_address(data["address"]), path=p)
+                KeyInfo(name=p.stem, address=to_checksum_address(data["address"]), path=p)
             )
         except (ValueError, KeyError):
             continue
