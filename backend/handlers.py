@@ -24,8 +24,16 @@ from client.chain import to_checksum
 def _round(s: Session, task_id: int, rnd: int) -> RoundRow:
     row = s.get(RoundRow, (task_id, rnd))
     if row is None:
-        row = RoundRow(task_id=task_id, round=rnd, status="open", submitted=0, accepted=0, rejected=0,
-                       verdicts_applied=False, conflicts=0)
+        row = RoundRow(
+            task_id=task_id,
+            round=rnd,
+            status="open",
+            submitted=0,
+            accepted=0,
+            rejected=0,
+            verdicts_applied=False,
+            conflicts=0,
+        )
         s.add(row)
         s.flush()
     return row
@@ -129,8 +137,13 @@ def on_round_attested(s: Session, ev: EventRow) -> None:
     r = _round(s, task_id, rnd)
     if r.status == "open":
         r.status = "sealed"
-    digests = set(s.scalars(select(AttestationRow.digest).where(
-        AttestationRow.task_id == task_id, AttestationRow.round == rnd)))
+    digests = set(
+        s.scalars(
+            select(AttestationRow.digest).where(
+                AttestationRow.task_id == task_id, AttestationRow.round == rnd
+            )
+        )
+    )
     r.conflicts = max(0, len(digests) - 1)
 
 
@@ -182,7 +195,9 @@ def apply_verdict_file(s: Session, task_id: int, rnd: int, body: dict) -> None: 
         verdict = str(e["verdict"])
         s.execute(
             update(ContributionRow)
-            .where(ContributionRow.update_id == int(e["updateId"]), ContributionRow.task_id == task_id)
+            .where(
+                ContributionRow.update_id == int(e["updateId"]), ContributionRow.task_id == task_id
+            )
             .values(status=verdict, reason=e.get("reason"), score=e.get("score"))
         )
         if verdict == "ACCEPTED":

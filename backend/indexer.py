@@ -35,7 +35,8 @@ KEEP_BLOCK_HASHES = 1024
 class LogSource(Protocol):
     """What the indexer needs from a chain."""
 
-    address: str
+    @property
+    def address(self) -> str: ...
 
     @property
     def chain_id(self) -> int: ...
@@ -145,7 +146,9 @@ class Indexer:
             cp = self.checkpoint(s)
             expected = self.start_block if cp is None else cp.block_number + 1
             if start != expected:  # another process moved the checkpoint: don't double count
-                raise ChainError(f"checkpoint moved under the indexer (expected {expected}, got {start})")
+                raise ChainError(
+                    f"checkpoint moved under the indexer (expected {expected}, got {start})"
+                )
             for lg in logs:
                 row = EventRow(
                     block_number=int(lg["blockNumber"]),
@@ -165,10 +168,14 @@ class Indexer:
                 s.merge(BlockSeen(number=n, hash=h))
             end_hash = headers[end][0]
             if cp is None:
-                s.add(Checkpoint(
-                    contract=self.source.address, chain_id=self.source.chain_id,
-                    block_number=end, block_hash=end_hash,
-                ))
+                s.add(
+                    Checkpoint(
+                        contract=self.source.address,
+                        chain_id=self.source.chain_id,
+                        block_number=end,
+                        block_hash=end_hash,
+                    )
+                )
             else:
                 cp.block_number = end
                 cp.block_hash = end_hash
@@ -226,7 +233,9 @@ class Indexer:
                     cp.block_hash = kept.hash if kept else self.source.block(fork)[0]
             s.flush()
             self.rebuild(s)
-            for row in s.scalars(select(EventRow).order_by(EventRow.block_number, EventRow.log_index)):
+            for row in s.scalars(
+                select(EventRow).order_by(EventRow.block_number, EventRow.log_index)
+            ):
                 handler = self.handlers.get(row.name)
                 if handler is not None:
                     handler(s, row)

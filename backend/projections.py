@@ -27,9 +27,14 @@ log = logging.getLogger("fedledger.projections")
 def apply_verdicts(db: Database, store: ContentStore) -> int:
     """Apply verdict files of final rounds not yet applied; returns how many rounds were done."""
     with db.session() as s:
-        todo = [(r.task_id, r.round, r.verdict_cid) for r in s.scalars(
-            select(RoundRow).where(RoundRow.status == "finalized", RoundRow.verdicts_applied.is_(False))
-        )]
+        todo = [
+            (r.task_id, r.round, r.verdict_cid)
+            for r in s.scalars(
+                select(RoundRow).where(
+                    RoundRow.status == "finalized", RoundRow.verdicts_applied.is_(False)
+                )
+            )
+        ]
     done = 0
     for task_id, rnd, cid in todo:
         if not cid:
@@ -83,9 +88,9 @@ class Evaluator:
             todo = [
                 (r.task_id, r.round, r.aggregate_cid, r.aggregate_hash, t.spec_cid)
                 for r, t in s.execute(
-                    select(RoundRow, TaskRow).join(TaskRow, TaskRow.task_id == RoundRow.task_id).where(
-                        RoundRow.status == "finalized", RoundRow.accuracy.is_(None)
-                    )
+                    select(RoundRow, TaskRow)
+                    .join(TaskRow, TaskRow.task_id == RoundRow.task_id)
+                    .where(RoundRow.status == "finalized", RoundRow.accuracy.is_(None))
                 )
             ]
         done = 0

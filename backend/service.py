@@ -48,13 +48,19 @@ class Backend:
     def __post_init__(self) -> None:
         self.db.create()
         self.indexer = Indexer(
-            LedgerSource(self.ledger, chunk=self.chunk), self.db, HANDLERS, rebuild,
-            start_block=self.ledger.from_block, confirmations=self.confirmations, chunk=self.chunk,
+            LedgerSource(self.ledger, chunk=self.chunk),
+            self.db,
+            HANDLERS,
+            rebuild,
+            start_block=self.ledger.from_block,
+            confirmations=self.confirmations,
+            chunk=self.chunk,
         )
         self.evaluator = Evaluator(self.store) if self.evaluate else None
         self.validator = (
             Validator(self.ledger.with_account(self.account), self.store, self.db)
-            if self.account is not None else None
+            if self.account is not None
+            else None
         )
 
     def run_pass(self) -> int:
@@ -121,8 +127,13 @@ class Backend:
     def app(self) -> Any:
         from backend.api.app import create_app
 
-        return create_app(self.db, w3=self.ledger.w3, ledger_address=self.ledger.address,
-                          store=self.store, indexer_status=self.status)
+        return create_app(
+            self.db,
+            w3=self.ledger.w3,
+            ledger_address=self.ledger.address,
+            store=self.store,
+            indexer_status=self.status,
+        )
 
 
 def run_service(
@@ -134,12 +145,15 @@ def run_service(
     ledger = open_ledger(settings.resolve_rpc_url(), settings.contract, settings.deployments_dir)
     ledger.log_chunk = settings.log_chunk
     backend = Backend(
-        ledger=ledger, store=open_store(settings.ipfs, settings.home), db=Database(settings.db_url),
-        account=account, confirmations=settings.confirmations, evaluate=evaluate,
+        ledger=ledger,
+        store=open_store(settings.ipfs, settings.home),
+        db=Database(settings.db_url),
+        account=account,
+        confirmations=settings.confirmations,
+        evaluate=evaluate,
         chunk=settings.log_chunk,
     ).start()
     try:
         uvicorn.run(backend.app(), host=host, port=port, log_level="info")
     finally:
         backend.stop()
-

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from backend.db import ContributionRow, Database, MemberRow, RoundRow
-from client import codec
 from client.chain import Ledger, to_hex
 from client.errors import ContractRevert, FedledgerError
 from client.rounds import Judgement, UpdateRef, judge_round
@@ -55,11 +54,13 @@ class Validator:
 
     def my_tasks(self) -> list[int]:
         with self.db.session() as s:
-            return list(s.scalars(
-                select(MemberRow.task_id).where(
-                    MemberRow.address == self.address, MemberRow.role == "validator"
-                ).order_by(MemberRow.task_id)
-            ))
+            return list(
+                s.scalars(
+                    select(MemberRow.task_id)
+                    .where(MemberRow.address == self.address, MemberRow.role == "validator")
+                    .order_by(MemberRow.task_id)
+                )
+            )
 
     def step(self) -> list[Attested]:
         """Attest every round that is ready now; returns what was attested."""
@@ -108,24 +109,47 @@ class Validator:
             return None  # the indexer has not caught up with the seal yet
         state = load_task(led, self.store, task_id)
         base = fetch_verified(self.store, state.global_cid, state.global_hash)
-        deadline = int(t["roundStart"]) + int(t["roundDuration"]) if int(t["roundDuration"]) else None
+        deadline = (
+            int(t["roundStart"]) + int(t["roundDuration"]) if int(t["roundDuration"]) else None
+        )
         j = judge_round(
-            self.store, task_id=task_id, round_=rnd, spec=state.spec, base_model=base,
-            updates=refs, deadline=deadline,
+            self.store,
+            task_id=task_id,
+            round_=rnd,
+            spec=state.spec,
+            base_model=base,
+            updates=refs,
+            deadline=deadline,
         )
         self._publish(j)
         try:
-            receipt = led.attest_round(task_id, rnd, to_hex(j.root), j.aggregate_hash,
-                                       j.aggregate_cid, j.verdict_cid)
+            receipt = led.attest_round(
+                task_id, rnd, to_hex(j.root), j.aggregate_hash, j.aggregate_cid, j.verdict_cid
+            )
         except ContractRevert as exc:
             if exc.name == "AlreadyAttested":
                 return None
             raise
         accepted = sum(1 for e in j.verdict_file.entries if e.verdict.name == "ACCEPTED")
-        log.info("attested", extra={"task": task_id, "round": rnd, "updates": len(refs),
-                                    "accepted": accepted, "aggregate": j.aggregate_cid})
-        return Attested(task_id, rnd, len(refs), accepted, j.aggregate_cid, j.verdict_cid,
-                        int(receipt["gasUsed"]))
+        log.info(
+            "attested",
+            extra={
+                "task": task_id,
+                "round": rnd,
+                "updates": len(refs),
+                "accepted": accepted,
+                "aggregate": j.aggregate_cid,
+            },
+        )
+        return Attested(
+            task_id,
+            rnd,
+            len(refs),
+            accepted,
+            j.aggregate_cid,
+            j.verdict_cid,
+            int(receipt["gasUsed"]),
+        )
 
     def _publish(self, j: Judgement) -> None:
         agg_cid = self.store.put(j.aggregate, pin=True)
@@ -137,19 +161,25 @@ class Validator:
 
     def _sealed_updates(self, task_id: int, rnd: int, count: int) -> list[UpdateRef] | None:
         with self.db.session() as s:
-            rows = list(s.scalars(
-                select(ContributionRow).where(
-                    ContributionRow.task_id == task_id, ContributionRow.round == rnd
-                ).order_by(ContributionRow.update_id)
-            ))
+            rows = list(
+                s.scalars(
+                    select(ContributionRow)
+                    .where(ContributionRow.task_id == task_id, ContributionRow.round == rnd)
+                    .order_by(ContributionRow.update_id)
+                )
+            )
             r = s.get(RoundRow, (task_id, rnd))
             sealed_in_db = r is not None and r.sealed_count is not None
         if len(rows) != count or not sealed_in_db:
             return None
         return [
             UpdateRef(
-                update_id=c.update_id, contributor=c.contributor, content_hash=c.content_hash,
-                cid=c.cid, num_samples=c.num_samples, submitted_at=c.submitted_at,
+                update_id=c.update_id,
+                contributor=c.contributor,
+                content_hash=c.content_hash,
+                cid=c.cid,
+                num_samples=c.num_samples,
+                submitted_at=c.submitted_at,
             )
             for c in rows
         ]
@@ -162,4 +192,3 @@ def wait_until(predicate, timeout: float, poll: float = 0.1) -> bool:  # type: i
             return True
         time.sleep(poll)
     return bool(predicate())
-

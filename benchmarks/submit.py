@@ -32,7 +32,9 @@ def make_tasks(led: Ledger, n: int) -> list[int]:
     """n open tasks (anyone may contribute); created pipelined, ids read from the receipts."""
     sender = led.sender
     assert sender is not None
-    cfg = TaskConfig(h(0, "model"), "bafkmodel", "bafkspec", min_updates=1, max_updates=1000, quorum=1, open=True)
+    cfg = TaskConfig(
+        h(0, "model"), "bafkmodel", "bafkspec", min_updates=1, max_updates=1000, quorum=1, open=True
+    )
     fn = led.contract.functions.createTask(cfg.as_tuple())
     gas = int(fn.estimate_gas({"from": sender.address}) * 1.3)
     pend = [sender.send(fn, label="createTask", gas=gas) for _ in range(n)]
@@ -46,22 +48,26 @@ def make_tasks(led: Ledger, n: int) -> list[int]:
 def naive(led: Ledger, acct_addr: str, tasks: list[int], salt: str) -> float:
     t0 = time.perf_counter()
     for i, tid in enumerate(tasks):
-        tx = led.contract.functions.submitUpdate(tid, 0, bytes.fromhex(h(i, salt)[2:]), "bafyupdate", 10).transact(
-            {"from": acct_addr}
-        )
+        tx = led.contract.functions.submitUpdate(
+            tid, 0, bytes.fromhex(h(i, salt)[2:]), "bafyupdate", 10
+        ).transact({"from": acct_addr})
         led.w3.eth.wait_for_transaction_receipt(tx)
     return len(tasks) / (time.perf_counter() - t0)
 
 
 def pipelined(led: Ledger, senders: list[Sender], tasks: list[int], salt: str) -> float:
     """Each sender submits one update to every task (one per contributor per round)."""
-    fn0 = led.contract.functions.submitUpdate(tasks[0], 0, bytes.fromhex(h(0, salt)[2:]), "bafyupdate", 10)
+    fn0 = led.contract.functions.submitUpdate(
+        tasks[0], 0, bytes.fromhex(h(0, salt)[2:]), "bafyupdate", 10
+    )
     gas = int(fn0.estimate_gas({"from": senders[0].address}) * 1.5) + 20_000
     t0 = time.perf_counter()
     pend = []
     for k, s in enumerate(senders):
         fns = [
-            led.contract.functions.submitUpdate(tid, 0, bytes.fromhex(h(i * 1000 + k, salt)[2:]), "bafyupdate", 10)
+            led.contract.functions.submitUpdate(
+                tid, 0, bytes.fromhex(h(i * 1000 + k, salt)[2:]), "bafyupdate", 10
+            )
             for i, tid in enumerate(tasks)
         ]
         pend.append((s, s.send_many(fns, label="submitUpdate", gas=gas)))

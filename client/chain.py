@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from eth_abi import decode as abi_decode
@@ -159,7 +159,9 @@ def encode_call(fn: Any) -> bytes:
     return selector + abi_encode(types, list(fn.args))
 
 
-def rpc_batch(w3: Web3, calls: Sequence[tuple[str, list[Any]]], *, max_batch: int = 500) -> list[dict[str, Any]]:
+def rpc_batch(
+    w3: Web3, calls: Sequence[tuple[str, list[Any]]], *, max_batch: int = 500
+) -> list[dict[str, Any]]:
     """JSON-RPC batch over HTTP (one round trip for many calls); results in call order."""
     url = str(getattr(w3.provider, "endpoint_uri", "") or "")
     if not url.startswith("http"):
@@ -170,7 +172,9 @@ def rpc_batch(w3: Web3, calls: Sequence[tuple[str, list[Any]]], *, max_batch: in
     out: list[dict[str, Any]] = []
     for start in range(0, len(calls), max_batch):
         part = calls[start : start + max_batch]
-        body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(part)]
+        body = [
+            {"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(part)
+        ]
         try:
             resp = client.post(url, json=body)
             data = resp.json()
@@ -321,7 +325,8 @@ class Sender:
         todo = list(range(len(pendings)))
         while todo:
             got = rpc_batch(
-                self.w3, [("eth_getTransactionReceipt", [to_hex(pendings[i].tx_hash)]) for i in todo]
+                self.w3,
+                [("eth_getTransactionReceipt", [to_hex(pendings[i].tx_hash)]) for i in todo],
             )
             left = []
             for i, res in zip(todo, got, strict=True):
@@ -333,7 +338,9 @@ class Sender:
             todo = left
             if todo:
                 if time.monotonic() > deadline:
-                    raise ChainError(f"{len(todo)} transactions had no receipt within {self.receipt_timeout:.0f}s")
+                    raise ChainError(
+                        f"{len(todo)} transactions had no receipt within {self.receipt_timeout:.0f}s"
+                    )
                 time.sleep(poll)
         out = []
         for i, p in enumerate(pendings):
@@ -346,10 +353,10 @@ class Sender:
 
     def _replay_failure(self, receipt: Any, label: str) -> ChainError:
         tx = self.w3.eth.get_transaction(receipt["transactionHash"])
-        call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+        call: dict[str, Any] = {k: tx[k] for k in ("from", "to", "value") if k in tx}
         call["data"] = tx.get("input", tx.get("data"))
         try:
-            self.w3.eth.call(call, receipt["blockNumber"] - 1)
+            self.w3.eth.call(cast(Any, call), receipt["blockNumber"] - 1)
         except (ContractLogicError, Web3RPCError, ValueError) as exc:
             return self._explain(exc, label)
         return ChainError(f"{label}: transaction {to_hex(receipt['transactionHash'])} failed")
@@ -517,8 +524,11 @@ class Ledger:
     def with_account(self, account: LocalAccount, nonces: NonceManager | None = None) -> Ledger:
         nm = nonces or (self.sender.nonces if self.sender else NonceManager(self.w3))
         return Ledger(
-            self.w3, self.address, Sender(self.w3, account, nm),
-            from_block=self.from_block, log_chunk=self.log_chunk,
+            self.w3,
+            self.address,
+            Sender(self.w3, account, nm),
+            from_block=self.from_block,
+            log_chunk=self.log_chunk,
         )
 
     def check_deployed(self) -> None:
@@ -540,7 +550,8 @@ class Ledger:
         return self.sender
 
     def _event_signature(self, name: str) -> str:
-        for item in self.contract.abi:
+        abi: list[dict[str, Any]] = cast(Any, self.contract.abi)
+        for item in abi:
             if item.get("type") == "event" and item["name"] == name:
                 return f"{name}({','.join(_abi_type(i) for i in item['inputs'])})"
         raise ConfigError(f"event {name} missing from the TrainingLedger ABI")
@@ -559,9 +570,8 @@ class Ledger:
                 log["address"] == self.address
                 and log["topics"]
                 and bytes(log["topics"][0]) in self._topics
-            ):
-                if self._topics[bytes(log["topics"][0])] == name:
-                    out.append(dict(ev.process_log(log)["args"]))
+            ) and self._topics[bytes(log["topics"][0])] == name:
+                out.append(dict(ev.process_log(log)["args"]))
         return out
 
     # -- task owner ---------------------------------------------------------------------------
@@ -821,7 +831,6 @@ class Ledger:
             "logIndex": int(log["logIndex"]),
         }
 
-
     def events(
         self,
         name: str,
@@ -860,6 +869,7 @@ class Ledger:
         for ev in self.events("RoundFinalized", task_id=task_id):
             last = ev["args"]
         return last
+
 
 def _named(contract: Any, fn_name: str, raw: Any) -> dict[str, Any]:
     """Turn a view's tuple result into a dict using the ABI's output names (one level of structs)."""
@@ -913,6 +923,8 @@ __all__ = [
     "connect",
     "decode_revert",
     "open_ledger",
+    "rpc_batch",
+    "to_checksum",
 ]
 
 
@@ -926,11 +938,3 @@ def to_checksum(address: str) -> str:
 
 def _topic_int(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
-
-
-def to_checksum(address: str) -> str:
-    """A checksummed address; ConfigError for anything that is not a 20-byte hex address."""
-    try:
-        return str(to_checksum_address(address))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"not an Ethereum address: {address!r}") from exc

@@ -26,7 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-task_app = typer.Typer(help="Create tasks and admit contributors and validators.", no_args_is_help=True)
+task_app = typer.Typer(
+    help="Create tasks and admit contributors and validators.", no_args_is_help=True
+)
 keys_app = typer.Typer(help="Encrypted keystores.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
 app.add_typer(keys_app, name="keys")
@@ -36,11 +38,19 @@ err = Console(stderr=True)
 
 # -- common options ---------------------------------------------------------------------------
 
-RpcOpt = Annotated[str | None, typer.Option("--rpc-url", help="Ethereum RPC URL [FEDLEDGER_RPC_URL]")]
-IpfsOpt = Annotated[str | None, typer.Option("--ipfs", help="'embedded' or a Kubo RPC URL [FEDLEDGER_IPFS]")]
+RpcOpt = Annotated[
+    str | None, typer.Option("--rpc-url", help="Ethereum RPC URL [FEDLEDGER_RPC_URL]")
+]
+IpfsOpt = Annotated[
+    str | None, typer.Option("--ipfs", help="'embedded' or a Kubo RPC URL [FEDLEDGER_IPFS]")
+]
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="data dir [FEDLEDGER_HOME]")]
-KeystoreOpt = Annotated[Path | None, typer.Option("--keystore", help="keystore dir [FEDLEDGER_KEYSTORE]")]
-ContractOpt = Annotated[str | None, typer.Option("--contract", help="TrainingLedger address [FEDLEDGER_CONTRACT]")]
+KeystoreOpt = Annotated[
+    Path | None, typer.Option("--keystore", help="keystore dir [FEDLEDGER_KEYSTORE]")
+]
+ContractOpt = Annotated[
+    str | None, typer.Option("--contract", help="TrainingLedger address [FEDLEDGER_CONTRACT]")
+]
 DbOpt = Annotated[str | None, typer.Option("--db", help="database URL [FEDLEDGER_DB]")]
 KeyOpt = Annotated[str, typer.Option("--key", "-k", help="keystore name or address to sign with")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -71,7 +81,9 @@ def _ledger(settings: Settings, key: str | None = None):  # type: ignore[no-unty
     from client.chain import open_ledger
 
     account = _account(settings, key) if key else None
-    led = open_ledger(settings.resolve_rpc_url(), settings.contract, settings.deployments_dir, account)
+    led = open_ledger(
+        settings.resolve_rpc_url(), settings.contract, settings.deployments_dir, account
+    )
     led.log_chunk = settings.log_chunk
     return led
 
@@ -95,7 +107,9 @@ def _emit(data: Any, as_json: bool, table: Table | None = None) -> None:
 @app.command()
 def devnet(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8545,
-    hardhat: Annotated[bool, typer.Option("--hardhat", help="run `npx hardhat node` instead of anvil")] = False,
+    hardhat: Annotated[
+        bool, typer.Option("--hardhat", help="run `npx hardhat node` instead of anvil")
+    ] = False,
     accounts: Annotated[int, typer.Option(help="number of development accounts")] = 10,
     home: HomeOpt = None,
 ) -> None:
@@ -105,7 +119,9 @@ def devnet(
     s = _settings(home=home)
     dn = start_hardhat(port) if hardhat else start_anvil(port, accounts=accounts)
     s.home.mkdir(parents=True, exist_ok=True)
-    s.devnet_file().write_text(json.dumps({"url": dn.url, "chain_id": dn.chain_id, "kind": dn.kind}))
+    s.devnet_file().write_text(
+        json.dumps({"url": dn.url, "chain_id": dn.chain_id, "kind": dn.kind})
+    )
     from eth_account import Account
 
     t = Table(title=f"{dn.kind} devnet at {dn.url} (chain {dn.chain_id})")
@@ -141,13 +157,19 @@ def deploy(
     acct = _account(s, key)
     w3 = connect(s.resolve_rpc_url())
     led = Ledger.deploy(w3, acct, s.deployments_dir)
-    info = {"address": led.address, "chain_id": led.chain_id, "block": led.from_block,
-            "record": str(s.deployments_dir / f"{led.chain_id}.json")}
+    info = {
+        "address": led.address,
+        "chain_id": led.chain_id,
+        "block": led.from_block,
+        "record": str(s.deployments_dir / f"{led.chain_id}.json"),
+    }
     if as_json:
         _emit(info, True)
     else:
-        out.print(f"TrainingLedger deployed at [bold]{led.address}[/] on chain {led.chain_id} "
-                  f"(block {led.from_block}); recorded in {info['record']}")
+        out.print(
+            f"TrainingLedger deployed at [bold]{led.address}[/] on chain {led.chain_id} "
+            f"(block {led.from_block}); recorded in {info['record']}"
+        )
 
 
 # -- keys -------------------------------------------------------------------------------------
@@ -156,7 +178,9 @@ def deploy(
 @keys_app.command("new")
 def keys_new(
     name: Annotated[str, typer.Argument(help="a name for the key")],
-    dev_index: Annotated[int | None, typer.Option(help="import devnet account #I instead of a fresh key")] = None,
+    dev_index: Annotated[
+        int | None, typer.Option(help="import devnet account #I instead of a fresh key")
+    ] = None,
     home: HomeOpt = None,
     keystore: KeystoreOpt = None,
     as_json: JsonOpt = False,
@@ -185,7 +209,10 @@ def keys_list(home: HomeOpt = None, keystore: KeystoreOpt = None, as_json: JsonO
     from client.keys import list_keys
 
     s = _settings(home=home, keystore=keystore)
-    rows = [{"name": k.name, "address": k.address, "path": str(k.path)} for k in list_keys(s.keystore_dir)]
+    rows = [
+        {"name": k.name, "address": k.address, "path": str(k.path)}
+        for k in list_keys(s.keystore_dir)
+    ]
     t = Table(title=f"keys in {s.keystore_dir}")
     for c in ("name", "address"):
         t.add_column(c)
@@ -202,7 +229,9 @@ def task_create(
     key: KeyOpt,
     model: Annotated[str, typer.Option(help="built-in model or module:factory")] = "mlp_digits",
     dataset: Annotated[str, typer.Option(help="data set contributors train on")] = "digits",
-    rule: Annotated[str, typer.Option(help="fedavg | median | trimmed_mean | krum | multi_krum")] = "fedavg",
+    rule: Annotated[
+        str, typer.Option(help="fedavg | median | trimmed_mean | krum | multi_krum")
+    ] = "fedavg",
     rule_params: Annotated[str, typer.Option(help="JSON object of rule parameters")] = "{}",
     screening: Annotated[str, typer.Option(help="JSON object of screening parameters")] = "{}",
     epochs: int = 1,
@@ -236,25 +265,43 @@ def task_create(
 
     RuleSpec.parse(agg)
     spec = TaskSpec(
-        model=model, dataset=dataset, aggregation=agg, screening=scr, seed=seed,
+        model=model,
+        dataset=dataset,
+        aggregation=agg,
+        screening=scr,
+        seed=seed,
         training=TrainingParams(epochs=epochs, lr=lr, batch_size=batch_size),
     )
     led = _ledger(s, key)
     initial = state_to_numpy(build_model(model, seed=seed))
     tid = create_task(
-        led, _store(s), spec, initial, min_updates=min_updates, max_updates=max_updates,
-        quorum=quorum, round_duration=round_duration, open_=open_,
+        led,
+        _store(s),
+        spec,
+        initial,
+        min_updates=min_updates,
+        max_updates=max_updates,
+        quorum=quorum,
+        round_duration=round_duration,
+        open_=open_,
     )
     if as_json:
         _emit({"task_id": tid}, True)
     else:
-        out.print(f"task [bold]{tid}[/] created ({model} on {dataset}, rule {rule}, quorum {quorum})")
+        out.print(
+            f"task [bold]{tid}[/] created ({model} on {dataset}, rule {rule}, quorum {quorum})"
+        )
 
 
 @task_app.command("add-contributor")
 def task_add_contributor(
-    task_id: int, address: str, key: KeyOpt, rpc_url: RpcOpt = None, home: HomeOpt = None,
-    keystore: KeystoreOpt = None, contract: ContractOpt = None,
+    task_id: int,
+    address: str,
+    key: KeyOpt,
+    rpc_url: RpcOpt = None,
+    home: HomeOpt = None,
+    keystore: KeystoreOpt = None,
+    contract: ContractOpt = None,
 ) -> None:
     """Admit a contributor to a task (task owner only)."""
     from client.chain import to_checksum
@@ -266,8 +313,13 @@ def task_add_contributor(
 
 @task_app.command("add-validator")
 def task_add_validator(
-    task_id: int, address: str, key: KeyOpt, rpc_url: RpcOpt = None, home: HomeOpt = None,
-    keystore: KeystoreOpt = None, contract: ContractOpt = None,
+    task_id: int,
+    address: str,
+    key: KeyOpt,
+    rpc_url: RpcOpt = None,
+    home: HomeOpt = None,
+    keystore: KeystoreOpt = None,
+    contract: ContractOpt = None,
 ) -> None:
     """Admit a validator to a task (task owner only)."""
     from client.chain import to_checksum
@@ -286,10 +338,20 @@ def submit(
     file: Annotated[Path, typer.Argument(help="update file (safetensors)")],
     samples: Annotated[int, typer.Option(help="number of training samples behind the update")],
     key: KeyOpt,
-    sign_only: Annotated[Path | None, typer.Option("--sign-only", help="write an EIP-712 signed update here for a relayer instead of sending")] = None,
+    sign_only: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign-only",
+            help="write an EIP-712 signed update here for a relayer instead of sending",
+        ),
+    ] = None,
     valid_for: Annotated[int, typer.Option(help="seconds a signed update stays valid")] = 3600,
-    rpc_url: RpcOpt = None, ipfs: IpfsOpt = None, home: HomeOpt = None,
-    keystore: KeystoreOpt = None, contract: ContractOpt = None, as_json: JsonOpt = False,
+    rpc_url: RpcOpt = None,
+    ipfs: IpfsOpt = None,
+    home: HomeOpt = None,
+    keystore: KeystoreOpt = None,
+    contract: ContractOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Store an update file and record it on chain (or sign it for a relayer)."""
     from client import submit as sdk
@@ -307,15 +369,24 @@ def submit(
         assert led.sender is not None
         su = sdk.sign(led, led.sender.account, store, state, data, samples, valid_for_s=valid_for)
         sign_only.write_text(json.dumps(su.to_json(), indent=2))
-        _emit(su.to_json(), as_json) if as_json else out.print(f"signed update written to {sign_only}")
+        _emit(su.to_json(), as_json) if as_json else out.print(
+            f"signed update written to {sign_only}"
+        )
         return
     res = sdk.submit(led, store, state, data, samples)
-    info = {"update_id": res.update_id, "task_id": task_id, "round": res.round,
-            "content_hash": res.content_hash, "cid": res.cid}
+    info = {
+        "update_id": res.update_id,
+        "task_id": task_id,
+        "round": res.round,
+        "content_hash": res.content_hash,
+        "cid": res.cid,
+    }
     if as_json:
         _emit(info, True)
     else:
-        out.print(f"update [bold]{res.update_id}[/] recorded for task {task_id} round {res.round}: {res.cid}")
+        out.print(
+            f"update [bold]{res.update_id}[/] recorded for task {task_id} round {res.round}: {res.cid}"
+        )
 
 
 @app.command()
@@ -323,8 +394,11 @@ def relay(
     files: Annotated[list[Path], typer.Argument(help="signed update JSON files")],
     key: KeyOpt,
     batch: Annotated[int, typer.Option(help="updates per transaction")] = 64,
-    rpc_url: RpcOpt = None, home: HomeOpt = None, keystore: KeystoreOpt = None,
-    contract: ContractOpt = None, as_json: JsonOpt = False,
+    rpc_url: RpcOpt = None,
+    home: HomeOpt = None,
+    keystore: KeystoreOpt = None,
+    contract: ContractOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Submit signed updates for their contributors, in batches (the relayer pays the gas)."""
     from client.chain import SignedUpdate
@@ -347,17 +421,30 @@ def relay(
 def train(
     task_id: Annotated[int, typer.Option("--task", help="task id")],
     key: KeyOpt,
-    data: Annotated[Path | None, typer.Option(help=".npz with arrays X and y (your local data)")] = None,
-    partition: Annotated[str | None, typer.Option(help="simulate: use share I/N of the task's built-in data set, e.g. 0/5")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help=".npz with arrays X and y (your local data)")
+    ] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option(help="simulate: use share I/N of the task's built-in data set, e.g. 0/5"),
+    ] = None,
     alpha: Annotated[float, typer.Option(help="Dirichlet alpha for --partition (0 = IID)")] = 0.5,
     encoding: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | topk")] = "fp32",
-    dp_clip: Annotated[float | None, typer.Option(help="enable DP: clip the update to this L2 norm")] = None,
+    dp_clip: Annotated[
+        float | None, typer.Option(help="enable DP: clip the update to this L2 norm")
+    ] = None,
     dp_noise: Annotated[float, typer.Option(help="DP noise multiplier")] = 1.0,
     dp_delta: Annotated[float, typer.Option(help="DP delta")] = 1e-5,
-    relay_out: Annotated[Path | None, typer.Option("--sign-only", help="sign for a relayer, write JSON here")] = None,
+    relay_out: Annotated[
+        Path | None, typer.Option("--sign-only", help="sign for a relayer, write JSON here")
+    ] = None,
     seed: int = 0,
-    rpc_url: RpcOpt = None, ipfs: IpfsOpt = None, home: HomeOpt = None,
-    keystore: KeystoreOpt = None, contract: ContractOpt = None, as_json: JsonOpt = False,
+    rpc_url: RpcOpt = None,
+    ipfs: IpfsOpt = None,
+    home: HomeOpt = None,
+    keystore: KeystoreOpt = None,
+    contract: ContractOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train on local data against the current global model and submit the update."""
     from rich.progress import Progress
@@ -386,16 +473,26 @@ def train(
         if relay_out is not None:
             su = contribute_signed(led, led.sender.account, store, task_id, local, opts)  # type: ignore[union-attr]
             relay_out.write_text(json.dumps(su.to_json(), indent=2))
-            _emit(su.to_json(), as_json) if as_json else out.print(f"signed update written to {relay_out}")
+            _emit(su.to_json(), as_json) if as_json else out.print(
+                f"signed update written to {relay_out}"
+            )
             return
         res = contribute(led, store, task_id, local, opts)
-    info = {"update_id": res.update_id, "task_id": task_id, "round": res.round,
-            "content_hash": res.content_hash, "cid": res.cid, "num_samples": res.num_samples}
+    info = {
+        "update_id": res.update_id,
+        "task_id": task_id,
+        "round": res.round,
+        "content_hash": res.content_hash,
+        "cid": res.cid,
+        "num_samples": res.num_samples,
+    }
     if as_json:
         _emit(info, True)
     else:
-        out.print(f"trained on {res.num_samples} samples; update [bold]{res.update_id}[/] "
-                  f"recorded for task {task_id} round {res.round}")
+        out.print(
+            f"trained on {res.num_samples} samples; update [bold]{res.update_id}[/] "
+            f"recorded for task {task_id} round {res.round}"
+        )
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -408,8 +505,12 @@ def history(
     contributor: Annotated[str | None, typer.Option()] = None,
     status: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option(help="rows (at most 500)")] = 50,
-    api: Annotated[str | None, typer.Option(help="backend REST URL; without it, read the chain")] = None,
-    rpc_url: RpcOpt = None, home: HomeOpt = None, contract: ContractOpt = None,
+    api: Annotated[
+        str | None, typer.Option(help="backend REST URL; without it, read the chain")
+    ] = None,
+    rpc_url: RpcOpt = None,
+    home: HomeOpt = None,
+    contract: ContractOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Who contributed what, and what became of it (from the REST API, else from the chain)."""
@@ -419,11 +520,19 @@ def history(
     if not 1 <= limit <= 500:
         raise ConfigError("--limit must be between 1 and 500")
     if api:
-        rows = history_from_api(api, task_id=task_id, round_=round_, contributor=contributor,
-                                status=status, limit=limit)
+        rows = history_from_api(
+            api, task_id=task_id, round_=round_, contributor=contributor, status=status, limit=limit
+        )
     else:
-        rows = history_from_chain(_ledger(s), _store(s), task_id=task_id, round_=round_,
-                                  contributor=contributor, status=status, limit=limit)
+        rows = history_from_chain(
+            _ledger(s),
+            _store(s),
+            task_id=task_id,
+            round_=round_,
+            contributor=contributor,
+            status=status,
+            limit=limit,
+        )
     t = Table(title="contributions")
     cols = ("update_id", "task_id", "round", "contributor", "num_samples", "status", "reason")
     for c in cols:
@@ -436,8 +545,13 @@ def history(
 @app.command()
 def verify(
     task_id: Annotated[int, typer.Option("--task")],
-    round_: Annotated[int | None, typer.Option("--round", help="one round (default: all final rounds)")] = None,
-    rpc_url: RpcOpt = None, ipfs: IpfsOpt = None, home: HomeOpt = None, contract: ContractOpt = None,
+    round_: Annotated[
+        int | None, typer.Option("--round", help="one round (default: all final rounds)")
+    ] = None,
+    rpc_url: RpcOpt = None,
+    ipfs: IpfsOpt = None,
+    home: HomeOpt = None,
+    contract: ContractOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-verify from the chain and the store alone: hashes, verdicts, aggregates, roots."""
@@ -448,8 +562,13 @@ def verify(
     s = _settings(rpc_url=rpc_url, ipfs=ipfs, home=home, contract=contract)
     with Progress(console=err, transient=True) as prog:
         bar = prog.add_task("verifying", total=None)
-        report = verify_task(_ledger(s), _store(s), task_id, round_,
-                             progress=lambda done, total: prog.update(bar, completed=done, total=total))
+        report = verify_task(
+            _ledger(s),
+            _store(s),
+            task_id,
+            round_,
+            progress=lambda done, total: prog.update(bar, completed=done, total=total),
+        )
     if as_json:
         _emit(report.to_json(), True)
     else:
@@ -457,15 +576,24 @@ def verify(
         for c in ("round", "updates", "accepted", "aggregate", "verdict root", "problems"):
             t.add_column(c)
         for r in report.rounds:
-            t.add_row(str(r.round), str(r.updates), str(r.accepted),
-                      "ok" if r.aggregate_ok else "MISMATCH", "ok" if r.root_ok else "MISMATCH",
-                      "; ".join(r.problems) or "-")
+            t.add_row(
+                str(r.round),
+                str(r.updates),
+                str(r.accepted),
+                "ok" if r.aggregate_ok else "MISMATCH",
+                "ok" if r.root_ok else "MISMATCH",
+                "; ".join(r.problems) or "-",
+            )
         out.print(t)
     if not report.ok:
-        err.print(f"error: verification found {len(report.problems)} problem(s): {report.problems[0]}")
+        err.print(
+            f"error: verification found {len(report.problems)} problem(s): {report.problems[0]}"
+        )
         raise typer.Exit(7)
     if not as_json:
-        out.print(f"[green]verified[/] {len(report.rounds)} round(s) of task {task_id}: chain, store and recomputation agree")
+        out.print(
+            f"[green]verified[/] {len(report.rounds)} round(s) of task {task_id}: chain, store and recomputation agree"
+        )
 
 
 # -- service and demo -------------------------------------------------------------------------
@@ -473,19 +601,36 @@ def verify(
 
 @app.command()
 def serve(
-    key: Annotated[str | None, typer.Option("--key", "-k", help="validator key (omit to only index and serve)")] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", "-k", help="validator key (omit to only index and serve)")
+    ] = None,
     host: str = "127.0.0.1",
     port: int = 8000,
-    rpc_url: RpcOpt = None, ipfs: IpfsOpt = None, db: DbOpt = None, home: HomeOpt = None,
-    keystore: KeystoreOpt = None, contract: ContractOpt = None,
-    confirmations: Annotated[int | None, typer.Option(help="blocks to wait before indexing")] = None,
-    eval_dataset: Annotated[bool, typer.Option(help="evaluate each new global model on the task's held-out split")] = True,
+    rpc_url: RpcOpt = None,
+    ipfs: IpfsOpt = None,
+    db: DbOpt = None,
+    home: HomeOpt = None,
+    keystore: KeystoreOpt = None,
+    contract: ContractOpt = None,
+    confirmations: Annotated[
+        int | None, typer.Option(help="blocks to wait before indexing")
+    ] = None,
+    eval_dataset: Annotated[
+        bool, typer.Option(help="evaluate each new global model on the task's held-out split")
+    ] = True,
 ) -> None:
     """Run the backend: indexer, validator (with --key) and the REST API with its dashboard."""
     from backend.service import run_service
 
-    s = _settings(rpc_url=rpc_url, ipfs=ipfs, db=db, home=home, keystore=keystore,
-                  contract=contract, confirmations=confirmations)
+    s = _settings(
+        rpc_url=rpc_url,
+        ipfs=ipfs,
+        db=db,
+        home=home,
+        keystore=keystore,
+        contract=contract,
+        confirmations=confirmations,
+    )
     account = _account(s, key) if key else None
     run_service(s, account=account, host=host, port=port, evaluate=eval_dataset)
 
@@ -494,21 +639,34 @@ def serve(
 def demo(
     contributors: Annotated[int, typer.Option(help="number of contributors")] = 6,
     attackers: Annotated[int, typer.Option(help="how many of them attack")] = 2,
-    attack: Annotated[str, typer.Option(help="sign_flip | scaling | gaussian_noise | label_flip | ...")] = "sign_flip",
+    attack: Annotated[
+        str, typer.Option(help="sign_flip | scaling | gaussian_noise | label_flip | ...")
+    ] = "sign_flip",
     rounds: Annotated[int, typer.Option(help="training rounds")] = 5,
     rule: Annotated[str, typer.Option(help="aggregation rule")] = "multi_krum",
     alpha: Annotated[float, typer.Option(help="Dirichlet alpha of the data split")] = 0.5,
     port: Annotated[int, typer.Option(help="REST API / dashboard port")] = 8000,
     home: HomeOpt = None,
-    keep_serving: Annotated[bool, typer.Option(help="keep the dashboard up after the run until Ctrl-C")] = False,
+    keep_serving: Annotated[
+        bool, typer.Option(help="keep the dashboard up after the run until Ctrl-C")
+    ] = False,
 ) -> None:
     """The whole mission on embedded defaults: devnet, contract, task, contributors, validators."""
     from client.demo import DemoConfig, run_demo
 
     s = _settings(home=home)
     home_dir = home or (s.home / "demo")
-    cfg = DemoConfig(contributors=contributors, attackers=attackers, attack=attack, rounds=rounds,
-                     rule=rule, alpha=alpha, port=port, home=home_dir, keep_serving=keep_serving)
+    cfg = DemoConfig(
+        contributors=contributors,
+        attackers=attackers,
+        attack=attack,
+        rounds=rounds,
+        rule=rule,
+        alpha=alpha,
+        port=port,
+        home=home_dir,
+        keep_serving=keep_serving,
+    )
     result = run_demo(cfg, console=out)
     if not result.ok:
         raise typer.Exit(1)

@@ -69,7 +69,9 @@ def make_update(
         if attack is not None and attack.flips_labels
         else None
     )
-    trainer = LocalTrainer(model, local.X, local.y, label_transform=label_tf, progress=opts.progress)
+    trainer = LocalTrainer(
+        model, local.X, local.y, label_transform=label_tf, progress=opts.progress
+    )
     tp = spec.training
     result = trainer.train(
         current,

@@ -83,11 +83,14 @@ class DemoResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "final_accuracy": self.final_accuracy,
-            "centralized_accuracy": self.centralized_accuracy, "verify_ok": self.verify_ok,
+            "ok": self.ok,
+            "final_accuracy": self.final_accuracy,
+            "centralized_accuracy": self.centralized_accuracy,
+            "verify_ok": self.verify_ok,
             "verify_problems": self.verify_problems,
             "rounds": [r.__dict__ for r in self.rounds],
-            "report": str(self.report_path), "plot": str(self.plot_path),
+            "report": str(self.report_path),
+            "plot": str(self.plot_path),
         }
 
 
@@ -124,8 +127,10 @@ def _contributor_main(args: dict[str, Any]) -> None:
     store = open_store(None, Path(args["home"]))
     local = partition_share("digits", args["index"], args["n"], args["alpha"], args["seed"])
     opts = ContributorOptions(
-        encoding=args["encoding"], attack=args["attack"],
-        attack_params=ATTACK_PARAMS.get(args["attack"] or "", {}), seed=args["index"] + 1,
+        encoding=args["encoding"],
+        attack=args["attack"],
+        attack_params=ATTACK_PARAMS.get(args["attack"] or "", {}),
+        seed=args["index"] + 1,
     )
     task_id = args["task_id"]
     for rnd in range(args["rounds"]):
@@ -163,7 +168,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
     if cfg.attackers < 0 or cfg.attackers > cfg.contributors or cfg.contributors < 1:
         raise FedledgerError("need 1 or more contributors and 0 <= attackers <= contributors")
     if cfg.attack not in ATTACK_PARAMS:
-        raise FedledgerError(f"unknown attack {cfg.attack!r}; choose from {', '.join(ATTACK_PARAMS)}")
+        raise FedledgerError(
+            f"unknown attack {cfg.attack!r}; choose from {', '.join(ATTACK_PARAMS)}"
+        )
     home = Path(cfg.home)
     if home.exists():
         shutil.rmtree(home)
@@ -177,7 +184,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
     devnet = start_anvil(accounts=n + 3, log_path=home / "anvil.log")
     backends: list[Backend] = []
     server = None
-    procs: list[mp.process.BaseProcess] = []
+    procs: list[Any] = []
     result = DemoResult(ok=False)
     try:
         keys = dev_private_keys(n + 3)
@@ -188,13 +195,15 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
         v1 = load_key(keystore, "validator-1", password)
         v2 = load_key(keystore, "validator-2", password)
         contributors = [load_key(keystore, f"contributor-{i}", password) for i in range(n)]
-        attackers = {c.address for c in contributors[n - k:]}
+        attackers: set[str] = {str(c.address) for c in contributors[n - k :]}
 
         w3 = connect(devnet.url)
         ledger = Ledger.deploy(w3, owner, home / "deployments")
         store = open_store(None, home)
         spec = TaskSpec(
-            model="mlp_digits", dataset="digits", seed=cfg.seed,
+            model="mlp_digits",
+            dataset="digits",
+            seed=cfg.seed,
             training=TrainingParams(epochs=cfg.epochs, lr=cfg.lr, batch_size=32),
             aggregation=rule_spec(cfg.rule, n, k),
         )
@@ -206,27 +215,50 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
         ledger.add_validator(task_id, v2.address)
 
         for i, acct in enumerate((v1, v2)):
-            b = Backend(ledger=Ledger(w3, ledger.address, from_block=ledger.from_block), store=store,
-                        db=Database(f"sqlite:///{home / f'validator-{i + 1}.db'}"), account=acct,
-                        evaluate=(i == 0), poll_s=0.2)
+            b = Backend(
+                ledger=Ledger(w3, ledger.address, from_block=ledger.from_block),
+                store=store,
+                db=Database(f"sqlite:///{home / f'validator-{i + 1}.db'}"),
+                account=acct,
+                evaluate=(i == 0),
+                poll_s=0.2,
+            )
             backends.append(b.start())
         server = BackgroundServer(backends[0].app(), port=cfg.port).start()
         result.api_url = server.url
-        say(f"[bold]fedledger demo[/]: devnet {devnet.url}, contract {ledger.address}, task {task_id}")
-        say(f"REST API and dashboard: [bold cyan]{server.url}/[/]  (OpenAPI docs at {server.url}/docs)")
-        say(f"{n} contributors ({k} attacking with {cfg.attack}), 2 validators (quorum 2), "
-            f"rule {cfg.rule}, {cfg.rounds} rounds; data dir {home}")
+        say(
+            f"[bold]fedledger demo[/]: devnet {devnet.url}, contract {ledger.address}, task {task_id}"
+        )
+        say(
+            f"REST API and dashboard: [bold cyan]{server.url}/[/]  (OpenAPI docs at {server.url}/docs)"
+        )
+        say(
+            f"{n} contributors ({k} attacking with {cfg.attack}), 2 validators (quorum 2), "
+            f"rule {cfg.rule}, {cfg.rounds} rounds; data dir {home}"
+        )
 
         ctx = mp.get_context("spawn")
         for i, c in enumerate(contributors):
             args = {
-                "keystore": str(keystore), "key": f"contributor-{i}", "rpc": devnet.url,
-                "contract": ledger.address, "from_block": ledger.from_block, "home": str(home),
-                "index": i, "n": n, "alpha": cfg.alpha, "seed": cfg.seed, "task_id": task_id,
-                "rounds": cfg.rounds, "attack": cfg.attack if c.address in attackers else None,
-                "encoding": cfg.encoding, "timeout": cfg.round_timeout_s,
+                "keystore": str(keystore),
+                "key": f"contributor-{i}",
+                "rpc": devnet.url,
+                "contract": ledger.address,
+                "from_block": ledger.from_block,
+                "home": str(home),
+                "index": i,
+                "n": n,
+                "alpha": cfg.alpha,
+                "seed": cfg.seed,
+                "task_id": task_id,
+                "rounds": cfg.rounds,
+                "attack": cfg.attack if c.address in attackers else None,
+                "encoding": cfg.encoding,
+                "timeout": cfg.round_timeout_s,
             }
-            p = ctx.Process(target=_contributor_main, args=(args,), name=f"contributor-{i}", daemon=True)
+            p = ctx.Process(
+                target=_contributor_main, args=(args,), name=f"contributor-{i}", daemon=True
+            )
             p.start()
             procs.append(p)
 
@@ -235,14 +267,18 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
             deadline = r0 + cfg.round_timeout_s
             while ledger.current_round(task_id) <= rnd:
                 if time.monotonic() > deadline:
-                    raise FedledgerError(f"round {rnd} was not finalised within {cfg.round_timeout_s:.0f}s")
+                    raise FedledgerError(
+                        f"round {rnd} was not finalised within {cfg.round_timeout_s:.0f}s"
+                    )
                 time.sleep(0.2)
             _wait_projected(backends[0], task_id, rnd)
             stats = _round_stats(backends[0], w3, task_id, rnd, attackers, time.monotonic() - r0)
             result.rounds.append(stats)
             acc = f"{stats.accuracy:.3f}" if stats.accuracy is not None else "-"
-            say(f"round {rnd}: {stats.submitted} submitted, {stats.accepted} accepted, "
-                f"rejected {stats.rejected or '{}'}, accuracy {acc}, gas {stats.gas:,}")
+            say(
+                f"round {rnd}: {stats.submitted} submitted, {stats.accepted} accepted, "
+                f"rejected {stats.rejected or '{}'}, accuracy {acc}, gas {stats.gas:,}"
+            )
 
         result.final_accuracy = result.rounds[-1].accuracy if result.rounds else None
         result.centralized_accuracy = _centralized(spec, cfg)
@@ -253,8 +289,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
         _print_summary(con, cfg, result, attack_rows)
         honest_ok = all(r.honest_rejected <= max(1, n // 10) for r in result.rounds)
         caught = all(r.attackers_rejected == r.attackers_total for r in result.rounds)
-        result.ok = (len(result.rounds) == cfg.rounds and result.verify_ok and caught and honest_ok)
-        say(f"done in {time.monotonic() - t0:.0f}s; report {result.report_path}, plot {result.plot_path}")
+        result.ok = len(result.rounds) == cfg.rounds and result.verify_ok and caught and honest_ok
+        say(
+            f"done in {time.monotonic() - t0:.0f}s; report {result.report_path}, plot {result.plot_path}"
+        )
         (home / "result.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
         if cfg.keep_serving:
             say(f"serving the dashboard at {server.url}/ until Ctrl-C")
@@ -288,17 +326,29 @@ def _wait_projected(b: Any, task_id: int, rnd: int, timeout: float = 60.0) -> No
         time.sleep(0.1)
 
 
-def _round_stats(b: Any, w3: Any, task_id: int, rnd: int, attackers: set[str], secs: float) -> RoundStats:
+def _round_stats(
+    b: Any, w3: Any, task_id: int, rnd: int, attackers: set[str], secs: float
+) -> RoundStats:
     from sqlalchemy import select
 
     from backend.db import AttestationRow, ContributionRow, RoundRow
 
     with b.db.session() as s:
-        rows = list(s.scalars(select(ContributionRow).where(
-            ContributionRow.task_id == task_id, ContributionRow.round == rnd)))
+        rows = list(
+            s.scalars(
+                select(ContributionRow).where(
+                    ContributionRow.task_id == task_id, ContributionRow.round == rnd
+                )
+            )
+        )
         r = s.get(RoundRow, (task_id, rnd))
-        txs = {c.tx_hash for c in rows} | set(s.scalars(select(AttestationRow.tx_hash).where(
-            AttestationRow.task_id == task_id, AttestationRow.round == rnd)))
+        txs = {c.tx_hash for c in rows} | set(
+            s.scalars(
+                select(AttestationRow.tx_hash).where(
+                    AttestationRow.task_id == task_id, AttestationRow.round == rnd
+                )
+            )
+        )
     gas = 0
     for h in txs:
         gas += int(w3.eth.get_transaction_receipt(h)["gasUsed"])
@@ -309,10 +359,16 @@ def _round_stats(b: Any, w3: Any, task_id: int, rnd: int, attackers: set[str], s
     att = [c for c in rows if c.contributor in attackers]
     hon = [c for c in rows if c.contributor not in attackers]
     return RoundStats(
-        round=rnd, submitted=len(rows), accepted=sum(c.status == "ACCEPTED" for c in rows),
-        rejected=rejected, accuracy=r.accuracy if r else None, gas=gas,
-        attackers_rejected=sum(c.status != "ACCEPTED" for c in att), attackers_total=len(att),
-        honest_rejected=sum(c.status != "ACCEPTED" for c in hon), seconds=secs,
+        round=rnd,
+        submitted=len(rows),
+        accepted=sum(c.status == "ACCEPTED" for c in rows),
+        rejected=rejected,
+        accuracy=r.accuracy if r else None,
+        gas=gas,
+        attackers_rejected=sum(c.status != "ACCEPTED" for c in att),
+        attackers_total=len(att),
+        honest_rejected=sum(c.status != "ACCEPTED" for c in hon),
+        seconds=secs,
     )
 
 
@@ -322,11 +378,21 @@ def _attacker_rows(b: Any, task_id: int, attackers: set[str]) -> list[dict[str, 
     from backend.db import ContributionRow
 
     with b.db.session() as s:
-        rows = s.scalars(select(ContributionRow).where(
-            ContributionRow.task_id == task_id, ContributionRow.contributor.in_(attackers)
-        ).order_by(ContributionRow.update_id))
-        return [{"update_id": c.update_id, "round": c.round, "contributor": c.contributor,
-                 "status": c.status, "reason": c.reason} for c in rows]
+        rows = s.scalars(
+            select(ContributionRow)
+            .where(ContributionRow.task_id == task_id, ContributionRow.contributor.in_(attackers))
+            .order_by(ContributionRow.update_id)
+        )
+        return [
+            {
+                "update_id": c.update_id,
+                "round": c.round,
+                "contributor": c.contributor,
+                "status": c.status,
+                "reason": c.reason,
+            }
+            for c in rows
+        ]
 
 
 def _centralized(spec: Any, cfg: DemoConfig) -> float:
@@ -336,12 +402,22 @@ def _centralized(spec: Any, cfg: DemoConfig) -> float:
 
     ds = load_dataset(spec.dataset, seed=spec.seed)
     model = build_model(spec.model, seed=spec.seed)
-    res = train_centralized(model, ds.X_train, ds.y_train, ds.X_test, ds.y_test,
-                            epochs=cfg.epochs * cfg.rounds, lr=cfg.lr, seed=cfg.seed)
+    res = train_centralized(
+        model,
+        ds.X_train,
+        ds.y_train,
+        ds.X_test,
+        ds.y_test,
+        epochs=cfg.epochs * cfg.rounds,
+        lr=cfg.lr,
+        seed=cfg.seed,
+    )
     return float(res.accuracy)
 
 
-def _write_report(home: Path, cfg: DemoConfig, res: DemoResult, attack_rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+def _write_report(
+    home: Path, cfg: DemoConfig, res: DemoResult, attack_rows: list[dict[str, Any]]
+) -> tuple[Path, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -363,47 +439,80 @@ def _write_report(home: Path, cfg: DemoConfig, res: DemoResult, attack_rows: lis
     plt.close(fig)
     md = home / "report.md"
     lines = [
-        "# fedledger demo report", "",
+        "# fedledger demo report",
+        "",
         f"{cfg.contributors} contributors ({cfg.attackers} attacking with `{cfg.attack}`), "
-        f"rule `{cfg.rule}`, {cfg.rounds} rounds, Dirichlet α={cfg.alpha}.", "",
+        f"rule `{cfg.rule}`, {cfg.rounds} rounds, Dirichlet α={cfg.alpha}.",
+        "",
         "| round | submitted | accepted | rejected | accuracy | gas | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in res.rounds:
         rej = ", ".join(f"{k}: {v}" for k, v in sorted(r.rejected.items())) or "-"
         acc = f"{r.accuracy:.3f}" if r.accuracy is not None else "-"
-        lines.append(f"| {r.round} | {r.submitted} | {r.accepted} | {rej} | {acc} | {r.gas:,} | {r.seconds:.1f} |")
-    lines += ["", f"Final accuracy: {res.final_accuracy}; centrally trained: {res.centralized_accuracy}.", "",
-              "## The attackers' updates", "", "| update | round | contributor | verdict | reason |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {a['update_id']} | {a['round']} | {a['contributor']} | {a['status']} | {a['reason']} |"
-              for a in attack_rows]
-    lines += ["", f"Verification from chain and store alone: {'clean' if res.verify_ok else 'FAILED'}."]
+        lines.append(
+            f"| {r.round} | {r.submitted} | {r.accepted} | {rej} | {acc} | {r.gas:,} | {r.seconds:.1f} |"
+        )
+    lines += [
+        "",
+        f"Final accuracy: {res.final_accuracy}; centrally trained: {res.centralized_accuracy}.",
+        "",
+        "## The attackers' updates",
+        "",
+        "| update | round | contributor | verdict | reason |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {a['update_id']} | {a['round']} | {a['contributor']} | {a['status']} | {a['reason']} |"
+        for a in attack_rows
+    ]
+    lines += [
+        "",
+        f"Verification from chain and store alone: {'clean' if res.verify_ok else 'FAILED'}.",
+    ]
     lines += [f"- {p}" for p in res.verify_problems]
     lines += ["", "![accuracy per round](accuracy.png)", ""]
     md.write_text("\n".join(lines))
     return md, plot
 
 
-def _print_summary(con: Console, cfg: DemoConfig, res: DemoResult, attack_rows: list[dict[str, Any]]) -> None:
+def _print_summary(
+    con: Console, cfg: DemoConfig, res: DemoResult, attack_rows: list[dict[str, Any]]
+) -> None:
     t = Table(title="rounds")
     for c in ("round", "submitted", "accepted", "rejected (by reason)", "accuracy", "gas"):
         t.add_column(c)
     for r in res.rounds:
-        t.add_row(str(r.round), str(r.submitted), str(r.accepted),
-                  ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) or "-",
-                  f"{r.accuracy:.3f}" if r.accuracy is not None else "-", f"{r.gas:,}")
+        t.add_row(
+            str(r.round),
+            str(r.submitted),
+            str(r.accepted),
+            ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) or "-",
+            f"{r.accuracy:.3f}" if r.accuracy is not None else "-",
+            f"{r.gas:,}",
+        )
     con.print(t)
     if attack_rows:
         a = Table(title="the attackers' updates")
         for c in ("update", "round", "contributor", "verdict", "reason"):
             a.add_column(c)
         for row in attack_rows:
-            a.add_row(str(row["update_id"]), str(row["round"]), row["contributor"][:10] + "…",
-                      row["status"], (row["reason"] or "")[:60])
+            a.add_row(
+                str(row["update_id"]),
+                str(row["round"]),
+                row["contributor"][:10] + "…",
+                row["status"],
+                (row["reason"] or "")[:60],
+            )
         con.print(a)
     fa = f"{res.final_accuracy:.3f}" if res.final_accuracy is not None else "-"
     ca = f"{res.centralized_accuracy:.3f}" if res.centralized_accuracy is not None else "-"
     con.print(f"final accuracy {fa} (centrally trained on the same data: {ca})")
-    con.print("verify: " + ("[green]clean[/] — chain, store and recomputation agree" if res.verify_ok
-                            else "[red]FAILED[/]: " + "; ".join(res.verify_problems[:3])))
+    con.print(
+        "verify: "
+        + (
+            "[green]clean[/] — chain, store and recomputation agree"
+            if res.verify_ok
+            else "[red]FAILED[/]: " + "; ".join(res.verify_problems[:3])
+        )
+    )

@@ -24,7 +24,12 @@ def history_from_api(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"limit": limit}
-    for k, v in (("task_id", task_id), ("round", round_), ("contributor", contributor), ("status", status)):
+    for k, v in (
+        ("task_id", task_id),
+        ("round", round_),
+        ("contributor", contributor),
+        ("status", status),
+    ):
         if v is not None:
             params[k] = v
     try:
@@ -58,8 +63,8 @@ def history_from_chain(
             vf = verdicts.parse(store.get(str(ev["args"]["verdictCid"])))
         except FedledgerError:
             continue  # verdict file not reachable: its updates show as PENDING
-        for e in vf.entries:
-            judged[e.update_id] = e
+        for entry in vf.entries:
+            judged[entry.update_id] = entry
     rows: list[dict[str, Any]] = []
     for ev in ledger.events("UpdateSubmitted", task_id=task_id, round_=round_ if task_id else None):
         a = ev["args"]
@@ -68,16 +73,25 @@ def history_from_chain(
         if who is not None and a["contributor"] != who:
             continue
         uid = int(a["updateId"])
-        e = judged.get(uid)
+        e: verdicts.VerdictEntry | None = judged.get(uid)
         st = e.verdict.name if e else "PENDING"
         if status is not None and st != status:
             continue
-        rows.append({
-            "update_id": uid, "task_id": int(a["taskId"]), "round": int(a["round"]),
-            "contributor": a["contributor"], "content_hash": to_hex(a["contentHash"]),
-            "cid": a["cid"], "num_samples": int(a["numSamples"]), "tx_hash": ev["transactionHash"],
-            "block_number": ev["blockNumber"], "status": st,
-            "reason": e.reason if e else None, "score": e.score if e else None,
-        })
+        rows.append(
+            {
+                "update_id": uid,
+                "task_id": int(a["taskId"]),
+                "round": int(a["round"]),
+                "contributor": a["contributor"],
+                "content_hash": to_hex(a["contentHash"]),
+                "cid": a["cid"],
+                "num_samples": int(a["numSamples"]),
+                "tx_hash": ev["transactionHash"],
+                "block_number": ev["blockNumber"],
+                "status": st,
+                "reason": e.reason if e else None,
+                "score": e.score if e else None,
+            }
+        )
     rows.sort(key=lambda r: -r["update_id"])
     return rows[:limit]

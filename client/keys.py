@@ -58,9 +58,7 @@ def list_keys(keystore: Path) -> list[KeyInfo]:
     for p in sorted(keystore.glob("*.json")):
         try:
             data = json.loads(p.read_text())
-            out.append(
-                KeyInfo(name=p.stem, address=to_checksum_address(data["address"]), path=p)
-            )
+            out.append(KeyInfo(name=p.stem, address=to_checksum_address(data["address"]), path=p))
         except (ValueError, KeyError):
             continue
     return out

@@ -27,7 +27,9 @@ def load_npz(path: Path) -> LocalData:
     except (ValueError, OSError) as exc:
         raise FormatError(f"{path} is not a readable .npz of numeric arrays: {exc}") from exc
     if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
-        raise FormatError(f"{path}: X must be (n, features) and y (n,), got {X.shape} and {y.shape}")
+        raise FormatError(
+            f"{path}: X must be (n, features) and y (n,), got {X.shape} and {y.shape}"
+        )
     return LocalData(X, y)
 
 

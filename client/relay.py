@@ -42,7 +42,9 @@ def check_signed(ledger: Ledger, su: SignedUpdate, *, now: int | None = None) ->
         su.task_id, su.round, su.content_hash, su.cid, su.num_samples, su.contributor, su.deadline
     )
     try:
-        recovered = Account.recover_message(encode_typed_data(full_message=typed), signature=su.signature)
+        recovered = Account.recover_message(
+            encode_typed_data(full_message=typed), signature=su.signature
+        )
     except Exception as exc:  # noqa: BLE001 - any failure to recover is a bad signature
         raise BadSignedUpdate(f"signature does not recover: {exc}") from exc
     if recovered.lower() != su.contributor.lower():
@@ -78,7 +80,9 @@ class Relayer:
 
     def due(self) -> bool:
         with self._lock:
-            return self._first_at is not None and time.monotonic() - self._first_at >= self.max_wait_s
+            return (
+                self._first_at is not None and time.monotonic() - self._first_at >= self.max_wait_s
+            )
 
     def flush(self) -> list[int]:
         with self._lock:

@@ -60,7 +60,10 @@ Fetcher = Callable[[UpdateRef], bytes]
 
 
 def _fetch_all(
-    store: ContentStore, refs: Sequence[UpdateRef], timeout_s: float, max_bytes: int,
+    store: ContentStore,
+    refs: Sequence[UpdateRef],
+    timeout_s: float,
+    max_bytes: int,
     fetch: Fetcher | None,
 ) -> dict[int, bytes | str]:
     """Bytes per update id, or the reason it could not be fetched."""
@@ -85,7 +88,9 @@ def _fetch_all(
 
 def _check_file(dec: codec.Decoded, task_id: int, round_: int, base_hash: str) -> str | None:
     if dec.task_id != task_id or dec.round != round_:
-        return f"file is for task {dec.task_id} round {dec.round}, not task {task_id} round {round_}"
+        return (
+            f"file is for task {dec.task_id} round {dec.round}, not task {task_id} round {round_}"
+        )
     if dec.base_hash != base_hash:
         return f"delta was computed against model {dec.base_hash}, not the global model {base_hash}"
     return None
@@ -122,7 +127,10 @@ def judge_round(
     to_fetch = []
     for r in refs:
         if deadline is not None and r.submitted_at > deadline:
-            early[r.update_id] = (Verdict.LATE, f"submitted at {r.submitted_at}, after the deadline {deadline}")
+            early[r.update_id] = (
+                Verdict.LATE,
+                f"submitted at {r.submitted_at}, after the deadline {deadline}",
+            )
         elif r.update_id in unavailable:
             early[r.update_id] = (Verdict.UNAVAILABLE, unavailable[r.update_id])
         else:
@@ -133,18 +141,30 @@ def judge_round(
     for r in refs:
         if r.update_id in early:
             v, why = early[r.update_id]
-            candidates.append(screening.Candidate(r.update_id, r.contributor, r.content_hash, None, v, why))
+            candidates.append(
+                screening.Candidate(r.update_id, r.contributor, r.content_hash, None, v, why)
+            )
             continue
         got = fetched[r.update_id]
         if isinstance(got, str):
-            candidates.append(screening.Candidate(
-                r.update_id, r.contributor, r.content_hash, None, Verdict.UNAVAILABLE, got))
+            candidates.append(
+                screening.Candidate(
+                    r.update_id, r.contributor, r.content_hash, None, Verdict.UNAVAILABLE, got
+                )
+            )
             continue
         h = codec.sha256_hex(got)
         if h != r.content_hash.lower():
-            candidates.append(screening.Candidate(
-                r.update_id, r.contributor, r.content_hash, None, Verdict.HASH_MISMATCH,
-                f"bytes hash to {h}, the chain records {r.content_hash}"))
+            candidates.append(
+                screening.Candidate(
+                    r.update_id,
+                    r.contributor,
+                    r.content_hash,
+                    None,
+                    Verdict.HASH_MISMATCH,
+                    f"bytes hash to {h}, the chain records {r.content_hash}",
+                )
+            )
             continue
         try:
             dec = codec.decode(got, kind="update", max_bytes=max_bytes)
@@ -152,10 +172,20 @@ def judge_round(
         except FormatError as exc:
             dec, problem = None, str(exc)
         if problem is not None or dec is None:
-            candidates.append(screening.Candidate(
-                r.update_id, r.contributor, r.content_hash, None, Verdict.MALFORMED, problem or ""))
+            candidates.append(
+                screening.Candidate(
+                    r.update_id,
+                    r.contributor,
+                    r.content_hash,
+                    None,
+                    Verdict.MALFORMED,
+                    problem or "",
+                )
+            )
             continue
-        candidates.append(screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors))
+        candidates.append(
+            screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors)
+        )
 
     decisions = screening.screen(candidates, global_model, rule, screen_spec)
     by_id = {c.update_id: c for c in candidates}
@@ -163,7 +193,10 @@ def judge_round(
     accepted = screening.accepted_ids(decisions)
     deltas = [by_id[i].delta for i in accepted]
     delta = agg.aggregate_tensors(
-        rule, [d for d in deltas if d is not None], [ref_by_id[i].num_samples for i in accepted], layout
+        rule,
+        [d for d in deltas if d is not None],
+        [ref_by_id[i].num_samples for i in accepted],
+        layout,
     )
     new_global = agg.apply_delta(global_model, delta)
     aggregate = codec.encode_model(new_global, task_id=task_id, round=round_ + 1)
@@ -184,12 +217,22 @@ def judge_round(
         for d in decisions
     ]
     vf = verdicts.build(
-        task_id=task_id, round=round_, rule=rule, base_model_hash=base_hash,
-        aggregate_hash=aggregate_hash, aggregate_cid=aggregate_cid, entries=entries,
+        task_id=task_id,
+        round=round_,
+        rule=rule,
+        base_model_hash=base_hash,
+        aggregate_hash=aggregate_hash,
+        aggregate_cid=aggregate_cid,
+        entries=entries,
     )
     vbytes = vf.to_bytes()
     return Judgement(
-        verdict_file=vf, verdict_bytes=vbytes, verdict_cid=compute_cid(vbytes), root=vf.root(),
-        aggregate=aggregate, aggregate_hash=aggregate_hash, aggregate_cid=aggregate_cid,
+        verdict_file=vf,
+        verdict_bytes=vbytes,
+        verdict_cid=compute_cid(vbytes),
+        root=vf.root(),
+        aggregate=aggregate,
+        aggregate_hash=aggregate_hash,
+        aggregate_cid=aggregate_cid,
         new_global=new_global,
     )

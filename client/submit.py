@@ -87,8 +87,12 @@ def submit(
     """Store the update and record it on chain; returns its global update id."""
     _check_samples(num_samples)
     pub = store_update(store, state, data)
-    uid = ledger.submit_update(state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples)
-    return Submitted(uid, state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, "")
+    uid = ledger.submit_update(
+        state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples
+    )
+    return Submitted(
+        uid, state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, ""
+    )
 
 
 def submit_async(
@@ -98,7 +102,9 @@ def submit_async(
     _check_samples(num_samples)
     pub = store_update(store, state, data)
     sender = ledger._need_sender()
-    fn = ledger.submit_update_fn(state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples)
+    fn = ledger.submit_update_fn(
+        state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples
+    )
     return sender.send(fn, label=f"submitUpdate(task {state.task_id}, round {state.current_round})")
 
 
@@ -117,5 +123,11 @@ def sign(
     pub = store_update(store, state, data)
     deadline = int(time.time()) + valid_for_s
     return ledger.sign_update(
-        account, state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, deadline
+        account,
+        state.task_id,
+        state.current_round,
+        pub.content_hash,
+        pub.cid,
+        num_samples,
+        deadline,
     )

@@ -56,8 +56,12 @@ class Report:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "ok": self.ok, "problems": self.problems,
-                "rounds": [r.to_json() for r in self.rounds]}
+        return {
+            "task_id": self.task_id,
+            "ok": self.ok,
+            "problems": self.problems,
+            "rounds": [r.to_json() for r in self.rounds],
+        }
 
 
 def verify_task(
@@ -73,9 +77,8 @@ def verify_task(
     if created is None:
         raise NotFoundError(f"no TaskCreated event for task {task_id}")
     finals = list(ledger.events("RoundFinalized", task_id=task_id))
-    if round_ is not None:
-        if not any(int(f["args"]["round"]) == round_ for f in finals):
-            raise NotFoundError(f"round {round_} of task {task_id} is not final (yet)")
+    if round_ is not None and not any(int(f["args"]["round"]) == round_ for f in finals):
+        raise NotFoundError(f"round {round_} of task {task_id} is not final (yet)")
     report = Report(task_id)
     prev_hash, prev_cid = state.config.model_hash, state.config.model_cid
     prev_block = int(created["blockNumber"])
@@ -86,8 +89,18 @@ def verify_task(
         rnd = int(a["round"])
         if round_ is None or rnd == round_:
             report.rounds.append(
-                _verify_round(ledger, store, state.spec, task_id, rnd, a, prev_hash, prev_cid,
-                              prev_block, state.config.round_duration)
+                _verify_round(
+                    ledger,
+                    store,
+                    state.spec,
+                    task_id,
+                    rnd,
+                    a,
+                    prev_hash,
+                    prev_cid,
+                    prev_block,
+                    state.config.round_duration,
+                )
             )
             done += 1
             if progress:
@@ -98,20 +111,38 @@ def verify_task(
 
 
 def _verify_round(
-    ledger: Ledger, store: ContentStore, spec: Any, task_id: int, rnd: int, fin: dict[str, Any],
-    base_hash: str, base_cid: str, start_block: int, duration: int,
+    ledger: Ledger,
+    store: ContentStore,
+    spec: Any,
+    task_id: int,
+    rnd: int,
+    fin: dict[str, Any],
+    base_hash: str,
+    base_cid: str,
+    start_block: int,
+    duration: int,
 ) -> RoundReport:
     rep = RoundReport(rnd)
     refs = []
     for ev in ledger.events("UpdateSubmitted", task_id=task_id, round_=rnd):
         a = ev["args"]
         ts = int(ledger.w3.eth.get_block(ev["blockNumber"])["timestamp"])
-        ref = UpdateRef(int(a["updateId"]), a["contributor"], to_hex(a["contentHash"]), a["cid"],
-                        int(a["numSamples"]), ts)
+        ref = UpdateRef(
+            int(a["updateId"]),
+            a["contributor"],
+            to_hex(a["contentHash"]),
+            a["cid"],
+            int(a["numSamples"]),
+            ts,
+        )
         stored = ledger.get_update_digest(ref.update_id)
-        expect = ledger.update_digest(task_id, rnd, ref.contributor, ref.content_hash, ref.cid, ref.num_samples)
+        expect = ledger.update_digest(
+            task_id, rnd, ref.contributor, ref.content_hash, ref.cid, ref.num_samples
+        )
         if stored != expect:
-            rep.problems.append(f"update {ref.update_id}: event does not match the digest stored on chain")
+            rep.problems.append(
+                f"update {ref.update_id}: event does not match the digest stored on chain"
+            )
         refs.append(ref)
     rep.updates = len(refs)
     try:
@@ -126,24 +157,38 @@ def _verify_round(
         attested = None
     unavailable = (
         {e.update_id: e.reason for e in attested.entries if e.verdict.name == "UNAVAILABLE"}
-        if attested else {}
+        if attested
+        else {}
     )
     start_ts = int(ledger.w3.eth.get_block(start_block)["timestamp"])
     deadline = start_ts + duration if duration else None
-    j = judge_round(store, task_id=task_id, round_=rnd, spec=spec, base_model=base, updates=refs,
-                    deadline=deadline, unavailable=unavailable)
+    j = judge_round(
+        store,
+        task_id=task_id,
+        round_=rnd,
+        spec=spec,
+        base_model=base,
+        updates=refs,
+        deadline=deadline,
+        unavailable=unavailable,
+    )
     rep.accepted = sum(1 for e in j.verdict_file.entries if e.verdict.name == "ACCEPTED")
-    rep.aggregate_ok = j.aggregate_hash == to_hex(fin["aggregateHash"]) and j.aggregate_cid == fin["aggregateCid"]
+    rep.aggregate_ok = (
+        j.aggregate_hash == to_hex(fin["aggregateHash"]) and j.aggregate_cid == fin["aggregateCid"]
+    )
     rep.root_ok = j.root == bytes(fin["verdictRoot"])
     if not rep.aggregate_ok:
         rep.problems.append(
-            f"recomputed aggregate {j.aggregate_hash} differs from the attested {to_hex(fin['aggregateHash'])}")
+            f"recomputed aggregate {j.aggregate_hash} differs from the attested {to_hex(fin['aggregateHash'])}"
+        )
     if not rep.root_ok:
         rep.problems.append(
-            f"recomputed verdict root {to_hex(j.root)} differs from the attested {to_hex(fin['verdictRoot'])}")
+            f"recomputed verdict root {to_hex(j.root)} differs from the attested {to_hex(fin['verdictRoot'])}"
+        )
     if j.verdict_cid != fin["verdictCid"]:
         rep.problems.append(
-            f"recomputed verdict file {j.verdict_cid} differs from the attested {fin['verdictCid']}")
+            f"recomputed verdict file {j.verdict_cid} differs from the attested {fin['verdictCid']}"
+        )
     if attested is not None:
         mine = {e.update_id: e for e in j.verdict_file.entries}
         for e in attested.entries:
@@ -153,11 +198,14 @@ def _verify_round(
             elif m.verdict != e.verdict:
                 rep.problems.append(
                     f"update {e.update_id} ({e.cid}): attested {e.verdict.name}, recomputed "
-                    f"{m.verdict.name} ({m.reason})")
+                    f"{m.verdict.name} ({m.reason})"
+                )
     try:
         agg_bytes = store.get(str(fin["aggregateCid"]))
         if codec.sha256_hex(agg_bytes) != to_hex(fin["aggregateHash"]):
-            rep.problems.append(f"stored aggregate {fin['aggregateCid']} does not hash to aggregateHash")
+            rep.problems.append(
+                f"stored aggregate {fin['aggregateCid']} does not hash to aggregateHash"
+            )
     except FedledgerError as exc:
         rep.problems.append(f"aggregate {fin['aggregateCid']} unavailable: {exc}")
     return rep

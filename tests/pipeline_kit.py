@@ -39,41 +39,74 @@ class Scenario:
     def local(self, i: int) -> LocalData:
         return partition_share("digits", i, self.n_parts, 0.0, 0)
 
-    def honest_update(self, i: int, *, attack: str | None = None, **params: object) -> tuple[bytes, int]:
+    def honest_update(
+        self, i: int, *, attack: str | None = None, **params: object
+    ) -> tuple[bytes, int]:
         """A real update trained by contributor i on its IID share (optionally attacked)."""
         work = make_update(
-            self.as_(self.contributors[i]), self.store, self.task_id, self.local(i),
+            self.as_(self.contributors[i]),
+            self.store,
+            self.task_id,
+            self.local(i),
             ContributorOptions(seed=i + 1, attack=attack, attack_params=dict(params)),
         )
         return work.data, work.num_samples
 
-    def submit_bytes(self, i: int, data: bytes, samples: int = 100, *, store_it: bool = True,
-                     claimed_hash: str | None = None) -> int:
+    def submit_bytes(
+        self,
+        i: int,
+        data: bytes,
+        samples: int = 100,
+        *,
+        store_it: bool = True,
+        claimed_hash: str | None = None,
+    ) -> int:
         """Submit raw bytes as contributor i, bypassing the SDK's own checks (as an attacker would)."""
         from client.cid import compute_cid
 
         cid = self.store.put(data) if store_it else compute_cid(data)
         h = claimed_hash or codec.sha256_hex(data)
         st = self.state()
-        return self.as_(self.contributors[i]).submit_update(self.task_id, st.current_round, h, cid, samples)
+        return self.as_(self.contributors[i]).submit_update(
+            self.task_id, st.current_round, h, cid, samples
+        )
 
 
 def make_scenario(
-    ledger: Ledger, store: ContentStore, accounts: list[LocalAccount], *, n_contributors: int,
-    n_validators: int = 1, quorum: int = 1, rule: dict | None = None, min_updates: int | None = None,
-    max_updates: int | None = None, round_duration: int = 0, screening: dict | None = None,
+    ledger: Ledger,
+    store: ContentStore,
+    accounts: list[LocalAccount],
+    *,
+    n_contributors: int,
+    n_validators: int = 1,
+    quorum: int = 1,
+    rule: dict | None = None,
+    min_updates: int | None = None,
+    max_updates: int | None = None,
+    round_duration: int = 0,
+    screening: dict | None = None,
 ) -> Scenario:
     owner = accounts[0]
     validators = accounts[1 : 1 + n_validators]
     contributors = accounts[1 + n_validators : 1 + n_validators + n_contributors]
     spec = TaskSpec(
-        model="mlp_digits", dataset="digits", training=TrainingParams(epochs=1, lr=0.1),
-        aggregation=rule or {"rule": "median"}, screening=screening or {}, fetch_timeout_s=5,
+        model="mlp_digits",
+        dataset="digits",
+        training=TrainingParams(epochs=1, lr=0.1),
+        aggregation=rule or {"rule": "median"},
+        screening=screening or {},
+        fetch_timeout_s=5,
     )
     initial = state_to_numpy(build_model("mlp_digits", seed=0))
     task_id = create_task(
-        ledger, store, spec, initial, min_updates=min_updates or n_contributors,
-        max_updates=max_updates or n_contributors, quorum=quorum, round_duration=round_duration,
+        ledger,
+        store,
+        spec,
+        initial,
+        min_updates=min_updates or n_contributors,
+        max_updates=max_updates or n_contributors,
+        quorum=quorum,
+        round_duration=round_duration,
     )
     for c in contributors:
         ledger.add_contributor(task_id, c.address)
@@ -82,10 +115,17 @@ def make_scenario(
     return Scenario(ledger, store, task_id, owner, contributors, validators, max(n_contributors, 4))
 
 
-def backend_for(sc: Scenario, validator: LocalAccount | None, db_path: Path, *, evaluate: bool = False) -> Backend:
+def backend_for(
+    sc: Scenario, validator: LocalAccount | None, db_path: Path, *, evaluate: bool = False
+) -> Backend:
     led = Ledger(sc.ledger.w3, sc.ledger.address, from_block=sc.ledger.from_block)
-    return Backend(ledger=led, store=sc.store, db=Database(f"sqlite:///{db_path}"), account=validator,
-                   evaluate=evaluate)
+    return Backend(
+        ledger=led,
+        store=sc.store,
+        db=Database(f"sqlite:///{db_path}"),
+        account=validator,
+        evaluate=evaluate,
+    )
 
 
 def zero_like(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pipeline_kit import backend_for, make_scenario, zero_like
 
 from backend.api.server import BackgroundServer
 from client import codec, merkle
 from client.verify import verify_task
-from pipeline_kit import backend_for, make_scenario, zero_like
 
 
 def _run_until_final(backend, ledger, task_id: int, rnd: int, passes: int = 20) -> None:
@@ -43,13 +43,20 @@ def every_verdict(ledger, store, dev_accounts, tmp_path: Path):
     ids["MALFORMED"] = sc.submit_bytes(7, b"this is not a safetensors file", 100)
     glob = codec.decode(store.get(st.global_cid)).tensors
     bad_shape = {k: np.zeros((3,) + v.shape[1:], np.float32) for k, v in glob.items()}
-    ids["SHAPE_MISMATCH"] = sc.submit_bytes(8, codec.encode_update(
-        bad_shape, task_id=sc.task_id, round=0, base_hash=st.global_hash), 100)
+    ids["SHAPE_MISMATCH"] = sc.submit_bytes(
+        8,
+        codec.encode_update(bad_shape, task_id=sc.task_id, round=0, base_hash=st.global_hash),
+        100,
+    )
     nan = {k: np.full_like(v, np.nan) for k, v in glob.items()}
-    ids["NON_FINITE"] = sc.submit_bytes(9, codec.encode_update(
-        nan, task_id=sc.task_id, round=0, base_hash=st.global_hash), 100)
-    ids["FREE_RIDER"] = sc.submit_bytes(10, codec.encode_update(
-        zero_like(glob), task_id=sc.task_id, round=0, base_hash=st.global_hash), 100)
+    ids["NON_FINITE"] = sc.submit_bytes(
+        9, codec.encode_update(nan, task_id=sc.task_id, round=0, base_hash=st.global_hash), 100
+    )
+    ids["FREE_RIDER"] = sc.submit_bytes(
+        10,
+        codec.encode_update(zero_like(glob), task_id=sc.task_id, round=0, base_hash=st.global_hash),
+        100,
+    )
     backend = backend_for(sc, sc.validators[0], tmp_path / "v1.db")
     _run_until_final(backend, ledger, sc.task_id, 0)
     return sc, backend, ids
@@ -58,7 +65,9 @@ def every_verdict(ledger, store, dev_accounts, tmp_path: Path):
 def test_every_update_gets_exactly_one_verdict_visible_over_rest(every_verdict):
     sc, backend, ids = every_verdict
     with BackgroundServer(backend.app()) as srv:
-        items = httpx.get(f"{srv.url}/contributions", params={"task_id": sc.task_id, "limit": 500}).json()["items"]
+        items = httpx.get(
+            f"{srv.url}/contributions", params={"task_id": sc.task_id, "limit": 500}
+        ).json()["items"]
         assert sorted(i["update_id"] for i in items) == sorted(ids.values())
         by_id = {i["update_id"]: i for i in items}
         for name, uid in ids.items():
@@ -116,15 +125,25 @@ def test_the_new_global_model_applies_the_accepted_deltas(every_verdict):
 
 
 def test_an_update_after_the_round_deadline_is_late(ledger, store, dev_accounts, tmp_path):
-    sc = make_scenario(ledger, store, dev_accounts, n_contributors=5, min_updates=1, max_updates=10,
-                       round_duration=60)
+    sc = make_scenario(
+        ledger,
+        store,
+        dev_accounts,
+        n_contributors=5,
+        min_updates=1,
+        max_updates=10,
+        round_duration=60,
+    )
     on_time = [sc.submit_bytes(i, *sc.honest_update(i)) for i in range(4)]
     ledger.w3.provider.make_request("evm_increaseTime", [120])
     late = sc.submit_bytes(4, *sc.honest_update(4))
     backend = backend_for(sc, sc.validators[0], tmp_path / "v.db")
     _run_until_final(backend, ledger, sc.task_id, 0)
     with BackgroundServer(backend.app()) as srv:
-        got = {uid: httpx.get(f"{srv.url}/contributions/{uid}").json()["status"] for uid in on_time + [late]}
+        got = {
+            uid: httpx.get(f"{srv.url}/contributions/{uid}").json()["status"]
+            for uid in on_time + [late]
+        }
     assert got[late] == "LATE"
     assert all(got[u] == "ACCEPTED" for u in on_time), got
     assert verify_task(sc.ledger, sc.store, sc.task_id).ok
