@@ -25,7 +25,13 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    RequestTimedOut,
+    TimeExhausted,
+    Web3RPCError,
+)
 
 from client import contracts
 from client.errors import ChainError, ConfigError, ContractRevert, NotFoundError
@@ -52,6 +58,30 @@ def connect(rpc_url: str, *, timeout: float = 30.0) -> Web3:
             hint="check FEDLEDGER_RPC_URL / --rpc-url, or start a devnet with `fedledger devnet`",
         ) from exc
     return w3
+
+
+def as_chain_error(exc: BaseException) -> ChainError | None:
+    """A ChainError for a transport failure that escaped a web3 call (the node went down, reset
+    the connection or timed out), else None: callers turn only these into one clear message."""
+    import requests
+
+    if isinstance(exc, ChainError):
+        return exc
+    if isinstance(
+        exc,
+        requests.exceptions.RequestException
+        | ProviderConnectionError
+        | RequestTimedOut
+        | ConnectionError
+        | TimeoutError,
+    ):
+        return ChainError(
+            f"lost the connection to the Ethereum RPC endpoint ({type(exc).__name__})",
+            hint="check that the node is running and FEDLEDGER_RPC_URL / --rpc-url points at it",
+        )
+    if isinstance(exc, Web3RPCError):
+        return ChainError(f"the Ethereum RPC endpoint answered an error: {exc}")
+    return None
 
 
 def hex32(value: str | bytes) -> bytes:
@@ -920,6 +950,7 @@ __all__ = [
     "Sender",
     "SignedUpdate",
     "TaskConfig",
+    "as_chain_error",
     "connect",
     "decode_revert",
     "open_ledger",

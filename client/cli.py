@@ -7,6 +7,7 @@ print one line (``error: …``) and exit non-zero; read commands take ``--json``
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from client.errors import ConfigError, FedledgerError, KeystoreError
+from client import __version__
+from client.errors import ConfigError, FedledgerError, KeystoreError, VerificationError
 from client.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -35,6 +37,24 @@ app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"fedledger {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Blockchain-verified ledger for federated training."""
 
 # -- common options ---------------------------------------------------------------------------
 
@@ -186,7 +206,7 @@ def keys_new(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key (or import a devnet account) into an encrypted keystore."""
-    from client.keys import new_key
+    from client.keys import DEV_SCRYPT_N, USER_SCRYPT_N, new_key
 
     s = _settings(home=home, keystore=keystore)
     pk = None
@@ -196,7 +216,11 @@ def keys_new(
         if not 0 <= dev_index < 100:
             raise ConfigError("--dev-index must be between 0 and 99")
         pk = dev_private_keys(dev_index + 1)[dev_index]
-    info = new_key(s.keystore_dir, name, _password(s, name, confirm=True), private_key=pk)
+    # A devnet key is public already: a costly KDF would only slow every command that uses it.
+    cost = USER_SCRYPT_N if pk is None else DEV_SCRYPT_N
+    info = new_key(
+        s.keystore_dir, name, _password(s, name, confirm=True), private_key=pk, scrypt_n=cost
+    )
     if as_json:
         _emit({"name": info.name, "address": info.address, "path": str(info.path)}, True)
     else:
@@ -306,9 +330,10 @@ def task_add_contributor(
     """Admit a contributor to a task (task owner only)."""
     from client.chain import to_checksum
 
+    who = to_checksum(address)
     s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
-    _ledger(s, key).add_contributor(task_id, to_checksum(address))
-    out.print(f"{to_checksum(address)} may now contribute to task {task_id}")
+    _ledger(s, key).add_contributor(task_id, who)
+    out.print(f"{who} may now contribute to task {task_id}")
 
 
 @task_app.command("add-validator")
@@ -324,9 +349,10 @@ def task_add_validator(
     """Admit a validator to a task (task owner only)."""
     from client.chain import to_checksum
 
+    who = to_checksum(address)
     s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
-    _ledger(s, key).add_validator(task_id, to_checksum(address))
-    out.print(f"{to_checksum(address)} now validates task {task_id}")
+    _ledger(s, key).add_validator(task_id, who)
+    out.print(f"{who} now validates task {task_id}")
 
 
 # -- contributing -----------------------------------------------------------------------------
@@ -514,11 +540,14 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """Who contributed what, and what became of it (from the REST API, else from the chain)."""
+    from client.chain import to_checksum
     from client.history import history_from_api, history_from_chain
 
-    s = _settings(rpc_url=rpc_url, home=home, contract=contract)
     if not 1 <= limit <= 500:
-        raise ConfigError("--limit must be between 1 and 500")
+        raise ConfigError(f"--limit must be between 1 and 500, got {limit}")
+    if contributor is not None:
+        contributor = to_checksum(contributor)
+    s = _settings(rpc_url=rpc_url, home=home, contract=contract)
     if api:
         rows = history_from_api(
             api, task_id=task_id, round_=round_, contributor=contributor, status=status, limit=limit
@@ -586,10 +615,9 @@ def verify(
             )
         out.print(t)
     if not report.ok:
-        err.print(
-            f"error: verification found {len(report.problems)} problem(s): {report.problems[0]}"
+        raise VerificationError(
+            f"verification found {len(report.problems)} problem(s); the first: {report.problems[0]}"
         )
-        raise typer.Exit(7)
     if not as_json:
         out.print(
             f"[green]verified[/] {len(report.rounds)} round(s) of task {task_id}: chain, store and recomputation agree"
@@ -672,29 +700,56 @@ def demo(
         raise typer.Exit(1)
 
 
+def _die(message: str, code: int) -> None:
+    """Print ``error: message`` as one line on stderr (never wrapped, never marked up) and exit."""
+    line = " ".join(message.split())
+    print(f"error: {line}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _usage_error(exc: typer.TyperException) -> None:
+    ctx: Any = getattr(exc, "ctx", None)
+    message = exc.format_message()
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help was the answer
+        if message.strip():
+            print(message, file=sys.stderr)
+        sys.exit(exc.exit_code)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    _die(f"{message}{where}", exc.exit_code)
+
+
 def main() -> None:
-    """Console entry point: one-line errors and meaningful exit codes."""
+    """Console entry point: one-line errors and meaningful exit codes, never a traceback.
+
+    Usage errors exit 2, each FedledgerError its own ``exit_code``; a transport failure that
+    escaped the SDK is reported as a ChainError.  FEDLEDGER_DEBUG=1 shows the traceback of an
+    unexpected exception instead.
+    """
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except FedledgerError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        _die(str(exc), exc.exit_code)
+    except typer.TyperException as exc:  # click's usage errors: unknown option, bad value, …
+        _usage_error(exc)
     except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
+        _die("aborted", 130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (typer.BadParameter, SystemExit) as exc:  # click usage errors come as SystemExit
-        raise exc
-    except Exception as exc:  # click.UsageError and friends
-        import click
+    except Exception as exc:
+        from client.chain import as_chain_error
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        chain = as_chain_error(exc)
+        if chain is not None:
+            _die(str(chain), chain.exit_code)
+        if os.environ.get("FEDLEDGER_DEBUG"):
+            raise
+        _die(
+            f"unexpected {type(exc).__name__}: {exc} "
+            "(rerun with FEDLEDGER_DEBUG=1 for the traceback, and please report it)",
+            1,
+        )
+    # Without standalone mode click returns typer.Exit's code instead of exiting.
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,18 @@ def _verify_round(
         j.aggregate_hash == to_hex(fin["aggregateHash"]) and j.aggregate_cid == fin["aggregateCid"]
     )
     rep.root_ok = j.root == bytes(fin["verdictRoot"])
+    # Causes first: a changed verdict is why the aggregate and the root differ.
+    if attested is not None:
+        mine = {e.update_id: e for e in j.verdict_file.entries}
+        for e in attested.entries:
+            m = mine.get(e.update_id)
+            if m is None:
+                rep.problems.append(f"update {e.update_id}: in the verdict file but not on chain")
+            elif m.verdict != e.verdict:
+                rep.problems.append(
+                    f"update {e.update_id} ({e.cid}): attested {e.verdict.name}, recomputed "
+                    f"{m.verdict.name} ({m.reason})"
+                )
     if not rep.aggregate_ok:
         rep.problems.append(
             f"recomputed aggregate {j.aggregate_hash} differs from the attested {to_hex(fin['aggregateHash'])}"
@@ -189,17 +201,6 @@ def _verify_round(
         rep.problems.append(
             f"recomputed verdict file {j.verdict_cid} differs from the attested {fin['verdictCid']}"
         )
-    if attested is not None:
-        mine = {e.update_id: e for e in j.verdict_file.entries}
-        for e in attested.entries:
-            m = mine.get(e.update_id)
-            if m is None:
-                rep.problems.append(f"update {e.update_id}: in the verdict file but not on chain")
-            elif m.verdict != e.verdict:
-                rep.problems.append(
-                    f"update {e.update_id} ({e.cid}): attested {e.verdict.name}, recomputed "
-                    f"{m.verdict.name} ({m.reason})"
-                )
     try:
         agg_bytes = store.get(str(fin["aggregateCid"]))
         if codec.sha256_hex(agg_bytes) != to_hex(fin["aggregateHash"]):

@@ -1,0 +1,527 @@
+"""The ``fedledger`` CLI end to end, as a user types it: a real anvil, the real contract, the
+embedded store, a validator run by ``fedledger serve``; every command a subprocess with its
+settings in the environment and no stdin.
+
+One task is played through once per module (keys → deploy → task → two trainers, a submitted
+file, a relayed signature → a validator finalises round 0); the tests then read what it left
+and try bad input against it.  Bad input must be one ``error: …`` line on stderr with a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from web3 import Web3
+
+from client import __version__, codec, contracts
+from client.blockstore import Blockstore
+from client.chain import Ledger, open_ledger
+from client.cid import compute_cid, parse_cid
+from client.contribute import ContributorOptions, make_update
+from client.devnet import Devnet, dev_private_keys, free_port, start_anvil
+from client.local_data import partition_share
+from client.store import ContentStore, open_store
+
+PASSWORD = "correct horse battery staple"
+DEV_INDEX = {"owner": 0, "alice": 1, "bob": 2, "carol": 3, "dave": 4, "relayer": 5, "val": 6}
+CONTRIBUTORS = ("alice", "bob", "carol", "dave")
+N_PARTS = 4
+DEV_BALANCE = Web3.to_wei(10_000, "ether")  # anvil's opening balance for each dev account
+
+
+def _fedledger() -> list[str]:
+    script = Path(sys.executable).with_name("fedledger")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "client.cli"]
+
+
+@dataclass
+class Cli:
+    """Runs ``fedledger`` like a user's shell would, and keeps everything it printed."""
+
+    home: Path
+    rpc_url: str
+    transcript: list[str] = field(default_factory=list)
+
+    def env(self, **changes: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_")}
+        env.update(
+            FEDLEDGER_HOME=str(self.home),
+            FEDLEDGER_RPC_URL=self.rpc_url,
+            FEDLEDGER_PASSWORD=PASSWORD,
+        )
+        env.update(changes)
+        return env
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            [*_fedledger(), *args],
+            env=self.env(**env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        self.transcript += [r.stdout, r.stderr]
+        return r
+
+    def ok(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        r = self.run(*args, **env)
+        assert r.returncode == 0, f"fedledger {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+        return r
+
+    def json(self, *args: str, **env: str) -> Any:
+        return json.loads(self.ok(*args, "--json", **env).stdout)
+
+
+def assert_one_line_error(
+    r: subprocess.CompletedProcess[str], *fragments: str, code: int | None = None
+) -> str:
+    """A non-zero exit with exactly one ``error: …`` line on stderr holding every fragment."""
+    assert r.returncode != 0, r.stdout
+    if code is not None:
+        assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 90.0) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# -- the task, played once per module ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[Devnet]:
+    with start_anvil(accounts=10) as dn:
+        yield dn
+
+
+@pytest.fixture(scope="module")
+def cli(chain: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    return Cli(home=tmp_path_factory.mktemp("cli") / "home", rpc_url=chain.url)
+
+
+@pytest.fixture(scope="module")
+def keys(cli: Cli) -> dict[str, str]:
+    """name → address, imported from the devnet accounts through `keys new --dev-index`."""
+    return {
+        name: cli.json("keys", "new", name, "--dev-index", str(i))["address"]
+        for name, i in DEV_INDEX.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def deployment(cli: Cli, keys: dict[str, str]) -> dict[str, Any]:
+    return dict(cli.json("deploy", "--key", "owner"))
+
+
+@pytest.fixture(scope="module")
+def task(cli: Cli, keys: dict[str, str], deployment: dict[str, Any]) -> int:
+    """Task 1: every contributor's update is needed to close a round (min = max = 4)."""
+    created = cli.json(
+        "task", "create", "--key", "owner", "--min-updates", "4", "--max-updates", "4"
+    )
+    tid = int(created["task_id"])
+    for name in CONTRIBUTORS:
+        cli.ok("task", "add-contributor", str(tid), keys[name], "--key", "owner")
+    cli.ok("task", "add-validator", str(tid), keys["val"], "--key", "owner")
+    return tid
+
+
+@pytest.fixture(scope="module")
+def sdk(chain: Devnet, cli: Cli, deployment: dict[str, Any]) -> tuple[Ledger, ContentStore]:
+    """The SDK's view of the same chain and store (for making files and checking results)."""
+    return open_ledger(chain.url, None, cli.home / "deployments"), open_store(None, cli.home)
+
+
+@dataclass(frozen=True)
+class UpdateFile:
+    path: Path
+    num_samples: int
+
+
+@pytest.fixture(scope="module")
+def update_files(
+    sdk: tuple[Ledger, ContentStore], task: int, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, UpdateFile]:
+    """Round-0 update files trained by the SDK for carol and dave (shares 2 and 3)."""
+    ledger, store = sdk
+    out = tmp_path_factory.mktemp("updates")
+    files = {}
+    for i, name in ((2, "carol"), (3, "dave")):
+        work = make_update(
+            ledger,
+            store,
+            task,
+            partition_share("digits", i, N_PARTS, 0.0, 0),
+            ContributorOptions(seed=i),
+        )
+        path = out / f"{name}.safetensors"
+        path.write_bytes(work.data)
+        files[name] = UpdateFile(path, work.num_samples)
+    return files
+
+
+@dataclass(frozen=True)
+class Round0:
+    trained: dict[str, dict[str, Any]]
+    submitted: dict[str, Any]
+    relayed_ids: list[int]
+    signed: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def round0(
+    cli: Cli, task: int, update_files: dict[str, UpdateFile], tmp_path_factory: pytest.TempPathFactory
+) -> Round0:
+    """Round 0 through the CLI: two `train`s, one `submit FILE`, one `submit --sign-only` + `relay`."""
+    trained = {
+        name: cli.json("train", "--task", str(task), "--key", name, "--partition", f"{i}/{N_PARTS}")
+        for i, name in enumerate(("alice", "bob"))
+    }
+    carol = update_files["carol"]
+    submitted = cli.json(
+        "submit", str(carol.path), "--task", str(task), "--samples", str(carol.num_samples),
+        "--key", "carol",
+    )  # fmt: skip
+    signed_path = tmp_path_factory.mktemp("signed") / "dave.json"
+    dave = update_files["dave"]
+    cli.ok(
+        "submit", str(dave.path), "--task", str(task), "--samples", str(dave.num_samples),
+        "--key", "dave", "--sign-only", str(signed_path),
+    )  # fmt: skip
+    relayed = cli.json("relay", str(signed_path), "--key", "relayer")
+    return Round0(trained, submitted, relayed["update_ids"], json.loads(signed_path.read_text()))
+
+
+@pytest.fixture(scope="module")
+def final(
+    cli: Cli, task: int, round0: Round0, sdk: tuple[Ledger, ContentStore]
+) -> Iterator[str]:
+    """`fedledger serve --key val` in the background until round 0 is final and indexed; yields
+    the REST API's URL."""
+    ledger, _ = sdk
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = cli.home.parent / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [*_fedledger(), "serve", "--key", "val", "--port", str(port), "--no-eval-dataset"],
+            env=cli.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                return httpx.get(f"{url}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        def judged() -> bool:
+            items = httpx.get(
+                f"{url}/contributions", params={"task_id": task, "limit": 500}, timeout=5
+            ).json()["items"]
+            return len(items) == 4 and all(i["status"] != "PENDING" for i in items)
+
+        wait_for("the API to answer /health", up)
+        wait_for("round 0 to be final", lambda: ledger.current_round(task) >= 1)
+        wait_for("the API to show every verdict of round 0", judged)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        cli.transcript.append(log_path.read_text(errors="replace"))
+
+
+def _submitted_events(ledger: Ledger, task: int) -> dict[int, dict[str, Any]]:
+    return {
+        int(e["args"]["updateId"]): e["args"]
+        for e in ledger.events("UpdateSubmitted", task_id=task)
+    }
+
+
+# -- keys, deploy, tasks -------------------------------------------------------------------------
+
+
+def test_version_prints_the_package_version(cli: Cli) -> None:
+    assert cli.ok("--version").stdout.strip() == f"fedledger {__version__}"
+
+
+def test_keys_list_json_shows_names_and_addresses_only(cli: Cli, keys: dict[str, str]) -> None:
+    listed = cli.json("keys", "list")
+    assert {k["name"]: k["address"] for k in listed} == keys
+    assert all(set(k) == {"name", "address", "path"} for k in listed)
+    dev = dev_private_keys(len(DEV_INDEX))
+    assert keys["alice"] == Web3().eth.account.from_key(dev[DEV_INDEX["alice"]]).address
+
+
+def test_keystore_file_is_encrypted_json(cli: Cli, keys: dict[str, str]) -> None:
+    stored = json.loads((cli.home / "keystore" / "owner.json").read_text())
+    assert stored["crypto"]["kdf"] == "scrypt" and stored["crypto"]["ciphertext"]
+    assert Web3.to_checksum_address(stored["address"]) == keys["owner"]
+
+
+def test_deploy_records_address_chain_block_and_abi_hash(
+    cli: Cli, chain: Devnet, deployment: dict[str, Any]
+) -> None:
+    record = json.loads((cli.home / "deployments" / f"{chain.chain_id}.json").read_text())
+    assert record["address"] == deployment["address"]
+    assert record["chain_id"] == chain.chain_id == deployment["chain_id"]
+    assert record["block"] == deployment["block"] >= 1
+    assert record["abi_hash"] == contracts.load_artifact().abi_hash
+    assert Web3(Web3.HTTPProvider(chain.url)).eth.get_code(record["address"])
+
+
+def test_task_create_prints_the_new_task_id_as_json(task: int) -> None:
+    assert task == 1
+
+
+def test_task_owner_admits_contributors_and_validators(
+    sdk: tuple[Ledger, ContentStore], task: int, keys: dict[str, str]
+) -> None:
+    ledger, _ = sdk
+    assert all(ledger.is_contributor(task, keys[n]) for n in CONTRIBUTORS)
+    assert ledger.is_validator(task, keys["val"])
+    assert not ledger.is_contributor(task, keys["relayer"])
+
+
+# -- contributing --------------------------------------------------------------------------------
+
+
+def test_train_records_one_update_per_contributor(
+    round0: Round0, sdk: tuple[Ledger, ContentStore], task: int, keys: dict[str, str]
+) -> None:
+    events = _submitted_events(sdk[0], task)
+    for name, res in round0.trained.items():
+        ev = events[res["update_id"]]
+        assert ev["contributor"] == keys[name]
+        assert ev["round"] == res["round"] == 0
+        assert ev["numSamples"] == res["num_samples"] > 0
+    assert round0.trained["alice"]["update_id"] != round0.trained["bob"]["update_id"]
+
+
+def test_submit_records_an_update_file_made_by_the_sdk(
+    round0: Round0,
+    sdk: tuple[Ledger, ContentStore],
+    task: int,
+    keys: dict[str, str],
+    update_files: dict[str, UpdateFile],
+) -> None:
+    data = update_files["carol"].path.read_bytes()
+    res = round0.submitted
+    assert res["content_hash"] == codec.sha256_hex(data)
+    assert res["cid"] == compute_cid(data)
+    ev = _submitted_events(sdk[0], task)[res["update_id"]]
+    assert ev["contributor"] == keys["carol"]
+    assert ev["numSamples"] == update_files["carol"].num_samples
+    assert sdk[1].get(res["cid"]) == data
+
+
+def test_relayed_update_counts_for_its_signer_who_pays_no_gas(
+    round0: Round0, sdk: tuple[Ledger, ContentStore], task: int, keys: dict[str, str]
+) -> None:
+    ledger, _ = sdk
+    (uid,) = round0.relayed_ids
+    ev = _submitted_events(ledger, task)[uid]
+    assert ev["contributor"] == keys["dave"] == round0.signed["contributor"]
+    assert ev["cid"] == round0.signed["cid"]
+    assert ledger.w3.eth.get_transaction_count(keys["dave"]) == 0
+    assert ledger.w3.eth.get_balance(keys["dave"]) == DEV_BALANCE
+    assert ledger.w3.eth.get_transaction_count(keys["relayer"]) == 1
+
+
+# -- validating and reading ----------------------------------------------------------------------
+
+
+def test_validator_service_finalises_the_round(
+    final: str, sdk: tuple[Ledger, ContentStore], task: int
+) -> None:
+    ledger, _ = sdk
+    assert ledger.current_round(task) == 1
+    (fin,) = ledger.events("RoundFinalized", task_id=task)
+    assert fin["args"]["round"] == 0
+
+
+def test_history_from_the_chain_shows_every_update_with_its_verdict(
+    cli: Cli, final: str, round0: Round0, task: int
+) -> None:
+    rows = cli.json("history", "--task", str(task))
+    expected = {r["update_id"] for r in round0.trained.values()}
+    expected |= {round0.submitted["update_id"], *round0.relayed_ids}
+    assert {r["update_id"] for r in rows} == expected
+    assert all(r["status"] != "PENDING" for r in rows), rows
+
+
+def test_history_from_the_api_matches_the_chain(cli: Cli, final: str, task: int) -> None:
+    from_chain = cli.json("history", "--task", str(task))
+    from_api = cli.json("history", "--task", str(task), "--api", final)
+    assert [(r["update_id"], r["status"]) for r in from_api] == [
+        (r["update_id"], r["status"]) for r in from_chain
+    ]
+
+
+def test_verify_exits_zero_when_chain_store_and_recomputation_agree(
+    cli: Cli, final: str, task: int
+) -> None:
+    r = cli.ok("verify", "--task", str(task))
+    assert "verified" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "list"],
+        ["history", "--task", "1"],
+        ["history", "--task", "1", "--api", "{api}"],
+        ["history", "--contributor", "{alice}", "--limit", "1"],
+        ["verify", "--task", "1"],
+        ["verify", "--task", "1", "--round", "0"],
+    ],
+    ids=["keys-list", "history", "history-api", "history-contributor", "verify", "verify-round"],
+)
+def test_read_commands_print_parseable_json(
+    cli: Cli, final: str, keys: dict[str, str], args: list[str]
+) -> None:
+    filled = [a.format(api=final, alice=keys["alice"]) for a in args]
+    assert cli.json(*filled) is not None
+
+
+# -- bad input: one line, non-zero, no traceback -------------------------------------------------
+
+
+def test_wrong_password_is_a_one_line_error(cli: Cli, task: int, keys: dict[str, str]) -> None:
+    r = cli.run(
+        "task", "add-validator", str(task), keys["relayer"], "--key", "owner",
+        FEDLEDGER_PASSWORD="not the password",
+    )  # fmt: skip
+    assert_one_line_error(r, "wrong password", "owner", code=4)
+
+
+def test_missing_update_file_is_a_one_line_error(cli: Cli, task: int, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.safetensors"
+    r = cli.run("submit", str(missing), "--task", str(task), "--samples", "10", "--key", "carol")
+    assert_one_line_error(r, str(missing), "does not exist", code=3)
+
+
+def test_update_for_a_past_round_is_refused(
+    cli: Cli, final: str, task: int, update_files: dict[str, UpdateFile], keys: dict[str, str]
+) -> None:
+    stale = update_files["carol"]
+    r = cli.run(
+        "submit", str(stale.path), "--task", str(task), "--samples", str(stale.num_samples),
+        "--key", "carol",
+    )  # fmt: skip
+    assert_one_line_error(r, "round 0", "round 1", code=5)
+
+
+def test_unknown_task_is_a_one_line_error(cli: Cli, deployment: dict[str, Any]) -> None:
+    assert_one_line_error(cli.run("verify", "--task", "99"), "task 99 does not exist", code=3)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["history"], ["verify", "--task", "1"], ["deploy", "--key", "owner"]],
+    ids=["history", "verify", "deploy"],
+)
+def test_unreachable_rpc_is_a_one_line_error(
+    cli: Cli, keys: dict[str, str], args: list[str]
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    r = cli.run(*args, FEDLEDGER_RPC_URL=down)
+    assert_one_line_error(r, down, "FEDLEDGER_RPC_URL", code=6)
+
+
+def test_limit_zero_is_a_usage_error(cli: Cli) -> None:
+    assert_one_line_error(cli.run("history", "--limit", "0"), "--limit", code=2)
+
+
+def test_unknown_option_is_a_usage_error(cli: Cli) -> None:
+    r = cli.run("history", "--no-such-option")
+    assert_one_line_error(r, "--no-such-option", "fedledger history --help", code=2)
+
+
+def test_non_integer_option_is_a_usage_error(cli: Cli) -> None:
+    assert_one_line_error(cli.run("verify", "--task", "one"), "--task", code=2)
+
+
+def test_invalid_address_is_a_one_line_error(cli: Cli, task: int) -> None:
+    r = cli.run("task", "add-contributor", str(task), "0x1234", "--key", "owner")
+    assert_one_line_error(r, "not an Ethereum address", "0x1234", code=2)
+
+
+def test_malformed_update_file_is_refused_before_anything_is_sent(
+    cli: Cli, task: int, keys: dict[str, str], sdk: tuple[Ledger, ContentStore], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    w3 = sdk[0].w3
+    nonce = w3.eth.get_transaction_count(keys["carol"])
+    r = cli.run("submit", str(bad), "--task", str(task), "--samples", "10", "--key", "carol")
+    assert_one_line_error(r, code=5)
+    assert w3.eth.get_transaction_count(keys["carol"]) == nonce
+
+
+def test_tampered_stored_update_fails_verify_naming_it(
+    cli: Cli, final: str, task: int, round0: Round0, tmp_path: Path
+) -> None:
+    # Tamper with a copy of the data dir, so the other tests keep the intact store.
+    home = tmp_path / "home"
+    shutil.copytree(cli.home, home, ignore=shutil.ignore_patterns("fedledger.db*"))
+    uid, cid = round0.submitted["update_id"], round0.submitted["cid"]
+    block = Blockstore(home / "blocks")._path(parse_cid(cid))
+    raw = bytearray(block.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    block.write_bytes(bytes(raw))
+    r = cli.run("verify", "--task", str(task), FEDLEDGER_HOME=str(home))
+    line = assert_one_line_error(r, code=7)
+    assert f"update {uid}" in line or cid in line, line
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+
+def test_private_keys_never_appear_in_any_output_or_file(
+    cli: Cli, final: str, keys: dict[str, str]
+) -> None:
+    secrets = [bytes.fromhex(k.removeprefix("0x")) for k in dev_private_keys(len(DEV_INDEX))]
+    needles = [n for s in secrets for n in (s, s.hex().encode(), s.hex().upper().encode())]
+    printed = "\n".join(cli.transcript).encode()
+    assert printed, "the module ran no commands"
+    for needle in needles:
+        assert needle not in printed
+    for path in cli.home.parent.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(n in content for n in needles), f"a private key is in {path}"
