@@ -2,13 +2,18 @@
 
 The framework part, written once (after Ponder / The Graph):
 
-* reads logs in bounded ``eth_getLogs`` chunks up to ``head - confirmations``;
-* records the hash of every block it indexed logs from, and of each chunk's last block;
+* reads logs in bounded ``eth_getLogs`` chunks up to ``head - confirmations``, and the headers
+  of the blocks it needs in JSON-RPC batches (one round trip per few hundred blocks);
+* keeps the hashes of the last ``KEEP_BLOCK_HASHES`` blocks below its checkpoint, and of the
+  start block (the anchor); every stored event keeps its own block's hash too;
 * before each pass compares its checkpoint's hash with the chain's; on a mismatch it walks back
-  through the recorded hashes to the fork point, deletes every event above it and rebuilds the
-  projections from the events that remain;
-* writes the events, their projections and the new checkpoint in ONE database transaction, so a
-  crash at any point leaves either all of a chunk or none of it: nothing lost, nothing twice.
+  through the recorded hashes (then through the events' hashes) to the fork point, deletes every
+  event above it and replays the remaining events into freshly emptied projections;
+* refuses to guess when no recorded block survives at all (a restarted devnet, or an RPC URL that
+  now points at another chain): :class:`ChainReplaced`, and the index is left as it was;
+* writes the events, their projections and the new checkpoint in ONE database transaction, and
+  checks that the chunk still hangs off the checkpoint's block, so a crash or a reorg at any
+  point leaves either all of a chunk or none of it: nothing lost, nothing twice.
 
 What the events mean lives in the handlers passed in (see :mod:`backend.handlers`).
 """
@@ -16,20 +21,27 @@ What the events mean lives in the handlers passed in (see :mod:`backend.handlers
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from backend.db import BlockSeen, Checkpoint, Database, EventRow
-from client.errors import ChainError
+from client.chain import rpc_batch
+from client.errors import ChainError, ConfigError
 
 log = logging.getLogger("fedledger.indexer")
 
 Handler = Callable[[Session, EventRow], None]
-KEEP_BLOCK_HASHES = 1024
+Header = tuple[str, int]
+"""(block hash, timestamp)"""
+
+KEEP_BLOCK_HASHES = 256
+"""Contiguous block hashes kept below the checkpoint; deeper forks are found via the events."""
+FORK_SEARCH_PAGE = 256
+REPLAY_PAGE = 1000
 
 
 class LogSource(Protocol):
@@ -43,8 +55,8 @@ class LogSource(Protocol):
 
     def head(self) -> int: ...
 
-    def block(self, number: int) -> tuple[str, int]:
-        """(hash, timestamp) of a block."""
+    def headers(self, numbers: Iterable[int]) -> dict[int, Header | None]:
+        """(hash, timestamp) of each block; None for a block the chain does not have."""
         ...
 
     def logs(self, from_block: int, to_block: int) -> list[dict[str, Any]]: ...
@@ -63,7 +75,10 @@ class LedgerSource:
 
     @property
     def chain_id(self) -> int:
-        return int(self.ledger.chain_id)
+        try:
+            return int(self.ledger.chain_id)
+        except Exception as exc:  # noqa: BLE001
+            raise ChainError(f"cannot read the chain id: {exc}") from exc
 
     def head(self) -> int:
         try:
@@ -71,9 +86,31 @@ class LedgerSource:
         except Exception as exc:  # noqa: BLE001
             raise ChainError(f"cannot read the chain head: {exc}") from exc
 
-    def block(self, number: int) -> tuple[str, int]:
+    def headers(self, numbers: Iterable[int]) -> dict[int, Header | None]:
+        wanted = sorted(set(numbers))
+        if not wanted:
+            return {}
+        try:
+            answers = rpc_batch(
+                self.ledger.w3, [("eth_getBlockByNumber", [hex(n), False]) for n in wanted]
+            )
+        except ConfigError:  # not an HTTP provider: one call per block
+            return {n: self._one(n) for n in wanted}
+        out: dict[int, Header | None] = {}
+        for n, ans in zip(wanted, answers, strict=True):
+            if "error" in ans:
+                raise ChainError(f"cannot read block {n}: {ans['error'].get('message')}")
+            b = ans.get("result")
+            out[n] = None if b is None else (str(b["hash"]), int(b["timestamp"], 16))
+        return out
+
+    def _one(self, number: int) -> Header | None:
+        from web3.exceptions import BlockNotFound
+
         try:
             b = self.ledger.w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
         except Exception as exc:  # noqa: BLE001
             raise ChainError(f"cannot read block {number}: {exc}") from exc
         return "0x" + bytes(b["hash"]).hex(), int(b["timestamp"])
@@ -83,7 +120,11 @@ class LedgerSource:
 
 
 class ReorgDuringRead(ChainError):
-    """A log's block hash disagreed with the header read right after: the chain moved; retry."""
+    """The chain moved while a chunk was being read; the next pass rolls back and retries."""
+
+
+class ChainReplaced(ChainError):
+    """No block the index recorded is on the chain any more: not a reorg but another chain."""
 
 
 @dataclass
@@ -110,12 +151,16 @@ class Indexer:
             cp = self.checkpoint(s)
             return None if cp is None else cp.block_number
 
+    def confirmed_head(self) -> int:
+        """The highest block this indexer treats as final now."""
+        return self.source.head() - self.confirmations
+
     # -- one pass -----------------------------------------------------------------------------
 
     def run_once(self, max_chunks: int | None = None) -> int:
         """Index what is confirmed now; return how many events were ingested."""
         self._check_reorg()
-        target = self.source.head() - self.confirmations
+        target = self.confirmed_head()
         with self.db.session() as s:
             cp = self.checkpoint(s)
             start = self.start_block if cp is None else cp.block_number + 1
@@ -133,15 +178,39 @@ class Indexer:
         return total
 
     def _ingest(self, start: int, end: int) -> int:
+        # The end block's hash before and after reading the logs pins the logs to one chain:
+        # a block hash commits to all its ancestors.
+        before = self._header(end)
         logs = self.source.logs(start, end)
-        headers: dict[int, tuple[str, int]] = {}
-        for n in sorted({int(lg["blockNumber"]) for lg in logs} | {end}):
-            headers[n] = self.source.block(n)
+        wanted = {int(lg["blockNumber"]) for lg in logs}
+        wanted |= set(range(max(start, end - KEEP_BLOCK_HASHES + 1), end + 1))
+        wanted.add(start)  # the anchor when start is start_block; harmless otherwise
+        if start - 1 >= self.start_block:
+            wanted.add(start - 1)  # the checkpoint's block: does this chunk hang off it?
+        got = self.source.headers(wanted)
+        missing = sorted(n for n, h in got.items() if h is None)
+        if missing:
+            raise ReorgDuringRead(f"block {missing[0]} vanished while reading; will retry")
+        headers: dict[int, Header] = {n: h for n, h in got.items() if h is not None}
+        if headers[end][0] != before[0]:
+            raise ReorgDuringRead(f"block {end} changed while reading logs; will retry")
         for lg in logs:
             if headers[int(lg["blockNumber"])][0] != lg["blockHash"]:
                 raise ReorgDuringRead(
                     f"block {lg['blockNumber']} changed while reading logs; will retry"
                 )
+        rows = [
+            {
+                "block_number": int(lg["blockNumber"]),
+                "log_index": int(lg["logIndex"]),
+                "block_hash": lg["blockHash"],
+                "block_time": headers[int(lg["blockNumber"])][1],
+                "tx_hash": lg["transactionHash"],
+                "name": lg["event"],
+                "args": jsonable(lg["args"]),
+            }
+            for lg in logs
+        ]
         with self.db.transaction() as s:
             cp = self.checkpoint(s)
             expected = self.start_block if cp is None else cp.block_number + 1
@@ -149,40 +218,47 @@ class Indexer:
                 raise ChainError(
                     f"checkpoint moved under the indexer (expected {expected}, got {start})"
                 )
-            for lg in logs:
-                row = EventRow(
-                    block_number=int(lg["blockNumber"]),
-                    log_index=int(lg["logIndex"]),
-                    block_hash=lg["blockHash"],
-                    block_time=headers[int(lg["blockNumber"])][1],
-                    tx_hash=lg["transactionHash"],
-                    name=lg["event"],
-                    args=jsonable(lg["args"]),
+            if cp is not None and headers[cp.block_number][0] != cp.block_hash:
+                raise ReorgDuringRead(f"block {cp.block_number} was reorganised; will roll back")
+            if rows:
+                s.execute(insert(EventRow), rows)
+                for r in rows:
+                    handler = self.handlers.get(r["name"])
+                    if handler is not None:
+                        handler(s, EventRow(**r))
+            keep_from = max(start, end - KEEP_BLOCK_HASHES + 1)
+            s.execute(delete(BlockSeen).where(BlockSeen.number >= start))
+            recorded = [(n, headers[n][0]) for n in range(keep_from, end + 1)]
+            if cp is None and start < keep_from:
+                recorded.insert(0, (start, headers[start][0]))
+            s.execute(insert(BlockSeen), [{"number": n, "hash": h} for n, h in recorded])
+            s.execute(
+                delete(BlockSeen).where(
+                    BlockSeen.number <= end - KEEP_BLOCK_HASHES,
+                    BlockSeen.number != self.start_block,
                 )
-                s.add(row)
-                s.flush()
-                handler = self.handlers.get(row.name)
-                if handler is not None:
-                    handler(s, row)
-            for n, (h, _t) in headers.items():
-                s.merge(BlockSeen(number=n, hash=h))
-            end_hash = headers[end][0]
+            )
             if cp is None:
                 s.add(
                     Checkpoint(
                         contract=self.source.address,
                         chain_id=self.source.chain_id,
                         block_number=end,
-                        block_hash=end_hash,
+                        block_hash=headers[end][0],
                     )
                 )
             else:
                 cp.block_number = end
-                cp.block_hash = end_hash
-            s.execute(delete(BlockSeen).where(BlockSeen.number < end - KEEP_BLOCK_HASHES))
+                cp.block_hash = headers[end][0]
         if logs:
             log.info("indexed", extra={"from": start, "to": end, "events": len(logs)})
         return len(logs)
+
+    def _header(self, number: int) -> Header:
+        h = self.source.headers([number]).get(number)
+        if h is None:
+            raise ReorgDuringRead(f"block {number} vanished while reading; will retry")
+        return h
 
     # -- reorgs -------------------------------------------------------------------------------
 
@@ -191,35 +267,81 @@ class Indexer:
             cp = self.checkpoint(s)
             if cp is None:
                 return
-            number, stored = cp.block_number, cp.block_hash
-        if self._chain_hash(number) == stored:
+            number, stored, chain_id = cp.block_number, cp.block_hash, cp.chain_id
+        if chain_id != self.source.chain_id:
+            raise self._replaced(f"the index holds chain {chain_id}, the RPC serves another")
+        got = self.source.headers([number]).get(number)
+        if got is not None and got[0] == stored:
             return
-        fork = self._find_fork(number)
-        self.rollback_to(fork)
+        fork, fork_hash = self._find_fork(number)
+        self.rollback_to(fork, fork_hash)
 
-    def _chain_hash(self, number: int) -> str | None:
-        try:
-            return self.source.block(number)[0]
-        except ChainError:
-            if number > self.source.head():
-                return None  # the chain got shorter (a restarted devnet or a deep reorg)
-            raise
-
-    def _find_fork(self, above: int) -> int:
-        """The highest recorded block whose hash the chain still has (start_block - 1 if none)."""
+    def _recorded(self, above: int) -> Iterator[list[tuple[int, str]]]:
+        """Recorded (number, hash) pairs at or below ``above``, highest first, in pages: the
+        kept window first, then the blocks of stored events, then the anchor."""
         with self.db.session() as s:
-            rows = s.scalars(
-                select(BlockSeen).where(BlockSeen.number <= above).order_by(BlockSeen.number.desc())
-            ).all()
-            for b in rows:
-                if self._chain_hash(b.number) == b.hash:
-                    return b.number
-        return self.start_block - 1
+            window = list(
+                s.execute(
+                    select(BlockSeen.number, BlockSeen.hash)
+                    .where(BlockSeen.number <= above)
+                    .order_by(BlockSeen.number.desc())
+                ).tuples()
+            )
+        anchor = [(n, h) for n, h in window if n == self.start_block]
+        window = [(n, h) for n, h in window if n != self.start_block]
+        for i in range(0, len(window), FORK_SEARCH_PAGE):
+            yield window[i : i + FORK_SEARCH_PAGE]
+        below = min((n for n, _ in window), default=above + 1)
+        while True:
+            with self.db.session() as s:
+                page = list(
+                    s.execute(
+                        select(EventRow.block_number, EventRow.block_hash)
+                        .where(EventRow.block_number < below)
+                        .group_by(EventRow.block_number, EventRow.block_hash)
+                        .order_by(EventRow.block_number.desc())
+                        .limit(FORK_SEARCH_PAGE)
+                    ).tuples()
+                )
+            if not page:
+                break
+            yield page
+            below = page[-1][0]
+        if anchor:
+            yield anchor
 
-    def rollback_to(self, fork: int) -> None:
+    def _find_fork(self, above: int) -> tuple[int, str]:
+        """The highest recorded block whose hash the chain still has, with that hash."""
+        for page in self._recorded(above):
+            chain = self.source.headers(n for n, _ in page)
+            for n, h in page:
+                got = chain.get(n)
+                if got is not None and got[0] == h:
+                    return n, h
+        raise self._replaced("none of the blocks it recorded is on the chain any more")
+
+    def _replaced(self, why: str) -> ChainReplaced:
+        url = self.db.url
+        where = url if url.startswith("sqlite") else url.split("://", 1)[0] + "://…"
+        return ChainReplaced(
+            f"the chain was replaced under the index of {self.source.address}: {why} "
+            f"(a restarted devnet, or an RPC URL that points at another chain); the index is "
+            f"left as it was",
+            hint=f"point the RPC URL at the original chain, or delete the database {where} "
+            f"to re-index this one",
+        )
+
+    def reset(self) -> None:
+        """Forget everything and index again from ``start_block`` (after :class:`ChainReplaced`,
+        once the operator has decided the new chain is the right one)."""
+        self.rollback_to(self.start_block - 1)
+
+    def rollback_to(self, fork: int, fork_hash: str | None = None) -> None:
         """Forget everything above ``fork`` and rebuild the projections, in one transaction."""
         self.reorgs += 1
         log.warning("reorg", extra={"fork_block": fork})
+        if fork >= self.start_block and fork_hash is None:
+            fork_hash = self._header(fork)[0]
         with self.db.transaction() as s:
             s.execute(delete(EventRow).where(EventRow.block_number > fork))
             s.execute(delete(BlockSeen).where(BlockSeen.number > fork))
@@ -228,17 +350,34 @@ class Indexer:
                 if fork < self.start_block:
                     s.delete(cp)
                 else:
+                    assert fork_hash is not None
                     cp.block_number = fork
-                    kept = s.get(BlockSeen, fork)
-                    cp.block_hash = kept.hash if kept else self.source.block(fork)[0]
+                    cp.block_hash = fork_hash
             s.flush()
             self.rebuild(s)
-            for row in s.scalars(
-                select(EventRow).order_by(EventRow.block_number, EventRow.log_index)
-            ):
+            self._replay(s)
+
+    def _replay(self, s: Session) -> None:
+        """Run every stored event through its handler again, in chain order, page by page."""
+        last: tuple[int, int] = (-1, -1)
+        while True:
+            page = list(
+                s.scalars(
+                    select(EventRow)
+                    .where(tuple_(EventRow.block_number, EventRow.log_index) > last)
+                    .order_by(EventRow.block_number, EventRow.log_index)
+                    .limit(REPLAY_PAGE)
+                )
+            )
+            if not page:
+                return
+            for row in page:
                 handler = self.handlers.get(row.name)
                 if handler is not None:
                     handler(s, row)
+            last = (page[-1].block_number, page[-1].log_index)
+            for row in page:
+                s.expunge(row)
 
 
 def jsonable(value: Any) -> Any:
@@ -250,3 +389,13 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+__all__: Sequence[str] = [
+    "ChainReplaced",
+    "Indexer",
+    "LedgerSource",
+    "LogSource",
+    "ReorgDuringRead",
+    "jsonable",
+]

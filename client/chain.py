@@ -829,13 +829,18 @@ class Ledger:
         """
         if chunk < 1:
             raise ConfigError("log chunk must be >= 1")
+        yield from self._logs({}, from_block, to_block, chunk)
+
+    def _logs(
+        self, extra: dict[str, Any], from_block: int, to_block: int, chunk: int
+    ) -> Iterator[dict[str, Any]]:
+        """The one eth_getLogs loop: bounded block ranges, decoded, in chain order."""
         start = from_block
         while start <= to_block:
             end = min(to_block, start + chunk - 1)
+            query = {"address": self.address, "fromBlock": start, "toBlock": end, **extra}
             try:
-                logs = self.w3.eth.get_logs(
-                    {"address": self.address, "fromBlock": start, "toBlock": end}
-                )
+                logs = self.w3.eth.get_logs(cast(Any, query))
             except Exception as exc:  # noqa: BLE001 - transport and RPC errors alike
                 raise ChainError(f"eth_getLogs {start}..{end} failed: {exc}") from exc
             for log in logs:
@@ -879,19 +884,7 @@ class Ledger:
                 topics.append(_topic_int(round_))
         end_all = int(self.w3.eth.block_number) if to_block is None else to_block
         start = self.from_block if from_block is None else from_block
-        while start <= end_all:
-            end = min(end_all, start + self.log_chunk - 1)
-            try:
-                logs = self.w3.eth.get_logs(
-                    {"address": self.address, "fromBlock": start, "toBlock": end, "topics": topics}
-                )
-            except Exception as exc:  # noqa: BLE001
-                raise ChainError(f"eth_getLogs {start}..{end} failed: {exc}") from exc
-            for log in logs:
-                decoded = self.decode_log(log)
-                if decoded is not None:
-                    yield decoded
-            start = end + 1
+        yield from self._logs({"topics": topics}, start, end_all, self.log_chunk)
 
     def last_finalized(self, task_id: int) -> dict[str, Any] | None:
         """Args of the task's latest RoundFinalized event, or None before the first."""

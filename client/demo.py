@@ -49,6 +49,7 @@ class DemoConfig:
     keep_serving: bool = False
     epochs: int = 2
     lr: float = 0.1
+    optimizer: str = "sgd"
     encoding: str = "fp32"
     round_timeout_s: float = 180.0
     seed: int = 0
@@ -204,7 +205,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
             model="mlp_digits",
             dataset="digits",
             seed=cfg.seed,
-            training=TrainingParams(epochs=cfg.epochs, lr=cfg.lr, batch_size=32),
+            training=TrainingParams(
+                epochs=cfg.epochs, lr=cfg.lr, batch_size=32, optimizer=cfg.optimizer
+            ),
             aggregation=rule_spec(cfg.rule, n, k),
         )
         initial = state_to_numpy(build_model(spec.model, seed=spec.seed))
@@ -411,6 +414,7 @@ def _centralized(spec: Any, cfg: DemoConfig) -> float:
         epochs=cfg.epochs * cfg.rounds,
         lr=cfg.lr,
         seed=cfg.seed,
+        optimizer=cfg.optimizer,  # type: ignore[arg-type]
     )
     return float(res.accuracy)
 

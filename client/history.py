@@ -23,7 +23,8 @@ def history_from_api(
     status: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"limit": limit}
+    """Newest first, like :func:`history_from_chain`: ``--limit`` keeps the latest rows."""
+    params: dict[str, Any] = {"limit": limit, "order": "desc"}
     for k, v in (
         ("task_id", task_id),
         ("round", round_),
@@ -55,7 +56,8 @@ def history_from_chain(
     status: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Newest first, like the API; verdicts from the verdict files of final rounds."""
+    """Newest first (the API is asked for the same order); verdicts from the verdict files of
+    final rounds."""
     who = to_checksum(contributor) if contributor else None
     judged: dict[int, verdicts.VerdictEntry] = {}
     for ev in ledger.events("RoundFinalized", task_id=task_id, round_=round_ if task_id else None):

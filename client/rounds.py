@@ -96,6 +96,42 @@ def _check_file(dec: codec.Decoded, task_id: int, round_: int, base_hash: str) -
     return None
 
 
+def _candidate(
+    r: UpdateRef,
+    early: Mapping[int, tuple[Verdict, str]],
+    fetched: Mapping[int, bytes | str],
+    task_id: int,
+    round_: int,
+    base_hash: str,
+    max_bytes: int,
+) -> screening.Candidate:
+    """What the screen sees of one update: its delta, or the verdict that stopped it early."""
+
+    def stopped(verdict: Verdict, reason: str) -> screening.Candidate:
+        return screening.Candidate(
+            r.update_id, r.contributor, r.content_hash, None, verdict, reason
+        )
+
+    if r.update_id in early:
+        return stopped(*early[r.update_id])
+    got = fetched[r.update_id]
+    if isinstance(got, str):
+        return stopped(Verdict.UNAVAILABLE, got)
+    h = codec.sha256_hex(got)  # before any parsing: unverified bytes are never parsed
+    if h != r.content_hash.lower():
+        return stopped(
+            Verdict.HASH_MISMATCH, f"bytes hash to {h}, the chain records {r.content_hash}"
+        )
+    try:
+        dec = codec.decode(got, kind="update", max_bytes=max_bytes)
+    except FormatError as exc:
+        return stopped(Verdict.MALFORMED, str(exc))
+    problem = _check_file(dec, task_id, round_, base_hash)
+    if problem is not None:
+        return stopped(Verdict.MALFORMED, problem)
+    return screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors)
+
+
 def judge_round(
     store: ContentStore,
     *,
@@ -137,55 +173,9 @@ def judge_round(
             to_fetch.append(r)
     fetched = _fetch_all(store, to_fetch, spec.fetch_timeout_s, max_bytes, fetch)
 
-    candidates: list[screening.Candidate] = []
-    for r in refs:
-        if r.update_id in early:
-            v, why = early[r.update_id]
-            candidates.append(
-                screening.Candidate(r.update_id, r.contributor, r.content_hash, None, v, why)
-            )
-            continue
-        got = fetched[r.update_id]
-        if isinstance(got, str):
-            candidates.append(
-                screening.Candidate(
-                    r.update_id, r.contributor, r.content_hash, None, Verdict.UNAVAILABLE, got
-                )
-            )
-            continue
-        h = codec.sha256_hex(got)
-        if h != r.content_hash.lower():
-            candidates.append(
-                screening.Candidate(
-                    r.update_id,
-                    r.contributor,
-                    r.content_hash,
-                    None,
-                    Verdict.HASH_MISMATCH,
-                    f"bytes hash to {h}, the chain records {r.content_hash}",
-                )
-            )
-            continue
-        try:
-            dec = codec.decode(got, kind="update", max_bytes=max_bytes)
-            problem = _check_file(dec, task_id, round_, base_hash)
-        except FormatError as exc:
-            dec, problem = None, str(exc)
-        if problem is not None or dec is None:
-            candidates.append(
-                screening.Candidate(
-                    r.update_id,
-                    r.contributor,
-                    r.content_hash,
-                    None,
-                    Verdict.MALFORMED,
-                    problem or "",
-                )
-            )
-            continue
-        candidates.append(
-            screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors)
-        )
+    candidates = [
+        _candidate(r, early, fetched, task_id, round_, base_hash, max_bytes) for r in refs
+    ]
 
     decisions = screening.screen(candidates, global_model, rule, screen_spec)
     by_id = {c.update_id: c for c in candidates}

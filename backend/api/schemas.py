@@ -5,7 +5,7 @@ Hashes are 0x-prefixed lowercase hex, addresses EIP-55 checksummed, block times 
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -188,3 +188,53 @@ class Contributor(Model):
     totals: dict[str, int] = Field(description="contributions per status")
     tasks: list[TaskShare]
     reputation: Reputation
+
+
+# -- relay (POST /relay/updates) ----------------------------------------------------------------
+
+Uint64 = Annotated[int, Field(strict=True, ge=0, lt=2**64)]
+Uint256 = Annotated[int, Field(strict=True, ge=0, lt=2**256)]
+
+
+class SignedUpdateIn(BaseModel):
+    """``client.chain.SignedUpdate.to_json()``: an update signed by its contributor (EIP-712)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    taskId: Annotated[int, Field(strict=True, ge=1, lt=2**256)]
+    round: Uint64
+    contentHash: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="sha256 of the content")
+    cid: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9]+$")
+    numSamples: Uint64
+    contributor: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    deadline: Uint256 = Field(description="Unix seconds; the signature is void after it")
+    signature: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{0,256}$", description="65-byte r ‖ s ‖ v, 0x hex"
+    )
+
+
+class RelayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signed: SignedUpdateIn
+    content: str = Field(description="the update file's bytes, standard base64")
+
+
+class RelayAccepted(BaseModel):
+    queued: bool
+    contributor: str
+    taskId: int
+    round: int
+    cid: str
+
+
+class RelayStatusOut(BaseModel):
+    contributor: str
+    taskId: int
+    round: int
+    cid: str
+    state: Literal["queued", "submitted", "failed"]
+    updateId: int | None = Field(description="set once submitted")
+    txHash: str | None = Field(description="the submitUpdatesFor transaction, once submitted")
+    reason: str | None = Field(description="why it failed")
+    error: str | None = Field(description="the contract's error name, when it reverted")

@@ -1,0 +1,121 @@
+"""POST /relay/updates, GET /relay/updates/{contributor}/{task_id}/{round}: gasless submission.
+
+Mounted only when the app is given a :class:`backend.relay_service.RelayService`.  The checks
+and their order are the service's (see its docstring); this module maps their outcomes to HTTP:
+413 (body over the relay's own cap, by the app's middleware), 422 (schema, base64, signature,
+content), 429 with ``Retry-After``, 409 with the contract's error name, 202 once queued.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from backend.api.addresses import parse_address
+from backend.api.deps import CtxDep
+from backend.api.schemas import RelayAccepted, RelayRequest, RelayStatusOut
+from backend.relay_service import RateLimited, RelayService
+from client.chain import SignedUpdate
+from client.errors import ContractRevert
+
+router = APIRouter(prefix="/relay", tags=["relay"])
+
+RELAY_PATH = "/relay/updates"
+MAX_RETRY_AFTER_S = 3600
+
+
+def _service(ctx: CtxDep) -> RelayService:
+    service: RelayService | None = ctx.relayer
+    if service is None:  # the router is only mounted with a relayer; belt and braces
+        raise HTTPException(404, detail="this server does not relay updates")
+    return service
+
+
+@router.post(
+    "/updates",
+    status_code=202,
+    response_model=RelayAccepted,
+    responses={
+        409: {"description": "the contract would refuse it (error names the custom error)"},
+        413: {"description": "body over the relay's size cap"},
+        422: {"description": "malformed request, bad signature, or content not as signed"},
+        429: {"description": "rate limited; see Retry-After"},
+    },
+)
+async def relay_update(body: RelayRequest, request: Request, ctx: CtxDep) -> JSONResponse:
+    """Check a signed update and its bytes, store them, and queue the update for submission.
+
+    The relayer pays the gas; follow the outcome at
+    ``GET /relay/updates/{contributor}/{taskId}/{round}``.
+    """
+    service = _service(ctx)
+    try:
+        content = base64.b64decode(body.content, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, detail="content is not valid base64") from None
+    s = body.signed
+    su = SignedUpdate(
+        task_id=s.taskId,
+        round=s.round,
+        content_hash=s.contentHash.lower(),
+        cid=s.cid,
+        num_samples=s.numSamples,
+        contributor=parse_address(s.contributor),
+        deadline=s.deadline,
+        signature=bytes.fromhex(s.signature[2:]) if len(s.signature) % 2 == 0 else b"",
+    )
+    client_ip = request.client.host if request.client else "unknown"
+    try:
+        status = await run_in_threadpool(service.submit, su, content, client_ip)
+    except RateLimited as exc:
+        wait = min(MAX_RETRY_AFTER_S, max(1, math.ceil(exc.retry_after)))
+        return JSONResponse(
+            {"detail": exc.message}, status_code=429, headers={"Retry-After": str(wait)}
+        )
+    except ContractRevert as exc:
+        return JSONResponse({"detail": exc.message, "error": exc.name}, status_code=409)
+    accepted = RelayAccepted(
+        queued=True,
+        contributor=status.contributor,
+        taskId=status.task_id,
+        round=status.round,
+        cid=status.cid,
+    )
+    return JSONResponse(accepted.model_dump(), status_code=202)
+
+
+@router.get(
+    "/updates/{contributor}/{task_id}/{round}",
+    response_model=RelayStatusOut,
+    responses={404: {"description": "this relayer holds no update for it"}},
+)
+async def relay_status(
+    contributor: Annotated[str, Path(description="0x address, any case")],
+    task_id: Annotated[int, Path(ge=1, lt=2**256)],
+    round: Annotated[int, Path(ge=0, lt=2**64)],
+    ctx: CtxDep,
+) -> RelayStatusOut:
+    """What became of a relayed update: queued, submitted (update id, tx hash) or failed."""
+    address = parse_address(contributor)
+    st = _service(ctx).status(address, task_id, round)
+    if st is None:
+        raise HTTPException(
+            404, detail=f"no relayed update of {address} for task {task_id} round {round}"
+        )
+    return RelayStatusOut(
+        contributor=st.contributor,
+        taskId=st.task_id,
+        round=st.round,
+        cid=st.cid,
+        state=st.state,
+        updateId=st.update_id,
+        txHash=st.tx_hash,
+        reason=st.reason,
+        error=st.error,
+    )
