@@ -26,9 +26,10 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from client.errors import ConfigError
+from client.errors import ConfigError, StoreError
 
 # Postgres BIGINT is signed 64-bit; uint256 ids and uint64 rounds fit in practice, hashes are hex text.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -211,7 +212,13 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create(self) -> Database:
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:  # unwritable directory or file, full disk, no server
+            raise ConfigError(
+                f"cannot open the database {_shown(self.url)}: {exc.orig}",
+                hint="check that the data dir exists, is writable and has free space",
+            ) from exc
         return self
 
     def drop(self) -> None:
@@ -224,6 +231,21 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session whose work commits together or not at all."""
-        with self.sessions() as s, s.begin():
-            yield s
+        """A session whose work commits together or not at all.  A database that refuses the
+        write (read-only, disk full) raises :class:`StoreError`; nothing of it is kept."""
+        try:
+            with self.sessions() as s, s.begin():
+                yield s
+        except OperationalError as exc:
+            raise StoreError(
+                f"the database {_shown(self.url)} refused a write: {exc.orig}",
+                hint="check that the data dir is writable and has free space",
+            ) from exc
+
+
+def _shown(url: str) -> str:
+    """A database URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"

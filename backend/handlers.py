@@ -21,8 +21,17 @@ from backend.db import (
 from client.chain import to_checksum
 
 
+_ROUNDS = "fedledger.rounds"
+_DIGESTS = "fedledger.digests"
+
+
 def _round(s: Session, task_id: int, rnd: int) -> RoundRow:
-    row = s.get(RoundRow, (task_id, rnd))
+    # The session's identity map holds clean rows only weakly, so a round touched by every
+    # event of a chunk would be SELECTed again each time; this per-session map keeps them.
+    cache: dict[tuple[int, int], RoundRow] = s.info.setdefault(_ROUNDS, {})
+    row = cache.get((task_id, rnd))
+    if row is None:
+        row = s.get(RoundRow, (task_id, rnd))
     if row is None:
         row = RoundRow(
             task_id=task_id,
@@ -35,7 +44,7 @@ def _round(s: Session, task_id: int, rnd: int) -> RoundRow:
             conflicts=0,
         )
         s.add(row)
-        s.flush()
+    cache[(task_id, rnd)] = row
     return row
 
 
@@ -62,7 +71,6 @@ def on_task_created(s: Session, ev: EventRow) -> None:
             created_at=ev.block_time,
         )
     )
-    s.flush()
     r = _round(s, task_id, 0)
     r.started_block = ev.block_number
     r.started_at = ev.block_time
@@ -119,7 +127,7 @@ def on_round_sealed(s: Session, ev: EventRow) -> None:
 def on_round_attested(s: Session, ev: EventRow) -> None:
     a = ev.args
     task_id, rnd = int(a["taskId"]), int(a["round"])
-    s.merge(
+    s.add(  # one per validator per round: the contract refuses a second (AlreadyAttested)
         AttestationRow(
             task_id=task_id,
             round=rnd,
@@ -133,18 +141,21 @@ def on_round_attested(s: Session, ev: EventRow) -> None:
             tx_hash=ev.tx_hash,
         )
     )
-    s.flush()
     r = _round(s, task_id, rnd)
     if r.status == "open":
         r.status = "sealed"
-    digests = set(
-        s.scalars(
-            select(AttestationRow.digest).where(
-                AttestationRow.task_id == task_id, AttestationRow.round == rnd
+    seen: dict[tuple[int, int], set[str]] = s.info.setdefault(_DIGESTS, {})
+    digests = seen.get((task_id, rnd))
+    if digests is None:  # once per round and session (the query flushes the row just added)
+        digests = seen[(task_id, rnd)] = set(
+            s.scalars(
+                select(AttestationRow.digest).where(
+                    AttestationRow.task_id == task_id, AttestationRow.round == rnd
+                )
             )
         )
-    )
-    r.conflicts = max(0, len(digests) - 1)
+    digests.add(a["digest"])
+    r.conflicts = len(digests) - 1
 
 
 def on_round_finalized(s: Session, ev: EventRow) -> None:
@@ -182,6 +193,8 @@ HANDLERS = {
 
 def rebuild(s: Session) -> None:
     """Empty every projection (not the events, not the immutable verdict-file cache)."""
+    s.info.pop(_ROUNDS, None)
+    s.info.pop(_DIGESTS, None)
     for model in (AttestationRow, ContributionRow, RoundRow, MemberRow, TaskRow):
         s.execute(delete(model))
     s.flush()

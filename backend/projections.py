@@ -52,6 +52,9 @@ def apply_verdicts(db: Database, store: ContentStore) -> int:
         with db.transaction() as s:
             if s.get(VerdictFileRow, cid) is None:
                 s.add(VerdictFileRow(cid=cid, body=body))
+            row = s.get(RoundRow, (task_id, rnd))
+            if row is None or row.status != "finalized" or row.verdict_cid != cid:
+                continue  # a reorg rolled the round back while the file was being fetched
             apply_verdict_file(s, task_id, rnd, body)
         done += 1
     return done
@@ -111,7 +114,8 @@ class Evaluator:
                 continue
             with db.transaction() as s:
                 row = s.get(RoundRow, (task_id, rnd))
-                if row is not None:
-                    row.accuracy, row.loss = float(acc), float(loss)
+                if row is None or row.aggregate_hash != h:
+                    continue  # rolled back by a reorg meanwhile
+                row.accuracy, row.loss = float(acc), float(loss)
             done += 1
         return done

@@ -310,7 +310,10 @@ class BatchRelayer:
 def simulate(ledger: Ledger, call: dict[str, Any]) -> ContractRevert | None:
     """``eth_call`` ``call`` on the latest block: None if it would succeed, else the contract's
     named error.  Transport failures raise :class:`ChainError`."""
-    res = ledger.w3.provider.make_request("eth_call", [call, "latest"])  # type: ignore[arg-type]
+    try:
+        res = ledger.w3.provider.make_request("eth_call", [call, "latest"])  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - transport failures of any kind
+        raise ChainError(f"eth_call failed: {type(exc).__name__}") from exc
     err = res.get("error") if isinstance(res, dict) else None
     if not err:
         return None

@@ -78,12 +78,14 @@ class Backend:
         return n
 
     def status(self) -> dict[str, Any]:
+        """The worker's own report, shown on /health (a ``last_error`` makes it degraded)."""
         return {
             "confirmations": self.confirmations,
             "last_indexed_block": self.indexer.last_indexed(),
             "reorgs": self.indexer.reorgs,
             "passes": self.passes,
             "validator": self.validator.address if self.validator else None,
+            "validator_error": self.validator.last_error if self.validator else None,
             "last_error": self.last_error,
         }
 

@@ -10,8 +10,20 @@ For each task where this key is an admitted validator, when the current round is
 4. stores the new global model and the verdict file, and attests their hashes on chain.
 
 A crash between any two steps is safe: sealing and attesting are idempotent on chain (the
-validator checks ``hasAttested`` first, and the contract refuses a second attestation), and
-judging is deterministic, so a restarted validator recomputes the same result.
+validator checks ``hasAttested`` first, and the contract refuses a second attestation with
+``AlreadyAttested``), and judging is deterministic, so a restarted validator recomputes the same
+result and stores the same files under the same CIDs.
+
+Reorgs.  The validator judges only what its indexer holds, and the indexer holds only blocks at
+least ``confirmations`` deep: the seal and every update must be confirmed before a round is
+judged.  Right before attesting it checks, against the chain, that the indexer's checkpoint
+block is still canonical (its hash commits to every block below, so every indexed update and
+the seal are still there) and that the round is still sealed with the same number of updates.
+If a reorg removed anything, it attests nothing this pass; the indexer rolls back on its next
+pass and the round is judged again on what the chain now holds.  What no client-side check can
+close is a reorg *after* the attestation is mined that drops the seal but keeps the attestation
+transaction: that is what ``confirmations`` is for, and why it should exceed the chain's
+practical reorg depth.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from backend.db import ContributionRow, Database, MemberRow, RoundRow
+from backend.db import Checkpoint, ContributionRow, Database, MemberRow, RoundRow
 from client.chain import Ledger, to_hex
 from client.errors import ContractRevert, FedledgerError
 from client.rounds import Judgement, UpdateRef, judge_round
@@ -51,6 +63,9 @@ class Validator:
         self.store = store
         self.db = db
         self.address = ledger.sender.address
+        self.last_error: str | None = None
+        self.skipped: dict[tuple[int, int], str] = {}
+        """Why a ready round was not attested on the last pass (lagging index, reorg...)."""
 
     def my_tasks(self) -> list[int]:
         with self.db.session() as s:
@@ -65,10 +80,12 @@ class Validator:
     def step(self) -> list[Attested]:
         """Attest every round that is ready now; returns what was attested."""
         done = []
+        self.last_error = None
         for task_id in self.my_tasks():
             try:
                 res = self.process(task_id)
             except FedledgerError as exc:
+                self.last_error = f"task {task_id}: {exc}"
                 log.warning("validator step failed", extra={"task": task_id, "error": str(exc)})
                 continue
             if res is not None:
@@ -81,8 +98,8 @@ class Validator:
             return True
         if count >= int(t["maxUpdates"]):
             return True
-        if dur > 0:
-            return now >= int(t["roundStart"]) + dur
+        if dur > 0:  # the contract's rule: the deadline has passed once block time is after it
+            return now > int(t["roundStart"]) + dur
         return count >= int(t["minUpdates"]) and count > 0
 
     def process(self, task_id: int) -> Attested | None:
@@ -106,7 +123,8 @@ class Validator:
         sealed_count = int(t["updateCount"])
         refs = self._sealed_updates(task_id, rnd, sealed_count)
         if refs is None:
-            return None  # the indexer has not caught up with the seal yet
+            self.skipped[(task_id, rnd)] = "the index has not reached the confirmed seal yet"
+            return None
         state = load_task(led, self.store, task_id)
         base = fetch_verified(self.store, state.global_cid, state.global_hash)
         deadline = (
@@ -122,6 +140,12 @@ class Validator:
             deadline=deadline,
         )
         self._publish(j)
+        why = self._unsafe_to_attest(task_id, rnd, len(refs))
+        if why is not None:
+            self.skipped[(task_id, rnd)] = why
+            log.warning("not attesting", extra={"task": task_id, "round": rnd, "why": why})
+            return None
+        self.skipped.pop((task_id, rnd), None)
         try:
             receipt = led.attest_round(
                 task_id, rnd, to_hex(j.root), j.aggregate_hash, j.aggregate_cid, j.verdict_cid
@@ -150,6 +174,28 @@ class Validator:
             j.verdict_cid,
             int(receipt["gasUsed"]),
         )
+
+    def _unsafe_to_attest(self, task_id: int, rnd: int, judged: int) -> str | None:
+        """Why attesting what was judged could attest something the chain no longer holds."""
+        with self.db.session() as s:
+            cp = s.get(Checkpoint, self.ledger.address)
+            if cp is None:
+                return "nothing indexed"
+            number, stored = cp.block_number, cp.block_hash
+        try:
+            block = self.ledger.w3.eth.get_block(number)
+        except Exception as exc:  # noqa: BLE001 - BlockNotFound (chain got shorter) included
+            return f"the indexed block {number} is gone: {type(exc).__name__}"
+        if "0x" + bytes(block["hash"]).hex() != stored:
+            return f"block {number} was reorganised after it was indexed"
+        t = self.ledger.get_task(task_id)
+        if int(t["currentRound"]) != rnd:
+            return "the round was finalised meanwhile"
+        if not t["isSealed"]:
+            return "the round is no longer sealed on chain (a reorg dropped the seal)"
+        if int(t["updateCount"]) != judged:
+            return f"the chain now holds {t['updateCount']} updates; {judged} were judged"
+        return None
 
     def _publish(self, j: Judgement) -> None:
         agg_cid = self.store.put(j.aggregate, pin=True)

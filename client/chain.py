@@ -856,15 +856,36 @@ class Ledger:
         name = self._topics.get(bytes(topics[0]))
         if name is None:
             return None
-        ev = getattr(self.contract.events, name)().process_log(log)
         return {
             "event": name,
-            "args": dict(ev["args"]),
+            "args": self._decode_args(name, topics, log["data"]),
             "blockNumber": int(log["blockNumber"]),
             "blockHash": to_hex(bytes(log["blockHash"])),
             "transactionHash": to_hex(bytes(log["transactionHash"])),
             "logIndex": int(log["logIndex"]),
         }
+
+    def _decode_args(self, name: str, topics: Sequence[Any], data: Any) -> dict[str, Any]:
+        """An event's arguments, as web3's ``process_log`` gives them, decoded with eth_abi
+        directly (about ten times faster: the indexer decodes every log it reads)."""
+        layout = _EVENT_LAYOUTS.get((self.address, name))
+        if layout is None:
+            abi: list[dict[str, Any]] = cast(Any, self.contract.abi)
+            item = next(i for i in abi if i.get("type") == "event" and i["name"] == name)
+            layout = [(i["name"], _abi_type(i), bool(i["indexed"])) for i in item["inputs"]]
+            _EVENT_LAYOUTS[(self.address, name)] = layout
+        values = iter(abi_decode([t for _, t, ix in layout if not ix], bytes(HexBytes(data))))
+        indexed = iter(topics[1:])
+        args: dict[str, Any] = {}
+        for arg, typ, is_indexed in layout:
+            if is_indexed:
+                raw = bytes(HexBytes(next(indexed)))
+                dynamic = typ in ("string", "bytes") or typ.endswith("]") or typ.startswith("(")
+                value = raw if dynamic else abi_decode([typ], raw)[0]  # dynamic: only a hash
+            else:
+                value = next(values)
+            args[arg] = to_checksum_address(value) if typ == "address" else value
+        return args
 
     def events(
         self,
@@ -892,6 +913,9 @@ class Ledger:
         for ev in self.events("RoundFinalized", task_id=task_id):
             last = ev["args"]
         return last
+
+
+_EVENT_LAYOUTS: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
 
 
 def _named(contract: Any, fn_name: str, raw: Any) -> dict[str, Any]:

@@ -56,6 +56,7 @@ def _root(
 ) -> None:
     """Blockchain-verified ledger for federated training."""
 
+
 # -- common options ---------------------------------------------------------------------------
 
 RpcOpt = Annotated[
@@ -317,42 +318,49 @@ def task_create(
         )
 
 
+AddressesArg = Annotated[list[str], typer.Argument(help="one or more addresses (0x…)")]
+
+
 @task_app.command("add-contributor")
 def task_add_contributor(
     task_id: int,
-    address: str,
+    addresses: AddressesArg,
     key: KeyOpt,
     rpc_url: RpcOpt = None,
     home: HomeOpt = None,
     keystore: KeystoreOpt = None,
     contract: ContractOpt = None,
 ) -> None:
-    """Admit a contributor to a task (task owner only)."""
+    """Admit contributors to a task (task owner only)."""
     from client.chain import to_checksum
 
-    who = to_checksum(address)
+    who = [to_checksum(a) for a in addresses]  # all valid before anything is sent
     s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
-    _ledger(s, key).add_contributor(task_id, who)
-    out.print(f"{who} may now contribute to task {task_id}")
+    led = _ledger(s, key)
+    for a in who:
+        led.add_contributor(task_id, a)
+        out.print(f"{a} may now contribute to task {task_id}")
 
 
 @task_app.command("add-validator")
 def task_add_validator(
     task_id: int,
-    address: str,
+    addresses: AddressesArg,
     key: KeyOpt,
     rpc_url: RpcOpt = None,
     home: HomeOpt = None,
     keystore: KeystoreOpt = None,
     contract: ContractOpt = None,
 ) -> None:
-    """Admit a validator to a task (task owner only)."""
+    """Admit validators to a task (task owner only)."""
     from client.chain import to_checksum
 
-    who = to_checksum(address)
+    who = [to_checksum(a) for a in addresses]
     s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
-    _ledger(s, key).add_validator(task_id, who)
-    out.print(f"{who} now validates task {task_id}")
+    led = _ledger(s, key)
+    for a in who:
+        led.add_validator(task_id, a)
+        out.print(f"{a} now validates task {task_id}")
 
 
 # -- contributing -----------------------------------------------------------------------------
@@ -540,11 +548,11 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """Who contributed what, and what became of it (from the REST API, else from the chain)."""
+    if not 1 <= limit <= 500:
+        raise ConfigError(f"--limit must be between 1 and 500, got {limit}")
     from client.chain import to_checksum
     from client.history import history_from_api, history_from_chain
 
-    if not 1 <= limit <= 500:
-        raise ConfigError(f"--limit must be between 1 and 500, got {limit}")
     if contributor is not None:
         contributor = to_checksum(contributor)
     s = _settings(rpc_url=rpc_url, home=home, contract=contract)

@@ -38,7 +38,9 @@ def configure(level: str = "INFO", *, json_lines: bool = True) -> None:
     """Route fedledger's loggers to stderr as JSON lines (or plain text)."""
     handler = logging.StreamHandler()
     handler.setFormatter(
-        JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        JsonFormatter()
+        if json_lines
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
     root = logging.getLogger("fedledger")
     root.handlers[:] = [handler]

@@ -104,6 +104,7 @@ def _candidate(
     round_: int,
     base_hash: str,
     max_bytes: int,
+    max_elements: int,
 ) -> screening.Candidate:
     """What the screen sees of one update: its delta, or the verdict that stopped it early."""
 
@@ -123,7 +124,9 @@ def _candidate(
             Verdict.HASH_MISMATCH, f"bytes hash to {h}, the chain records {r.content_hash}"
         )
     try:
-        dec = codec.decode(got, kind="update", max_bytes=max_bytes)
+        # A top-k file declares its dense shape: bounded by the model's size, a 200-byte file
+        # cannot make every validator allocate codec.DEFAULT_MAX_ELEMENTS floats (1 GiB).
+        dec = codec.decode(got, kind="update", max_bytes=max_bytes, max_elements=max_elements)
     except FormatError as exc:
         return stopped(Verdict.MALFORMED, str(exc))
     problem = _check_file(dec, task_id, round_, base_hash)
@@ -174,7 +177,8 @@ def judge_round(
     fetched = _fetch_all(store, to_fetch, spec.fetch_timeout_s, max_bytes, fetch)
 
     candidates = [
-        _candidate(r, early, fetched, task_id, round_, base_hash, max_bytes) for r in refs
+        _candidate(r, early, fetched, task_id, round_, base_hash, max_bytes, layout.size)
+        for r in refs
     ]
 
     decisions = screening.screen(candidates, global_model, rule, screen_spec)

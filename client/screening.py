@@ -71,6 +71,7 @@ class ScreeningSpec(BaseModel):
     duplicate_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9999
     free_rider_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 1e-3
     min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = 0.0
+    noise_sigmas: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 4.0
     min_outlier_pool: Annotated[int, Field(ge=3)] = 4
 
     @model_validator(mode="after")
@@ -213,9 +214,13 @@ def screen(
         live.append(_Live(len(live), c, vec, agg.norm(vec)))
 
     live = _free_riders(live, spec, reject)
-    live = _near_duplicates(live, spec, reject)
+    # One exact Gram matrix serves the duplicate check, Krum scores and the consensus cosines.
+    for pos, x in enumerate(live):
+        x.index = pos
+    gram = agg.exact_gram([x.vec for x in live]) if live else None
+    live = _near_duplicates(live, gram, spec, reject)
     live = _norm_bound(live, spec, reject)
-    for item, verdict, reason, score in _outliers(live, rule, spec):
+    for item, verdict, reason, score in _outliers(live, gram, rule, spec, layout.size):
         decided[item.cand.update_id] = Decision(item.cand.update_id, verdict, reason, score)
     return [decided[i] for i in ids]
 
@@ -242,23 +247,24 @@ def _free_riders(live: list[_Live], spec: ScreeningSpec, reject: _Reject) -> lis
     return kept
 
 
-def _near_duplicates(live: list[_Live], spec: ScreeningSpec, reject: _Reject) -> list[_Live]:
-    if len(live) < 2:
+def _near_duplicates(
+    live: list[_Live], gram: agg.Gram | None, spec: ScreeningSpec, reject: _Reject
+) -> list[_Live]:
+    if len(live) < 2 or gram is None:
         return live
-    gram = agg.exact_gram([x.vec for x in live])
-    kept: list[int] = []
-    for i, x in enumerate(live):
+    kept: list[_Live] = []
+    for x in live:
         match = next(
-            (j for j in kept if gram.cosine(i, j) >= spec.duplicate_cosine),
+            (y for y in kept if gram.cosine(x.index, y.index) >= spec.duplicate_cosine),
             None,
         )
         if match is None:
-            kept.append(i)
+            kept.append(x)
         else:
-            cos = gram.cosine(i, match)
-            other = live[match].cand.update_id
+            cos = gram.cosine(x.index, match.index)
+            other = match.cand.update_id
             reject(x.cand, Verdict.DUPLICATE, f"cosine {cos:.6f} to update {other}", cos)
-    return [live[i] for i in kept]
+    return kept
 
 
 def _norm_bound(live: list[_Live], spec: ScreeningSpec, reject: _Reject) -> list[_Live]:
@@ -281,29 +287,82 @@ def _norm_bound(live: list[_Live], spec: ScreeningSpec, reject: _Reject) -> list
     return kept
 
 
+def _sub_gram(gram: agg.Gram, idx: Sequence[int]) -> agg.Gram:
+    return agg.Gram([[gram.ints[a][b] for b in idx] for a in idx], [gram.exps[a] for a in idx])
+
+
+def consensus_cosines(gram: agg.Gram, first: Sequence[float]) -> list[float]:
+    """Each update's cosine to the consensus of the others.
+
+    The consensus is the sum of the unit vectors of the ``ceil(n/2)`` updates that ``first``
+    ranks highest (ties to the earlier update), leaving out the update being judged.  With
+    ``first`` the cosine to the coordinate-wise median, that set is the updates most aligned with
+    a reference attackers cannot move much while they are a minority; sign-flipped or
+    noise updates never make it in, so the consensus stays honest even when they are 30-45% of
+    the round, where a plain median or mean is already dragged towards them.  Unit vectors keep
+    one large honest update from standing for the whole consensus.
+
+    Deterministic: cosines come from the exact Gram matrix and sums are ``math.fsum`` (exactly
+    rounded, so the same on every platform and Python version).
+    """
+    n = gram.n
+    cos = [[gram.cosine(i, j) for j in range(n)] for i in range(n)]
+    top = sorted(range(n), key=lambda i: (-first[i], i))[: (n + 1) // 2]
+    whole = math.fsum(cos[j][k] for j in top for k in top)
+    members = set(top)
+    out = []
+    for i in range(n):
+        num = math.fsum(cos[i][j] for j in top if j != i)
+        if i in members:
+            # |sum of the others|^2 = |sum of all|^2 - 2 <u_i, sum of others> - <u_i, u_i>
+            den = math.fsum([whole, -2.0 * num, -cos[i][i]])
+        else:
+            den = whole
+        out.append(num / math.sqrt(den) if den > 0.0 else 0.0)
+    return out
+
+
+def cosine_floor(spec: ScreeningSpec, size: int) -> float | None:
+    """The least cosine to the consensus an update may have: ``min_cosine``, raised to
+    ``noise_sigmas / sqrt(size)``: a random direction in ``size`` dimensions has a cosine of
+    about ``N(0, 1/size)`` to any fixed vector, so an update below that is indistinguishable from
+    noise (it carries nothing the others agree on)."""
+    if spec.min_cosine is None:
+        return None
+    noise = spec.noise_sigmas / math.sqrt(size) if spec.noise_sigmas and size > 0 else 0.0
+    return max(spec.min_cosine, noise)
+
+
 def _outliers(
-    live: list[_Live], rule: agg.RuleSpec, spec: ScreeningSpec
+    live: list[_Live],
+    gram: agg.Gram | None,
+    rule: agg.RuleSpec,
+    spec: ScreeningSpec,
+    size: int,
 ) -> list[tuple[_Live, Verdict, str, float | None]]:
-    if len(live) < spec.min_outlier_pool:
+    if len(live) < spec.min_outlier_pool or gram is None:
         note = f"accepted (only {len(live)} updates: too few to judge outliers)"
         return [(x, Verdict.ACCEPTED, note, None) for x in live]
     vecs = [x.vec for x in live]
+    sub = _sub_gram(gram, [x.index for x in live])
     center = agg.median(vecs)
     center_norm = agg.norm(center)
-    cos = [
+    to_median = [
         agg.dot(v, center) / (x.norm * center_norm) if center_norm > 0 else 0.0
         for v, x in zip(vecs, live, strict=True)
     ]
+    cos = consensus_cosines(sub, to_median)
     # (name, values, sign (+1: larger is worse), sigma floor relative to |median|, absolute)
     stats: list[tuple[str, list[float], float, float, float]]
     if rule.rule in ("krum", "multi_krum"):
-        scores = agg.krum_scores(vecs, rule.f or 0)
+        scores = agg.krum_scores_from_gram(sub, rule.f or 0)
         stats = [("sqrt krum score", [math.sqrt(s) for s in scores], 1.0, 0.25, 0.0)]
     else:
         dist = [math.sqrt(agg.sq_distance(v, center)) for v in vecs]
         stats = [("distance to median", dist, 1.0, 0.25, 0.0)]
-    stats.append(("cosine to median", cos, -1.0, 0.0, 0.1))
+    stats.append(("cosine to consensus", cos, -1.0, 0.0, 0.1))
     k = spec.outlier_k
+    floor = cosine_floor(spec, size)
     out: list[tuple[_Live, Verdict, str, float | None]] = []
     robust = [
         (name, values, sign, *robust_threshold(values, rel_floor=rel, abs_floor=absf))
@@ -317,8 +376,8 @@ def _outliers(
             worst_z = max(worst_z, z)
             if z > k:
                 reasons.append(f"{name} {values[i]:.4g} is {z:.1f} robust sigmas from {med:.4g}")
-        if spec.min_cosine is not None and cos[i] < spec.min_cosine:
-            reasons.append(f"cosine to median {cos[i]:.4f} is below {spec.min_cosine:g}")
+        if floor is not None and cos[i] < floor:
+            reasons.append(f"cosine to consensus {cos[i]:.4f} is below {floor:.4g}")
         if reasons:
             out.append((x, Verdict.OUTLIER, "; ".join(reasons), worst_z))
         else:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from eth_utils import to_checksum_address
 from fastapi import HTTPException
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")  # fullmatch: "$" would let a trailing "\n" in
 
 
 @lru_cache(maxsize=65536)
@@ -19,6 +19,6 @@ def checksum(address: str) -> str:
 
 def parse_address(value: str) -> str:
     """Accept an address in any letter case; 422 for anything that is not 20 hex bytes."""
-    if not _ADDRESS.match(value):
+    if not _ADDRESS.fullmatch(value):
         raise HTTPException(422, detail=f"not an Ethereum address: {value[:64]!r}")
     return checksum(value.lower())

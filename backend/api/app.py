@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 from sqlalchemy.exc import OperationalError
@@ -26,9 +28,11 @@ from backend.api.routes import (
     dashboard,
     health,
     metrics,
+    relay,
     rounds,
     tasks,
 )
+from backend.api.schemas import ErrorOut
 from backend.db import Database
 from client.errors import ConfigError, FedledgerError
 from client.settings import load_settings
@@ -36,24 +40,33 @@ from client.settings import load_settings
 if TYPE_CHECKING:
     from web3 import Web3
 
+    from backend.relay_service import RelayService
+
 log = logging.getLogger("fedledger.api")
 
 MAX_BODY_BYTES = 1 << 20
-"""Largest request body accepted; nothing is POSTed today, so this only guards future routes."""
+"""Largest request body accepted, except on the paths given their own cap (the relay's)."""
 
 
 class BodySizeLimit:
-    """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the
-    streamed body passes the limit, without reading the rest."""
+    """413 for a body over ``max_bytes`` (or ``per_path[path]``): at once from Content-Length,
+    else as soon as the streamed body passes the limit, without reading the rest."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        per_path: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.per_path.get(scope["path"], self.default_max)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -61,34 +74,44 @@ class BodySizeLimit:
                 except ValueError:
                     await _too_large(send, "invalid Content-Length", status=400)
                     return
-                if declared > self.max_bytes:
-                    await _too_large(send, self._detail())
+                if declared > max_bytes:
+                    await _too_large(send, _too_large_detail(max_bytes))
                     return
         seen = 0
         started = False
+        refused = False
 
+        # The 413 goes out from inside receive: a framework that reads the body (FastAPI does,
+        # for a declared body) turns any error while reading into its own 400, and whatever the
+        # app answers after the refusal is dropped.
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
+                    if not started and not refused:
+                        refused = True
+                        await _too_large(send, _too_large_detail(max_bytes))
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
-            if not started:
-                await _too_large(send, self._detail())
+            if not started and not refused:
+                await _too_large(send, _too_large_detail(max_bytes))
 
-    def _detail(self) -> str:
-        return f"request body larger than {self.max_bytes} bytes"
+
+def _too_large_detail(max_bytes: int) -> str:
+    return f"request body larger than {max_bytes} bytes"
 
 
 class _BodyTooLarge(Exception):
@@ -144,17 +167,30 @@ def create_app(
     ledger_address: str | None = None,
     store: Any = None,
     indexer_status: Callable[[], dict[str, Any]] | None = None,
+    relayer: RelayService | None = None,
 ) -> FastAPI:
     """The API over ``db`` (read-only). ``w3`` is a ``web3.Web3`` for /health's head block;
     ``ledger_address`` picks the indexer checkpoint to report; ``indexer_status`` returns a
-    JSON-able dict shown on /health (its ``confirmations`` widens the tolerated lag)."""
+    JSON-able dict shown on /health (its ``confirmations`` widens the tolerated lag).
+
+    With ``relayer``, the app also serves ``POST /relay/updates`` (gasless submission, body cap
+    ``relayer.limits.max_body_bytes``) and starts and stops the relayer's batch worker."""
     ctx = ApiContext(
-        db=db, w3=w3, ledger_address=ledger_address, store=store, indexer_status=indexer_status
+        db=db,
+        w3=w3,
+        ledger_address=ledger_address,
+        store=store,
+        indexer_status=indexer_status,
+        relayer=relayer,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if relayer is not None:
+            relayer.start()
         yield
+        if relayer is not None:
+            relayer.stop()
         ctx.rpc_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
@@ -164,15 +200,45 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    for module in (health, tasks, rounds, contributions, contributors, metrics, dashboard):
+    not_found = {404: {"model": ErrorOut, "description": "no such id or address"}}
+    for module in (health, metrics, dashboard):
         app.include_router(module.router)
+    for module in (tasks, rounds, contributions, contributors):
+        app.include_router(module.router, responses=not_found)  # type: ignore[arg-type]
+    per_path: dict[str, int] = {}
+    if relayer is not None:
+        app.include_router(relay.router)
+        per_path[relay.RELAY_PATH] = relayer.limits.max_body_bytes
 
     app.add_exception_handler(FedledgerError, _fedledger_error)
     app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, per_path=per_path)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestLatency, histogram=metrics.register_metrics(ctx.registry, db))
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, made true of our 422s: besides its own field errors (a list), a route
+    may answer a string naming the bad value (a cursor, an address)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=app.routes,
+        )
+        http422 = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+        if http422 is not None:
+            items = http422["properties"]["detail"]
+            http422["properties"]["detail"] = {
+                "anyOf": [{"type": "string"}, items],
+                "title": "Detail",
+            }
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 async def _fedledger_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -180,6 +246,16 @@ async def _fedledger_error(_request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         log.warning("request failed: %s", exc)
     return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field, without echoing the input back (a relay body is megabytes,
+    and reflecting attacker-chosen text helps nobody)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 async def _database_error(_request: Request, exc: Exception) -> JSONResponse:

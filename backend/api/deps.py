@@ -28,6 +28,7 @@ class ApiContext:
     ledger_address: str | None = None
     store: Any = None
     indexer_status: Callable[[], dict[str, Any]] | None = None
+    relayer: Any = None  # backend.relay_service.RelayService when the app relays updates
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     trees: TreeCache = field(default_factory=TreeCache)
     # The health probe runs here so that a hanging RPC endpoint costs a bounded wait.
@@ -60,12 +61,23 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # -- addresses ----------------------------------------------------------------------------------
 
 
-async def _address_path(address: Annotated[str, Path(description="0x address, any case")]) -> str:
+# The pattern is documented, not enforced by FastAPI: parse_address answers with a message
+# that names the bad value.
+ADDRESS_PATTERN = {"pattern": "^0x[0-9a-fA-F]{40}$"}
+
+
+async def _address_path(
+    address: Annotated[
+        str, Path(description="0x address, any case", json_schema_extra=ADDRESS_PATTERN)
+    ],
+) -> str:
     return parse_address(address)
 
 
 async def _address_query(
-    contributor: Annotated[str | None, Query(description="0x address, any case")] = None,
+    contributor: Annotated[
+        str | None, Query(description="0x address, any case", json_schema_extra=ADDRESS_PATTERN)
+    ] = None,
 ) -> str | None:
     return None if contributor is None else parse_address(contributor)
 
@@ -100,7 +112,16 @@ def decode_cursor(kind: str, token: str) -> int:
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size, at most 500")]
-Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        description="next_cursor of the previous page",
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
+    ),
+]
+
+MAX_DB_INT = 2**63 - 1
+"""Largest id or round a query may name: the databases store ids as signed 64-bit integers."""
 
 
 def json_response(model: BaseModel) -> Response:

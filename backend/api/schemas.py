@@ -30,6 +30,15 @@ RoundStatus = Literal["open", "sealed", "finalized"]
 HealthStatus = Literal["ok", "lagging", "degraded"]
 
 
+class ErrorOut(BaseModel):
+    """Every error that is not a request-validation failure: ``{"detail": "what went wrong"}``."""
+
+    detail: str
+    error: str | None = Field(
+        default=None, description="the contract's custom error name, when it refused"
+    )
+
+
 class Model(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -209,7 +218,7 @@ class SignedUpdateIn(BaseModel):
     contributor: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     deadline: Uint256 = Field(description="Unix seconds; the signature is void after it")
     signature: str = Field(
-        pattern=r"^0x[0-9a-fA-F]{0,256}$", description="65-byte r ‖ s ‖ v, 0x hex"
+        pattern=r"^0x([0-9a-fA-F]{2}){0,128}$", description="65-byte r ‖ s ‖ v, 0x hex"
     )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from backend.api.addresses import checksum
 from backend.api.deps import (
+    MAX_DB_INT,
     ContributorFilter,
     CtxDep,
     Cursor,
@@ -27,7 +28,7 @@ from backend.db import ContributionRow, RoundRow, TaskRow
 
 router = APIRouter(prefix="/contributions", tags=["contributions"])
 
-UpdateId = Annotated[int, Path(ge=1, description="global update id (from 1)")]
+UpdateId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="global update id (from 1)")]
 
 
 def _upper(v: Any) -> Any:
@@ -51,8 +52,8 @@ def contribution_model(row: ContributionRow) -> Contribution:
 def list_contributions(
     s: SessionDep,
     contributor: ContributorFilter,
-    task_id: Annotated[int | None, Query(ge=1)] = None,
-    round: Annotated[int | None, Query(ge=0)] = None,
+    task_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
+    round: Annotated[int | None, Query(ge=0, le=MAX_DB_INT)] = None,
     status: StatusFilter = None,
     order: Annotated[Literal["asc", "desc"], Query(description="by update id")] = "asc",
     limit: Limit = 50,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from backend import dashboard
-from backend.api.deps import SessionDep
+from backend.api.deps import MAX_DB_INT, SessionDep
 
 router = APIRouter(tags=["dashboard"])
 
@@ -16,7 +16,7 @@ router = APIRouter(tags=["dashboard"])
 @router.get("/", response_class=HTMLResponse)
 def page(
     s: SessionDep,
-    task_id: Annotated[int | None, Query(ge=1, description="show one task")] = None,
+    task_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="show one task")] = None,
 ) -> HTMLResponse:
     """Tasks, rounds, verdicts and accuracy per round, readable at a glance."""
     return HTMLResponse(dashboard.render(dashboard.load(s, task_id)))

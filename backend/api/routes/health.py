@@ -57,7 +57,10 @@ def health(ctx: CtxDep, s: SessionDep) -> Health:
     confirmations = int((base.indexer or {}).get("confirmations", 0) or 0)
     status: HealthStatus = "ok"
     detail = None
-    if lag is None:
+    failed = (base.indexer or {}).get("last_error")
+    if failed:  # the chain answers, but the worker cannot use it (e.g. the chain was replaced)
+        status, detail = "degraded", f"the indexer's last pass failed: {failed}"
+    elif lag is None:
         status, detail = "lagging", "nothing indexed yet"
     elif lag > confirmations + LAG_TOLERANCE_BLOCKS:
         status, detail = "lagging", f"the index is {lag} blocks behind the head"

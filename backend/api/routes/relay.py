@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.addresses import parse_address
-from backend.api.deps import CtxDep
-from backend.api.schemas import RelayAccepted, RelayRequest, RelayStatusOut
+from backend.api.deps import ADDRESS_PATTERN, CtxDep
+from backend.api.schemas import ErrorOut, RelayAccepted, RelayRequest, RelayStatusOut
 from backend.relay_service import RateLimited, RelayService
 from client.chain import SignedUpdate
 from client.errors import ContractRevert
@@ -42,14 +42,20 @@ def _service(ctx: CtxDep) -> RelayService:
     status_code=202,
     response_model=RelayAccepted,
     responses={
-        409: {"description": "the contract would refuse it (error names the custom error)"},
-        413: {"description": "body over the relay's size cap"},
-        422: {"description": "malformed request, bad signature, or content not as signed"},
-        429: {"description": "rate limited; see Retry-After"},
+        409: {"model": ErrorOut, "description": "the contract would refuse it (`error` names why)"},
+        413: {"model": ErrorOut, "description": "body over the relay's size cap"},
+        429: {
+            "model": ErrorOut,
+            "description": "rate limited",
+            "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
+        },
+        502: {"model": ErrorOut, "description": "the chain or the content store failed"},
     },
 )
 async def relay_update(body: RelayRequest, request: Request, ctx: CtxDep) -> JSONResponse:
     """Check a signed update and its bytes, store them, and queue the update for submission.
+
+    422 for a malformed request, a bad signature or content that is not what was signed.
 
     The relayer pays the gas; follow the outcome at
     ``GET /relay/updates/{contributor}/{taskId}/{round}``.
@@ -68,7 +74,7 @@ async def relay_update(body: RelayRequest, request: Request, ctx: CtxDep) -> JSO
         num_samples=s.numSamples,
         contributor=parse_address(s.contributor),
         deadline=s.deadline,
-        signature=bytes.fromhex(s.signature[2:]) if len(s.signature) % 2 == 0 else b"",
+        signature=bytes.fromhex(s.signature[2:]),
     )
     client_ip = request.client.host if request.client else "unknown"
     try:
@@ -93,10 +99,12 @@ async def relay_update(body: RelayRequest, request: Request, ctx: CtxDep) -> JSO
 @router.get(
     "/updates/{contributor}/{task_id}/{round}",
     response_model=RelayStatusOut,
-    responses={404: {"description": "this relayer holds no update for it"}},
+    responses={404: {"model": ErrorOut, "description": "this relayer holds no update for it"}},
 )
 async def relay_status(
-    contributor: Annotated[str, Path(description="0x address, any case")],
+    contributor: Annotated[
+        str, Path(description="0x address, any case", json_schema_extra=ADDRESS_PATTERN)
+    ],
     task_id: Annotated[int, Path(ge=1, lt=2**256)],
     round: Annotated[int, Path(ge=0, lt=2**64)],
     ctx: CtxDep,

@@ -9,14 +9,21 @@ from fastapi import APIRouter, HTTPException, Path
 from sqlalchemy import func, select
 
 from backend.api.addresses import checksum
-from backend.api.deps import Cursor, Limit, SessionDep, decode_cursor, encode_cursor
+from backend.api.deps import (
+    MAX_DB_INT,
+    Cursor,
+    Limit,
+    SessionDep,
+    decode_cursor,
+    encode_cursor,
+)
 from backend.api.routes.tasks import TaskId, get_task_row
 from backend.api.schemas import Attestation, DigestCount, Page, Round, RoundDetail
 from backend.db import AttestationRow, ContributionRow, RoundRow
 
 router = APIRouter(prefix="/tasks/{task_id}/rounds", tags=["rounds"])
 
-RoundNo = Annotated[int, Path(ge=0, description="round number (from 0)")]
+RoundNo = Annotated[int, Path(ge=0, le=MAX_DB_INT, description="round number (from 0)")]
 
 
 @router.get("", response_model=Page[Round])

@@ -9,13 +9,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.api.addresses import checksum
-from backend.api.deps import Cursor, Limit, SessionDep, decode_cursor, encode_cursor
+from backend.api.deps import (
+    MAX_DB_INT,
+    Cursor,
+    Limit,
+    SessionDep,
+    decode_cursor,
+    encode_cursor,
+)
 from backend.api.schemas import Page, Task, TaskDetail
 from backend.db import MemberRow, RoundRow, TaskRow
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
-TaskId = Annotated[int, Path(ge=1, description="task id (from 1)")]
+TaskId = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="task id (from 1)")]
 
 
 def task_model(row: TaskRow) -> Task:

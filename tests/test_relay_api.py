@@ -1,0 +1,440 @@
+"""POST /relay/updates on a real anvil, the real contract, the embedded store and real uvicorn.
+
+A contributor without gas sends its signed update and the file's bytes; the relayer checks the
+signature and the bytes before storing or sending anything, and submits in batches.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from pipeline_kit import Scenario, make_scenario
+
+from backend.api import create_app
+from backend.api.server import BackgroundServer
+from backend.db import Database
+from backend.relay_service import RelayLimits, RelayService
+from client import codec
+from client.chain import Ledger, SignedUpdate
+from client.cid import compute_cid
+from client.relay import SECP256K1_HALF_N
+from client.store import ContentStore
+
+SECP256K1_N = 2 * SECP256K1_HALF_N + 1
+GENEROUS = RelayLimits(address_burst=50, address_per_s=50, ip_burst=500, ip_per_s=500)
+
+
+@dataclass
+class Relay:
+    sc: Scenario
+    service: RelayService
+    http: httpx.Client
+    relayer: LocalAccount
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.sc.ledger
+
+    def nonce(self) -> int:
+        return int(self.ledger.w3.eth.get_transaction_count(self.relayer.address))
+
+    def post(self, signed: dict[str, Any], content: bytes) -> httpx.Response:
+        body = {"signed": signed, "content": base64.b64encode(content).decode()}
+        return self.http.post("/relay/updates", json=body)
+
+    def status(self, su: SignedUpdate) -> httpx.Response:
+        return self.http.get(f"/relay/updates/{su.contributor}/{su.task_id}/{su.round}")
+
+    def wait_done(self, su: SignedUpdate, timeout: float = 30.0) -> dict[str, Any]:
+        """Poll the status route (the client's view) until the update leaves the queue."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            st = self.status(su).json()
+            if st["state"] != "queued":
+                return dict(st)
+            time.sleep(0.05)
+        raise AssertionError(f"still queued after {timeout}s")
+
+
+def update_bytes(sc: Scenario, seed: int) -> bytes:
+    st = sc.state()
+    rng = np.random.default_rng(seed)
+    delta = {"w": rng.standard_normal(16).astype(np.float32)}
+    return codec.encode_update(
+        delta, task_id=sc.task_id, round=st.current_round, base_hash=st.global_hash
+    )
+
+
+def sign(
+    sc: Scenario,
+    who: LocalAccount,
+    data: bytes,
+    *,
+    deadline: int | None = None,
+    samples: int = 100,
+) -> SignedUpdate:
+    return sc.ledger.sign_update(
+        who,
+        sc.task_id,
+        sc.state().current_round,
+        codec.sha256_hex(data),
+        compute_cid(data),
+        samples,
+        int(time.time()) + 3600 if deadline is None else deadline,
+    )
+
+
+def make_relay(
+    ledger: Ledger,
+    store: ContentStore,
+    accounts: list[LocalAccount],
+    tmp_path: Path,
+    *,
+    limits: RelayLimits = GENEROUS,
+    batch_size: int = 1,
+    max_wait_s: float = 0.05,
+    max_updates: int | None = None,
+    store_for_relay: Any = None,
+) -> Iterator[Relay]:
+    sc = make_scenario(
+        ledger, store, accounts, n_contributors=4, min_updates=1, max_updates=max_updates
+    )
+    relayer = accounts[15]
+    service = RelayService(
+        ledger.with_account(relayer),
+        store_for_relay or store,
+        limits=limits,
+        batch_size=batch_size,
+        max_wait_s=max_wait_s,
+    )
+    db = Database(f"sqlite:///{tmp_path / 'index.db'}").create()
+    app = create_app(db, w3=ledger.w3, ledger_address=ledger.address, relayer=service)
+    with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+        yield Relay(sc, service, http, relayer)
+
+
+@pytest.fixture
+def relay(ledger, store, dev_accounts, tmp_path) -> Iterator[Relay]:
+    yield from make_relay(ledger, store, dev_accounts, tmp_path)
+
+
+# -- the happy path ---------------------------------------------------------------------------
+
+
+def test_a_relayed_update_ends_on_chain_paid_by_the_relayer(relay: Relay) -> None:
+    alice = relay.sc.contributors[0]
+    data = update_bytes(relay.sc, 1)
+    su = sign(relay.sc, alice, data)
+    alice_nonce = relay.ledger.w3.eth.get_transaction_count(alice.address)
+
+    r = relay.post(su.to_json(), data)
+
+    assert r.status_code == 202, r.text
+    assert r.json() == {
+        "queued": True,
+        "contributor": alice.address,
+        "taskId": su.task_id,
+        "round": su.round,
+        "cid": su.cid,
+    }
+    done = relay.wait_done(su)
+    assert done["state"] == "submitted", done
+    assert done["txHash"].startswith("0x") and done["updateId"] >= 1
+    assert relay.ledger.has_submitted(su.task_id, su.round, alice.address)
+    assert relay.ledger.get_update_digest(done["updateId"]) == relay.ledger.update_digest(
+        su.task_id, su.round, alice.address, su.content_hash, su.cid, su.num_samples
+    )
+    assert relay.sc.store.get(su.cid) == data
+    assert relay.ledger.w3.eth.get_transaction_count(alice.address) == alice_nonce
+
+
+def test_status_of_an_update_never_relayed_is_404(relay: Relay) -> None:
+    su = sign(relay.sc, relay.sc.contributors[0], b"x")
+    assert relay.status(su).status_code == 404
+
+
+# -- bad signatures: 422, nothing stored, nothing sent ----------------------------------------
+
+
+def _forged(sc: Scenario, data: bytes) -> dict[str, Any]:
+    """Signed by a stranger but naming an admitted contributor."""
+    stranger = Account.create()
+    su = sign(sc, stranger, data)
+    return {**su.to_json(), "contributor": sc.contributors[0].address}
+
+
+def _expired(sc: Scenario, data: bytes) -> dict[str, Any]:
+    return sign(sc, sc.contributors[0], data, deadline=int(time.time()) - 60).to_json()
+
+
+def _high_s(sc: Scenario, data: bytes) -> dict[str, Any]:
+    """The same signature in its malleable twin form (s → n − s, v flipped): still recovers."""
+    su = sign(sc, sc.contributors[0], data)
+    r, s, v = su.signature[:32], int.from_bytes(su.signature[32:64], "big"), su.signature[64]
+    twin = r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])
+    return {**su.to_json(), "signature": "0x" + twin.hex()}
+
+
+def _wrong_chain(sc: Scenario, data: bytes) -> dict[str, Any]:
+    who = sc.contributors[0]
+    su = sign(sc, who, data)
+    typed = sc.ledger.typed_update(
+        su.task_id,
+        su.round,
+        su.content_hash,
+        su.cid,
+        su.num_samples,
+        who.address,
+        su.deadline,
+        chain_id=sc.ledger.chain_id + 1,
+    )
+    sig = Account.sign_typed_data(who.key, full_message=typed).signature
+    return {**su.to_json(), "signature": "0x" + bytes(sig).hex()}
+
+
+def _short(sc: Scenario, data: bytes) -> dict[str, Any]:
+    su = sign(sc, sc.contributors[0], data)
+    return {**su.to_json(), "signature": "0x" + su.signature[:64].hex()}
+
+
+def _tampered(sc: Scenario, data: bytes) -> dict[str, Any]:
+    """A valid signature over other samples: the signed message is not the one sent."""
+    return {**sign(sc, sc.contributors[0], data).to_json(), "numSamples": 10**6}
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (_forged, "not by the contributor"),
+        (_expired, "expired"),
+        (_high_s, "high s"),
+        (_wrong_chain, "not by the contributor"),
+        (_short, "65 bytes"),
+        (_tampered, "not by the contributor"),
+    ],
+    ids=["forged", "expired", "high-s", "wrong-chain", "short", "tampered"],
+)
+def test_a_bad_signature_is_422_and_nothing_is_stored_or_sent(relay: Relay, make, why) -> None:
+    data = update_bytes(relay.sc, 2)
+    nonce = relay.nonce()
+
+    r = relay.post(make(relay.sc, data), data)
+
+    assert r.status_code == 422, r.text
+    assert why in r.json()["detail"]
+    assert not relay.sc.store.has(compute_cid(data))
+    assert relay.service.relayer.pending() == 0
+    assert relay.nonce() == nonce
+
+
+def test_content_that_is_not_what_was_signed_is_422_and_not_stored(relay: Relay) -> None:
+    data = update_bytes(relay.sc, 3)
+    other = update_bytes(relay.sc, 4)
+    nonce = relay.nonce()
+
+    r = relay.post(sign(relay.sc, relay.sc.contributors[0], data).to_json(), other)
+
+    assert r.status_code == 422
+    assert "sha256" in r.json()["detail"]
+    assert not relay.sc.store.has(compute_cid(other))
+    assert not relay.sc.store.has(compute_cid(data))
+    assert relay.nonce() == nonce
+
+
+# -- schema and size --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"signed": {}, "content": ""},
+        {"signed": {"taskId": "1"}, "content": "AA=="},
+        "not an object",
+    ],
+)
+def test_a_malformed_request_is_422_without_echoing_the_input(relay: Relay, body: Any) -> None:
+    r = relay.http.post("/relay/updates", json=body)
+    assert r.status_code == 422
+    assert all("input" not in e for e in r.json()["detail"])
+
+
+def test_content_that_is_not_base64_is_422(relay: Relay) -> None:
+    su = sign(relay.sc, relay.sc.contributors[0], b"abc")
+    r = relay.http.post("/relay/updates", json={"signed": su.to_json(), "content": "not*b64"})
+    assert r.status_code == 422
+    assert "base64" in r.json()["detail"]
+
+
+def test_a_body_over_the_relay_cap_is_413_before_it_is_read(relay: Relay) -> None:
+    cap = relay.service.limits.max_body_bytes
+    r = relay.http.post(
+        "/relay/updates",
+        content=b"x" * (cap + 1),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413
+
+
+def test_a_body_over_the_cap_streamed_without_length_is_413(relay: Relay) -> None:
+    cap = relay.service.limits.max_body_bytes
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(cap // (1 << 20) + 2):
+            yield b"x" * (1 << 20)
+
+    r = relay.http.post(
+        "/relay/updates", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+
+
+def test_the_relay_route_takes_bodies_over_the_global_1_mib_cap(relay: Relay) -> None:
+    data = b"\0" * (2 << 20)  # a 2 MiB update: over 1 MiB, under the relay's 8 MiB
+    su = sign(relay.sc, relay.sc.contributors[1], data)
+    assert relay.post(su.to_json(), data).status_code == 202
+    assert relay.wait_done(su)["state"] == "submitted"
+
+
+# -- rate limits ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def strict_relay(ledger, store, dev_accounts, tmp_path) -> Iterator[Relay]:
+    limits = RelayLimits(address_burst=3, address_per_s=0.01, ip_burst=8, ip_per_s=0.01)
+    yield from make_relay(ledger, store, dev_accounts, tmp_path, limits=limits)
+
+
+def test_a_flood_for_one_address_is_429_with_retry_after(strict_relay: Relay) -> None:
+    data = update_bytes(strict_relay.sc, 5)
+    body = sign(strict_relay.sc, strict_relay.sc.contributors[0], data).to_json()
+    codes = [strict_relay.post(body, data) for _ in range(5)]
+    assert [r.status_code for r in codes] == [202, 409, 409, 429, 429]
+    assert int(codes[-1].headers["Retry-After"]) >= 1
+
+
+def test_forged_requests_in_a_contributors_name_drain_the_senders_ip_not_the_address(
+    strict_relay: Relay,
+) -> None:
+    data = update_bytes(strict_relay.sc, 6)
+    forged = _forged(strict_relay.sc, data)
+    codes = [strict_relay.post(forged, data).status_code for _ in range(9)]
+    assert codes == [422] * 8 + [429]
+    # the victim's own address bucket is untouched: only the IP is out of tokens
+    assert strict_relay.service.by_address.wait(strict_relay.sc.contributors[0].address) == 0
+
+
+# -- on-chain preconditions: 409 with the contract's error ------------------------------------
+
+
+def test_a_replay_is_409_duplicate_submission(relay: Relay) -> None:
+    data = update_bytes(relay.sc, 7)
+    su = sign(relay.sc, relay.sc.contributors[0], data)
+    assert relay.post(su.to_json(), data).status_code == 202
+    relay.wait_done(su)
+    nonce = relay.nonce()
+
+    r = relay.post(su.to_json(), data)
+
+    assert r.status_code == 409
+    assert r.json()["error"] == "DuplicateSubmission"
+    assert relay.nonce() == nonce
+
+
+def test_an_update_already_on_chain_is_409_from_the_contract(relay: Relay) -> None:
+    who = relay.sc.contributors[2]
+    data = update_bytes(relay.sc, 8)
+    su = sign(relay.sc, who, data)
+    relay.sc.as_(who).submit_update(su.task_id, su.round, su.content_hash, su.cid, 100)
+
+    r = relay.post(su.to_json(), data)
+
+    assert r.status_code == 409
+    assert r.json()["error"] == "DuplicateSubmission"
+    assert "TrainingLedger reverted" in r.json()["detail"]
+
+
+def test_a_contributor_not_admitted_is_409_not_contributor_and_nothing_is_stored(
+    relay: Relay,
+) -> None:
+    outsider = Account.create()
+    data = update_bytes(relay.sc, 9)
+    r = relay.post(sign(relay.sc, outsider, data).to_json(), data)
+    assert r.status_code == 409
+    assert r.json()["error"] == "NotContributor"
+    assert not relay.sc.store.has(compute_cid(data))
+
+
+def test_a_signature_for_another_round_is_409_wrong_round(relay: Relay) -> None:
+    who = relay.sc.contributors[0]
+    data = update_bytes(relay.sc, 10)
+    good = sign(relay.sc, who, data)
+    su = relay.ledger.sign_update(
+        who, good.task_id, good.round + 1, good.content_hash, good.cid, 100, good.deadline
+    )
+    r = relay.post(su.to_json(), data)
+    assert r.status_code == 409
+    assert r.json()["error"] == "WrongRound"
+
+
+# -- batching ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def batching_relay(ledger, store, dev_accounts, tmp_path) -> Iterator[Relay]:
+    yield from make_relay(
+        ledger, store, dev_accounts, tmp_path, batch_size=3, max_wait_s=10.0, max_updates=2
+    )
+
+
+def test_an_entry_that_would_revert_fails_alone_and_the_batch_goes_through(
+    batching_relay: Relay,
+) -> None:
+    sc = batching_relay.sc
+    signed = []
+    for i in range(3):  # maxUpdates is 2: each passes its own check, the third cannot fit
+        data = update_bytes(sc, 20 + i)
+        su = sign(sc, sc.contributors[i], data)
+        assert batching_relay.post(su.to_json(), data).status_code == 202
+        signed.append(su)
+
+    done = [batching_relay.wait_done(su) for su in signed]
+
+    assert [d["state"] for d in done] == ["submitted", "submitted", "failed"]
+    assert done[0]["txHash"] == done[1]["txHash"]  # one batch
+    assert done[2]["error"] == "RoundFull"
+    assert batching_relay.service.relayer.batches_sent == 1
+
+
+# -- no internals leak ------------------------------------------------------------------------
+
+
+class _BrokenStore:
+    def put(self, data: bytes, *, pin: bool = True) -> str:
+        raise RuntimeError("disk on fire at /secret/path")
+
+    def has(self, cid: str) -> bool:
+        return False
+
+
+def test_an_unexpected_failure_is_a_bare_500_without_internals(
+    ledger, store, dev_accounts, tmp_path
+) -> None:
+    for relay in make_relay(ledger, store, dev_accounts, tmp_path, store_for_relay=_BrokenStore()):
+        data = update_bytes(relay.sc, 11)
+        r = relay.post(sign(relay.sc, relay.sc.contributors[0], data).to_json(), data)
+        assert r.status_code == 500
+        assert r.json() == {"detail": "internal server error"}
+        # the reservation is released: the contributor may retry once the store is back
+        su = sign(relay.sc, relay.sc.contributors[0], data)
+        assert relay.status(su).status_code == 404
