@@ -49,7 +49,7 @@ contracts-write: bootstrap
 forge-test: node
 	$(FORGE) test --offline
 
-## forge-test-deep: 5,000 fuzz runs, 10,000 invariant runs (long; a benchmark-style job)
+## forge-test-deep: 5,000 fuzz runs; up to 10,000 invariant runs, each invariant capped at 400 s (~20 min on 2 cores)
 forge-test-deep: node
 	FOUNDRY_PROFILE=deep $(FORGE) test --offline
 

@@ -20,7 +20,6 @@ from backend.db import (
 )
 from client.chain import to_checksum
 
-
 _ROUNDS = "fedledger.rounds"
 _DIGESTS = "fedledger.digests"
 

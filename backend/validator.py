@@ -143,6 +143,8 @@ class Validator:
         why = self._unsafe_to_attest(task_id, rnd, len(refs))
         if why is not None:
             self.skipped[(task_id, rnd)] = why
+            if led.sender is not None:  # a reorg may have dropped our seal: re-read the nonce
+                led.sender.nonces.resync(self.address)
             log.warning("not attesting", extra={"task": task_id, "round": rnd, "why": why})
             return None
         self.skipped.pop((task_id, rnd), None)

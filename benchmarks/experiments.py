@@ -38,7 +38,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,7 @@ class Sim:
     seed: int = 0
     encoding: str = "fp32"
     model: str = "mlp_digits"
+    error_feedback: bool = False  # a codec.Residual per client (for lossy encodings)
     screening: Mapping[str, Any] = field(default_factory=dict)
 
     def spec(self) -> TaskSpec:
@@ -200,6 +201,7 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
         trainers.append(LocalTrainer(model, X, y, label_transform=tf))
     store = Blockstore(workdir / f"store-{os.getpid()}-{time.monotonic_ns()}", durable=False)
     res = SimResult(sim=sim, accuracy=[])
+    residuals = [codec.Residual() if sim.error_feedback else None for _ in range(sim.clients)]
     prev_step: Tensors | None = None
     total_bytes = 0
     for rnd in range(sim.rounds):
@@ -222,7 +224,12 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
         files: dict[int, bytes] = {}
         for i in range(sim.clients):
             f = codec.encode_update(
-                sent[i], task_id=1, round=rnd, base_hash=base_hash, encoding=sim.encoding  # type: ignore[arg-type]
+                sent[i],
+                task_id=1,
+                round=rnd,
+                base_hash=base_hash,
+                encoding=sim.encoding,  # type: ignore[arg-type]
+                residual=residuals[i],
             )
             files[i] = f
             total_bytes += len(f)
@@ -254,9 +261,7 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
             rule = agg.RuleSpec.parse(spec.aggregation)
             layout = agg.TensorLayout.of(global_t)
             decoded = [codec.decode(files[i], kind="update").tensors for i in range(sim.clients)]
-            delta = agg.aggregate_tensors(
-                rule, decoded, [len(d[1]) for d in data], layout
-            )
+            delta = agg.aggregate_tensors(rule, decoded, [len(d[1]) for d in data], layout)
             new_global = agg.apply_delta(global_t, delta)
             res.malicious += len(bad)
             res.honest += sim.clients - len(bad)
@@ -286,3 +291,430 @@ def centralized(sim: Sim) -> float:
         optimizer=sim.optimizer,  # type: ignore[arg-type]
     )
     return float(r.accuracy)
+
+
+def run_many(sims: Sequence[Sim], workdir: Path) -> list[SimResult]:
+    return [simulate(s, workdir) for s in sims]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+# --------------------------------------------------------------------------- (a) baseline
+
+
+def exp_baseline(base: Sim, seeds: Sequence[int], workdir: Path) -> dict[str, Any]:
+    print(
+        f"\n(a) FedAvg without attack vs central training — {base.clients} clients, "
+        f"Dirichlet α={base.alpha}, {base.rounds} rounds x {base.epochs} local epochs, "
+        f"SGD lr {base.lr}, batch {base.batch_size}"
+    )
+    print(f"{'seed':>4} {'fedavg':>7} {'central':>8} {'gap':>6}   accuracy per round")
+    fed, cen = [], []
+    for seed in seeds:
+        r = simulate(replace(base, seed=seed, rule="fedavg", attackers=0, attack=None), workdir)
+        c = centralized(replace(base, seed=seed))
+        fed.append(r.final)
+        cen.append(c)
+        curve = " ".join(f"{a:.2f}" for a in r.accuracy)
+        print(f"{seed:>4} {r.final:7.3f} {c:8.3f} {100 * (c - r.final):5.1f}p   {curve}")
+    f, c = float(np.mean(fed)), float(np.mean(cen))
+    print(
+        f"mean {f:7.3f} {c:8.3f} {100 * (c - f):5.1f}p   (central: the same model and recipe "
+        f"on the pooled training set, {base.epochs * base.rounds} epochs)"
+    )
+    return {"fedavg_clean_acc": round(f, 4), "centralized_acc": round(c, 4)}
+
+
+# --------------------------------------------------------------------------- (b) robustness
+
+RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum")
+ATTACK_NAMES = (
+    "sign_flip",
+    "scaling",
+    "gaussian_noise",
+    "label_flip",
+    "norm_preserving",
+    "little_is_enough",
+    "colluding",
+    "free_rider",
+)
+
+
+def exp_robustness(
+    base: Sim,
+    attacks: Sequence[str],
+    shares_: Sequence[float],
+    seeds: Sequence[int],
+    workdir: Path,
+    clean: float,
+) -> dict[str, Any]:
+    print(
+        f"\n(b) robustness — {base.clients} clients, {base.rounds} rounds; each cell: final "
+        f"accuracy / malicious updates rejected (recall) / honest updates rejected; "
+        f"mean over seeds {list(seeds)}; clean FedAvg {clean:.3f}"
+    )
+    cells: dict[tuple[str, str, float], dict[str, float]] = {}
+    for share in shares_:
+        k = max(1, round(share * base.clients))
+        print(f"\nattackers: {k} of {base.clients} ({share:.0%})")
+        head = (
+            f"{'attack':17s}" + "".join(f"{r:>19s}" for r in RULES) + f"{'fedavg, unscreened':>20s}"
+        )
+        print(head)
+        for attack in attacks:
+            row = f"{attack:17s}"
+            for rule in (*RULES, "unscreened"):
+                rs = [
+                    simulate(
+                        replace(
+                            base,
+                            seed=seed,
+                            attackers=k,
+                            attack=attack,
+                            rule="fedavg" if rule == "unscreened" else rule,
+                            screened=rule != "unscreened",
+                        ),
+                        workdir,
+                    )
+                    for seed in seeds
+                ]
+                acc = float(np.mean([r.final for r in rs]))
+                mal = sum(r.malicious for r in rs)
+                rec = sum(r.malicious_rejected for r in rs) / mal if mal else 0.0
+                hon = sum(r.honest for r in rs)
+                fr = sum(r.honest_rejected for r in rs) / hon if hon else 0.0
+                cells[(attack, rule, share)] = {"acc": acc, "recall": rec, "false": fr}
+                if rule == "unscreened":
+                    row += f"{acc:20.3f}"
+                else:
+                    row += f"{acc:9.3f} {_pct(rec):>4s} {_pct(fr):>4s}"
+            print(row, flush=True)
+    return {"cells": cells}
+
+
+def robust_headline(
+    cells: Mapping[tuple[str, str, float], Mapping[str, float]], share: float
+) -> dict[str, Any]:
+    """The best rule at ``share`` sign-flip attackers, by final accuracy, and its screen figures."""
+    best = max(RULES, key=lambda r: cells[("sign_flip", r, share)]["acc"])
+    c = cells[("sign_flip", best, share)]
+    scal = cells.get(("scaling", best, share))
+    out = {
+        "robust_rule_30": best,
+        "robust_acc_30": round(c["acc"], 4),
+        "fedavg_attacked_acc_30": round(cells[("sign_flip", "unscreened", share)]["acc"], 4),
+        "reject_recall_30": round(c["recall"], 4),
+        "false_reject_30": round(c["false"], 4),
+    }
+    if scal is not None:
+        out.update(
+            scaling_recall_30=round(scal["recall"], 4),
+            scaling_false_reject_30=round(scal["false"], 4),
+            scaling_acc_30=round(scal["acc"], 4),
+            fedavg_scaling_acc_30=round(cells[("scaling", "unscreened", share)]["acc"], 4),
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- (c), (e) chain path
+
+
+@dataclass
+class ChainRound:
+    seconds: float
+    gas: int
+    txs: int
+
+
+def plain_rounds(
+    model: str, clients: int, rounds: int, *, epochs: int, lr: float, seed: int = 0
+) -> list[float]:
+    """Seconds per round of the same training and fedavg as a bare in-process loop."""
+    torch.set_num_threads(1)
+    data = shares(clients, _DEMO.alpha, seed)
+    net = build_model(model, seed=seed)
+    g = state_to_numpy(net)
+    layout = agg.TensorLayout.of(g)
+    rule = agg.RuleSpec(rule="fedavg")
+    out = []
+    for rnd in range(rounds):
+        t = time.perf_counter()
+        deltas, ns = [], []
+        for i, (X, y) in enumerate(data):
+            r = LocalTrainer(net, X, y).train(
+                g, epochs=epochs, lr=lr, batch_size=32, seed=(i + 1) * 1_000_003 + rnd
+            )
+            deltas.append(r.delta)
+            ns.append(r.num_samples)
+        g = agg.apply_delta(g, agg.aggregate_tensors(rule, deltas, ns, layout))
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def chain_rounds(
+    model: str,
+    clients: int,
+    rounds: int,
+    workdir: Path,
+    *,
+    epochs: int,
+    lr: float,
+    rule: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> list[ChainRound]:
+    """The full fedledger round trip, in one process: anvil + TrainingLedger + embedded store;
+    each contributor trains (``client.contribute.make_update``) and submits (``client.submit``,
+    one transaction each, waiting for its receipt); one validator ``Backend`` (quorum 1, no
+    evaluation) indexes, judges with ``judge_round``, stores the aggregate and attests.  A round's
+    time runs from the first contributor loading the task to the round being final on chain;
+    its gas is every transaction mined in between (submissions, seal, attestation)."""
+    from eth_account import Account
+
+    from backend.db import Database
+    from backend.service import Backend
+    from client.chain import Ledger, connect
+    from client.contribute import ContributorOptions, LocalData, make_update
+    from client.devnet import dev_private_keys, start_anvil
+    from client.store import open_store
+    from client.submit import submit
+    from client.task import create_task
+
+    torch.set_num_threads(1)
+    home = workdir / f"chain-{model}-{clients}-{time.monotonic_ns()}"
+    home.mkdir(parents=True)
+    accounts = [Account.from_key(k) for k in dev_private_keys(clients + 2)]
+    owner, validator, contributors = accounts[0], accounts[1], accounts[2:]
+    out: list[ChainRound] = []
+    with start_anvil(accounts=clients + 2, log_path=home / "anvil.log") as devnet:
+        w3 = connect(devnet.url)
+        ledger = Ledger.deploy(w3, owner, home / "deployments")
+        store = open_store(None, home)
+        spec = TaskSpec(
+            model=model,
+            dataset="digits",
+            seed=seed,
+            training=TrainingParams(epochs=epochs, lr=lr, batch_size=32),
+            aggregation=dict(rule or {"rule": "fedavg"}),
+            fetch_timeout_s=120,
+        )
+        initial = state_to_numpy(build_model(model, seed=seed))
+        task_id = create_task(
+            ledger, store, spec, initial, min_updates=clients, max_updates=clients, quorum=1
+        )
+        for c in contributors:
+            ledger.add_contributor(task_id, c.address)
+        ledger.add_validator(task_id, validator.address)
+        backend = Backend(
+            ledger=Ledger(w3, ledger.address, from_block=ledger.from_block),
+            store=store,
+            db=Database(f"sqlite:///{home / 'validator.db'}"),
+            account=validator,
+            evaluate=False,
+        )
+        data = [LocalData(X, y) for X, y in shares(clients, _DEMO.alpha, seed)]
+        ledgers = [ledger.with_account(c) for c in contributors]
+        for rnd in range(rounds):
+            b0 = w3.eth.block_number
+            t = time.perf_counter()
+            for i in range(clients):
+                work = make_update(
+                    ledgers[i], store, task_id, data[i], ContributorOptions(seed=i + 1)
+                )
+                submit(ledgers[i], store, work.state, work.data, work.num_samples)
+            for _ in range(200):
+                backend.run_pass()
+                if ledger.current_round(task_id) > rnd:
+                    break
+            else:
+                raise RuntimeError(f"round {rnd} not final: {backend.status()}")
+            secs = time.perf_counter() - t
+            b1 = w3.eth.block_number
+            gas = txs = 0
+            for b in range(b0 + 1, b1 + 1):
+                blk = w3.eth.get_block(b)
+                gas += int(blk["gasUsed"])
+                txs += len(blk["transactions"])
+            out.append(ChainRound(secs, gas, txs))
+    return out
+
+
+def exp_overhead(
+    models: Sequence[tuple[str, int, float]], clients: int, rounds: int, workdir: Path
+) -> dict[str, Any]:
+    from client.models import count_parameters
+
+    print(
+        f"\n(c) the cost of verifiability — {clients} contributors, {rounds} rounds, fedavg; "
+        "plain in-process loop vs the full fedledger round trip (anvil, contract, embedded "
+        "store, 1 validator Backend, quorum 1); seconds per round, mean over rounds"
+    )
+    print(
+        f"{'model':11s} {'params':>10s} {'update MB':>9s} {'plain s':>8s} {'fedledger s':>11s} "
+        f"{'ratio':>6s} {'gas/round':>10s}"
+    )
+    figs: dict[str, Any] = {}
+    for model, epochs, lr in models:
+        params = count_parameters(build_model(model))
+        plain = plain_rounds(model, clients, rounds, epochs=epochs, lr=lr)
+        chain = chain_rounds(model, clients, rounds, workdir, epochs=epochs, lr=lr)
+        p = float(np.mean(plain))
+        c = float(np.mean([r.seconds for r in chain]))
+        gas = int(np.mean([r.gas for r in chain]))
+        print(
+            f"{model:11s} {params:10,d} {params * 4 / 1e6:9.1f} {p:8.2f} {c:11.2f} "
+            f"{c / p:5.2f}x {gas:10,d}",
+            flush=True,
+        )
+        figs[model] = {
+            "plain_s": round(p, 3),
+            "fedledger_s": round(c, 3),
+            "ratio": round(c / p, 3),
+            "params": params,
+            "gas_per_round": gas,
+        }
+    return figs
+
+
+def exp_scale(sizes: Sequence[int], rounds: int, workdir: Path) -> dict[str, Any]:
+    print(
+        f"\n(e) scale on the real chain path — mlp_digits, fedavg, {rounds} rounds, 1 validator; "
+        "per round (mean): wall time, gas, transactions"
+    )
+    print(
+        f"{'contributors':>12s} {'s/round':>8s} {'gas/round':>11s} {'gas/update':>10s} {'txs':>5s}"
+    )
+    figs: dict[str, Any] = {}
+    for n in sizes:
+        rs = chain_rounds("mlp_digits", n, rounds, workdir, epochs=_DEMO.epochs, lr=_DEMO.lr)
+        s = float(np.mean([r.seconds for r in rs]))
+        gas = int(np.mean([r.gas for r in rs]))
+        txs = float(np.mean([r.txs for r in rs]))
+        print(f"{n:12d} {s:8.2f} {gas:11,d} {gas // n:10,d} {txs:5.0f}", flush=True)
+        figs[str(n)] = {"seconds_per_round": round(s, 2), "gas_per_round": gas, "txs": txs}
+    return figs
+
+
+# --------------------------------------------------------------------------- (d) compression
+
+
+def exp_compression(base: Sim, seeds: Sequence[int], workdir: Path) -> dict[str, Any]:
+    print(
+        f"\n(d) compression — {base.clients} clients, fedavg (screened), no attack, "
+        f"{base.rounds} rounds; mean over seeds {list(seeds)}"
+    )
+    print(f"{'encoding':22s} {'accuracy':>8s} {'vs fp32':>8s} {'KB/round':>9s} {'x fewer':>8s}")
+    rows = [
+        ("fp32", "fp32", False),
+        ("fp16", "fp16", False),
+        ("int8", "int8", False),
+        ("topk 1%", "topk", False),
+        ("topk 1% + error fb", "topk", True),
+    ]
+    figs: dict[str, Any] = {}
+    ref_acc = ref_bytes = 0.0
+    for label, enc, ef in rows:
+        rs = [
+            simulate(
+                replace(
+                    base,
+                    seed=s,
+                    rule="fedavg",
+                    attackers=0,
+                    attack=None,
+                    encoding=enc,
+                    error_feedback=ef,
+                ),
+                workdir,
+            )
+            for s in seeds
+        ]
+        acc = float(np.mean([r.final for r in rs]))
+        kb = float(np.mean([r.bytes_per_round for r in rs])) / 1000
+        if enc == "fp32":
+            ref_acc, ref_bytes = acc, kb
+        print(
+            f"{label:22s} {acc:8.3f} {100 * (acc - ref_acc):+7.1f}p {kb:9.1f} "
+            f"{ref_bytes / kb:7.1f}x",
+            flush=True,
+        )
+        figs[label] = {"acc": round(acc, 4), "kb_per_round": round(kb, 1)}
+    return figs
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="a small run (fewer seeds, rounds, cells)")
+    ap.add_argument(
+        "--only",
+        default="baseline,robustness,overhead,compression,scale",
+        help="comma-separated sections to run",
+    )
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of the simulations")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    quick = args.quick
+    rounds = args.rounds or (5 if quick else 10)
+    base = Sim(clients=args.clients, rounds=rounds)
+    seeds = [0] if quick else [0, 1, 2]
+    t0 = time.perf_counter()
+    figs: dict[str, Any] = {
+        "machine": f"{os.cpu_count()}-core CPU",
+        "quick": quick,
+        "clients": base.clients,
+        "rounds": rounds,
+        "alpha": base.alpha,
+    }
+    with tempfile.TemporaryDirectory(prefix="fedledger-exp-") as tmp:
+        work = Path(tmp)
+        clean = None
+        if "baseline" in only:
+            a = exp_baseline(base, seeds, work)
+            figs.update(a)
+            clean = a["fedavg_clean_acc"]
+        if "robustness" in only:
+            if clean is None:
+                clean = simulate(replace(base, rule="fedavg"), work).final
+            attacks = (
+                ("sign_flip", "scaling", "gaussian_noise", "label_flip") if quick else ATTACK_NAMES
+            )
+            b = exp_robustness(
+                base, attacks, (0.1, 0.3), seeds[:1] if not quick else seeds, work, clean
+            )
+            cells = b["cells"]
+            figs.update(robust_headline(cells, 0.3))
+            figs["robustness"] = {
+                f"{a}/{r}/{int(s * 100)}": {k: round(v, 3) for k, v in c.items()}
+                for (a, r, s), c in cells.items()
+            }
+        if "compression" in only:
+            d = exp_compression(base, seeds[:1] if quick else seeds[:2], work)
+            figs["compression"] = d
+            figs["int8_acc_drop"] = round(d["fp32"]["acc"] - d["int8"]["acc"], 4)
+            figs["int8_bytes_ratio"] = round(
+                d["fp32"]["kb_per_round"] / d["int8"]["kb_per_round"], 2
+            )
+        if "overhead" in only:
+            r = 2 if quick else 3
+            models = [("mlp_digits", _DEMO.epochs, _DEMO.lr), ("mlp_wide", 1, 0.05)]
+            c = exp_overhead(models, 4, r, work)
+            figs["overhead"] = c
+            figs["overhead_ratio_small"] = c["mlp_digits"]["ratio"]
+            figs["overhead_ratio_5m"] = c["mlp_wide"]["ratio"]
+        if "scale" in only:
+            sizes = (10, 50) if quick else (10, 50, 100)
+            figs["scale"] = exp_scale(sizes, 2, work)
+    figs["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"\ntotal {figs['seconds']:.0f}s")
+    print(json.dumps(figs, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -436,16 +436,21 @@ def relay(
 ) -> None:
     """Submit signed updates for their contributors, in batches (the relayer pays the gas)."""
     from client.chain import SignedUpdate
+    from client.errors import NotFoundError
     from client.relay import Relayer
 
+    signed = []
+    for f in files:  # every file readable before anything is sent
+        if not f.is_file():
+            raise NotFoundError(f"signed update {f} does not exist")
+        try:
+            signed.append(SignedUpdate.from_json(json.loads(f.read_text())))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read signed update {f}: {exc}") from exc
     s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
     r = Relayer(_ledger(s, key), batch_size=batch)
     ids: list[int] = []
-    for f in files:
-        try:
-            su = SignedUpdate.from_json(json.loads(f.read_text()))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read signed update {f}: {exc}") from exc
+    for su in signed:
         ids += r.add(su) or []
     ids += r.flush()
     _emit({"update_ids": ids}, True) if as_json else out.print(f"relayed updates {ids}")

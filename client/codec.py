@@ -189,7 +189,8 @@ def parse_header(
     data_start = 8 + n
     data_size = total_size - data_start
     infos = sorted(
-        (_parse_entry(name, entry) for name, entry in obj.items()), key=lambda t: (t.begin, t.end)
+        (_parse_entry(name, entry, max_bytes) for name, entry in obj.items()),
+        key=lambda t: (t.begin, t.end),
     )
     pos = 0
     for info in infos:
@@ -215,7 +216,7 @@ def _parse_metadata(meta: object) -> dict[str, str]:
     return dict(meta)
 
 
-def _parse_entry(name: str, entry: object) -> TensorInfo:
+def _parse_entry(name: str, entry: object, max_bytes: int) -> TensorInfo:
     if not _valid_name(name):
         raise FormatError(f"invalid tensor name {name!r}")
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
@@ -228,7 +229,12 @@ def _parse_entry(name: str, entry: object) -> TensorInfo:
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_uint(o) for o in offsets):
         raise FormatError(f"tensor {name!r}: data_offsets must be two non-negative ints")
     begin, end = offsets
-    nbytes = math.prod(shape) * ALLOWED_DTYPES[dtype].itemsize
+    itemsize = ALLOWED_DTYPES[dtype].itemsize
+    if math.prod(d for d in shape if d) * itemsize > max_bytes:
+        # an empty tensor may still declare huge other dims, e.g. [0, 2**62]: numpy refuses
+        # to shape even zero bytes that way, so the parser must refuse it first
+        raise FormatError(f"tensor {name!r}: shape {shape} is larger than any allowed file")
+    nbytes = math.prod(shape) * itemsize
     if end < begin or end - begin != nbytes:
         raise FormatError(
             f"tensor {name!r}: offsets [{begin}, {end}] do not hold {shape} × {dtype} "
@@ -669,8 +675,13 @@ def _check_layout(raw: RawFile, encoding: str, max_elements: int) -> None:
         idx, vals, shape = t[f"{base}::indices"], t[f"{base}::values"], t[f"{base}::shape"]
         if shape.ndim != 1 or shape.size > MAX_NDIM or (shape < 0).any():
             raise FormatError(f"topk tensor {base!r}: bad dense shape {shape.tolist()}")
+        if math.prod(int(d) for d in shape.tolist() if d) > max_elements:  # e.g. [0, 2**62]
+            raise FormatError(f"topk tensor {base!r}: dense shape {shape.tolist()} too large")
         size = math.prod(shape.tolist())
         if idx.ndim != 1 or vals.shape != idx.shape:
             raise FormatError(f"topk tensor {base!r}: indices and values differ in shape")
-        if idx.size and (idx[0] < 0 or idx[-1] >= size or (np.diff(idx) <= 0).any()):
+        # every index in range first: np.diff of int32 wraps, so [1, -2**31] would look
+        # increasing; in range, the differences of int64 cannot overflow
+        in_range = idx.size == 0 or (int(idx.min()) >= 0 and int(idx.max()) < size)
+        if not in_range or (np.diff(idx.astype(np.int64)) <= 0).any():
             raise FormatError(f"topk tensor {base!r}: indices not strictly increasing in range")

@@ -70,8 +70,8 @@ class ScreeningSpec(BaseModel):
     outlier_k: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 5.0
     duplicate_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9999
     free_rider_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 1e-3
-    min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = 0.0
-    noise_sigmas: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 4.0
+    min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = -0.1
+    noise_sigmas: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 3.0
     min_outlier_pool: Annotated[int, Field(ge=3)] = 4
 
     @model_validator(mode="after")
@@ -291,22 +291,25 @@ def _sub_gram(gram: agg.Gram, idx: Sequence[int]) -> agg.Gram:
     return agg.Gram([[gram.ints[a][b] for b in idx] for a in idx], [gram.exps[a] for a in idx])
 
 
-def consensus_cosines(gram: agg.Gram, first: Sequence[float]) -> list[float]:
+def cosine_matrix(gram: agg.Gram) -> list[list[float]]:
+    """All pairwise cosines, from the exact Gram matrix (deterministic)."""
+    return [[gram.cosine(i, j) for j in range(gram.n)] for i in range(gram.n)]
+
+
+def consensus_cosines(cos: Sequence[Sequence[float]], first: Sequence[float]) -> list[float]:
     """Each update's cosine to the consensus of the others.
 
     The consensus is the sum of the unit vectors of the ``ceil(n/2)`` updates that ``first``
     ranks highest (ties to the earlier update), leaving out the update being judged.  With
     ``first`` the cosine to the coordinate-wise median, that set is the updates most aligned with
-    a reference attackers cannot move much while they are a minority; sign-flipped or
-    noise updates never make it in, so the consensus stays honest even when they are 30-45% of
-    the round, where a plain median or mean is already dragged towards them.  Unit vectors keep
-    one large honest update from standing for the whole consensus.
+    a reference a minority cannot move much; sign-flipped or noise updates do not make it in, so
+    the consensus stays honest with 30-45% attackers, where a plain median or mean is already
+    dragged towards them.  Unit vectors keep one large update from standing for the consensus.
 
     Deterministic: cosines come from the exact Gram matrix and sums are ``math.fsum`` (exactly
     rounded, so the same on every platform and Python version).
     """
-    n = gram.n
-    cos = [[gram.cosine(i, j) for j in range(n)] for i in range(n)]
+    n = len(cos)
     top = sorted(range(n), key=lambda i: (-first[i], i))[: (n + 1) // 2]
     whole = math.fsum(cos[j][k] for j in top for k in top)
     members = set(top)
@@ -322,15 +325,21 @@ def consensus_cosines(gram: agg.Gram, first: Sequence[float]) -> list[float]:
     return out
 
 
-def cosine_floor(spec: ScreeningSpec, size: int) -> float | None:
-    """The least cosine to the consensus an update may have: ``min_cosine``, raised to
-    ``noise_sigmas / sqrt(size)``: a random direction in ``size`` dimensions has a cosine of
-    about ``N(0, 1/size)`` to any fixed vector, so an update below that is indistinguishable from
-    noise (it carries nothing the others agree on)."""
-    if spec.min_cosine is None:
-        return None
-    noise = spec.noise_sigmas / math.sqrt(size) if spec.noise_sigmas and size > 0 else 0.0
-    return max(spec.min_cosine, noise)
+def rms_cosines(cos: Sequence[Sequence[float]]) -> list[float]:
+    """Root mean square of each update's cosines to all the others: how correlated it is with
+    anything in the round, whatever the sign."""
+    n = len(cos)
+    return [
+        math.sqrt(math.fsum(cos[i][j] * cos[i][j] for j in range(n) if j != i) / (n - 1))
+        for i in range(n)
+    ]
+
+
+def noise_level(spec: ScreeningSpec, size: int) -> float:
+    """``noise_sigmas / sqrt(size)``: a random direction in ``size`` dimensions has a cosine of
+    about ``N(0, 1/size)`` to any fixed vector, so an update whose cosines to all the others stay
+    below this is indistinguishable from noise."""
+    return spec.noise_sigmas / math.sqrt(size) if size > 0 else 0.0
 
 
 def _outliers(
@@ -351,7 +360,9 @@ def _outliers(
         agg.dot(v, center) / (x.norm * center_norm) if center_norm > 0 else 0.0
         for v, x in zip(vecs, live, strict=True)
     ]
-    cos = consensus_cosines(sub, to_median)
+    pair = cosine_matrix(sub)
+    cos = consensus_cosines(pair, to_median)
+    rms = rms_cosines(pair)
     # (name, values, sign (+1: larger is worse), sigma floor relative to |median|, absolute)
     stats: list[tuple[str, list[float], float, float, float]]
     if rule.rule in ("krum", "multi_krum"):
@@ -362,7 +373,20 @@ def _outliers(
         stats = [("distance to median", dist, 1.0, 0.25, 0.0)]
     stats.append(("cosine to consensus", cos, -1.0, 0.0, 0.1))
     k = spec.outlier_k
-    floor = cosine_floor(spec, size)
+    noise = noise_level(spec, size)
+    floor = spec.min_cosine
+    accepted_note = "passed all checks"
+    if floor is not None:
+        below = sum(c < floor for c in cos)
+        if 2 * below > len(cos):
+            # Most updates point against the "consensus", so there is none (a correlated
+            # minority can pose as it when honest updates are near-orthogonal); judging by it
+            # would reject the majority, so the cosine floor is not applied this round.
+            accepted_note = (
+                f"passed all checks ({below} of {len(cos)} updates are below the cosine "
+                f"floor {floor:g}: no consensus, floor not applied)"
+            )
+            floor = None
     out: list[tuple[_Live, Verdict, str, float | None]] = []
     robust = [
         (name, values, sign, *robust_threshold(values, rel_floor=rel, abs_floor=absf))
@@ -377,11 +401,16 @@ def _outliers(
             if z > k:
                 reasons.append(f"{name} {values[i]:.4g} is {z:.1f} robust sigmas from {med:.4g}")
         if floor is not None and cos[i] < floor:
-            reasons.append(f"cosine to consensus {cos[i]:.4f} is below {floor:.4g}")
+            reasons.append(f"cosine to consensus {cos[i]:.4f} is below {floor:g}")
+        if rms[i] < noise:
+            reasons.append(
+                f"uncorrelated with every other update, like noise (rms cosine {rms[i]:.3g} "
+                f"< {spec.noise_sigmas:g}/sqrt({size}))"
+            )
         if reasons:
             out.append((x, Verdict.OUTLIER, "; ".join(reasons), worst_z))
         else:
-            out.append((x, Verdict.ACCEPTED, "passed all checks", worst_z))
+            out.append((x, Verdict.ACCEPTED, accepted_note, worst_z))
     return out
 
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client.errors import ConfigError
@@ -79,5 +79,11 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings().with_overrides(**overrides)
+    except ValidationError as exc:
+        bad = "; ".join(
+            f"FEDLEDGER_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid setting {bad}") from exc
     except ValueError as exc:
         raise ConfigError(f"invalid fedledger setting: {exc}") from exc

@@ -358,7 +358,9 @@ interface ITrainingLedger is IERC5267 {
     /// (reverts `WrongRound` otherwise, as `hasSubmitted`).
     function hasAttested(uint256 taskId, uint64 round, address who) external view returns (bool);
 
-    /// @notice How many validators attested `digest` for `round` of task `taskId`.
+    /// @notice How many validators attested `digest` for `round` of task `taskId`, which must
+    /// be the current round (reverts `WrongRound` otherwise): a final round's tally is not kept
+    /// in storage; its `RoundAttested` events hold it.
     function attestationCount(uint256 taskId, uint64 round, bytes32 digest) external view returns (uint256);
 
     /// @notice The verdict-tree leaf of an update: `keccak256(bytes.concat(keccak256(abi.encode(

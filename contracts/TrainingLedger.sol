@@ -342,6 +342,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     /// @inheritdoc ITrainingLedger
     function attestationCount(uint256 taskId, uint64 round, bytes32 digest) external view returns (uint256) {
+        _checkCurrent(taskId, round);
         return _attestations[taskId][round][digest];
     }
 
@@ -417,14 +418,15 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     ) internal {
         (uint8 quorum, bool sealsNow) = _admitAttestation(taskId, round, validator);
         bytes32 digest = _attestationDigest(verdictRoot, aggregateHash, aggregateCid, verdictCid);
-        uint256 count = ++_attestations[taskId][round][digest];
+        uint256 count = _attestations[taskId][round][digest] + 1;
         emit RoundAttested(taskId, round, validator, digest, verdictRoot, aggregateHash, aggregateCid, verdictCid);
         // slither-disable-next-line incorrect-equality -- an attestation count, exact by design: finalise once
         if (count == quorum) {
-            // The round closes now, so nobody can attest it again: the validator's
-            // once-per-round mark is not needed (saves a 2,900-gas write on the hottest path).
+            // The round closes now, so nobody can attest it again: neither the validator's
+            // once-per-round mark nor the tally is read again (saves 2,900 + up to 22,100 gas).
             _finalize(taskId, round, verdictRoot, aggregateHash, aggregateCid, verdictCid);
         } else {
+            _attestations[taskId][round][digest] = count;
             _members[taskId][validator].attestedRound = _plusOne(round);
             if (sealsNow) _state[taskId].isSealed = true;
         }

@@ -2,11 +2,15 @@
 # Install the Debian packages the test suite uses as independent oracles, if missing.
 #   ipfs-cid  — `ipfs_cid FILE` prints Kubo's default CIDs ({"CIDv0": "Qm...", "CIDv1": "bafy..."})
 #   chromium  — headless browser that screenshots the dashboard (tests/test_dashboard.py)
-# Add a package by appending it to PACKAGES (one line, with why it is needed above).
+#   docker-compose — `docker-compose config` validates docker-compose.yml (tests/test_compose.py);
+#                    installed without its Recommends (docker.io, containerd): no engine runs here
+# Add a package by appending it to PACKAGES (one line, with why it is needed above); LEAN ones
+# are installed with --no-install-recommends.
 # Non-interactive; a no-op when everything is present; without root it only reports.
 set -euo pipefail
 
-PACKAGES=(ipfs-cid chromium)
+PACKAGES=(ipfs-cid chromium docker-compose)
+LEAN=(docker-compose)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -22,4 +26,9 @@ else
 fi
 echo "ensure-apt: installing ${missing[*]}"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+full=() lean=()
+for pkg in "${missing[@]}"; do
+  if [[ " ${LEAN[*]} " == *" $pkg "* ]]; then lean+=("$pkg"); else full+=("$pkg"); fi
+done
+[ ${#full[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${full[@]}"
+[ ${#lean[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${lean[@]}"

@@ -15,8 +15,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,11 @@ from web3 import Web3
 
 from client import __version__, codec, contracts
 from client.blockstore import Blockstore
-from client.chain import Ledger, open_ledger
+from client.chain import Ledger, as_chain_error, open_ledger
 from client.cid import compute_cid, parse_cid
 from client.contribute import ContributorOptions, make_update
 from client.devnet import Devnet, dev_private_keys, free_port, start_anvil
+from client.errors import ChainError
 from client.local_data import partition_share
 from client.store import ContentStore, open_store
 
@@ -71,25 +74,29 @@ class Cli:
         self, commands: list[list[str]], **env: str
     ) -> list[subprocess.CompletedProcess[str]]:
         """Several commands at once, as several users would (they must not depend on each other)."""
-        procs = [
-            (
-                args,
-                subprocess.Popen(
+        with ExitStack() as files:
+            running = []
+            for args in commands:
+                # Files, not pipes: a chatty command cannot block while its sibling is awaited.
+                out = files.enter_context(tempfile.TemporaryFile("w+"))
+                err = files.enter_context(tempfile.TemporaryFile("w+"))
+                proc = subprocess.Popen(
                     [*_fedledger(), *args],
                     env=self.env(**env),
                     stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
+                    stdout=out,
+                    stderr=err,
                     text=True,
-                ),
-            )
-            for args in commands
-        ]
-        done = []
-        for args, proc in procs:
-            stdout, stderr = proc.communicate(timeout=180)
-            self.transcript += [stdout, stderr]
-            done.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
+                )
+                running.append((args, proc, out, err))
+            done = []
+            for args, proc, out, err in running:
+                proc.wait(timeout=180)
+                out.seek(0)
+                err.seek(0)
+                stdout, stderr = out.read(), err.read()
+                self.transcript += [stdout, stderr]
+                done.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
         return done
 
     def ok(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -492,6 +499,15 @@ def test_unreachable_rpc_is_a_one_line_error(
     down = f"http://127.0.0.1:{free_port()}"
     r = cli.run(*args, FEDLEDGER_RPC_URL=down)
     assert_one_line_error(r, down, "FEDLEDGER_RPC_URL", code=6)
+
+
+def test_transport_failure_after_connecting_becomes_a_chain_error() -> None:
+    """What `main` reports when the node goes away mid-command (not only at the first probe)."""
+    import requests
+
+    err = as_chain_error(requests.exceptions.ConnectionError("connection reset by peer"))
+    assert isinstance(err, ChainError) and "RPC endpoint" in str(err)
+    assert as_chain_error(KeyError("a bug, not the network")) is None
 
 
 def test_limit_zero_is_a_usage_error(cli: Cli) -> None:

@@ -194,7 +194,7 @@ KILLS = 15
 def test_kill_9_at_random_points_loses_nothing_and_counts_nothing_twice(
     ledger, dev_accounts, tmp_path
 ):
-    busy_chain(ledger, dev_accounts, rounds=12, contributors=6)
+    busy_chain(ledger, dev_accounts, rounds=10, contributors=6)
     db_url = f"sqlite:///{tmp_path / 'killed.db'}"
     cmd = [
         sys.executable,
@@ -209,7 +209,7 @@ def test_kill_9_at_random_points_loses_nothing_and_counts_nothing_twice(
         "--db",
         db_url,
         "--chunk",
-        "2",
+        "1",
         "--until-synced",
     ]
     seed = random.randrange(1 << 30)

@@ -1,0 +1,69 @@
+"""``fedledger demo`` end to end, small: 4 contributor processes (one flipping signs), two
+validators with quorum 2, a real anvil, the embedded store, SQLite; then verify and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from client.demo import DemoConfig, DemoResult, run_demo
+from client.devnet import free_port
+
+CHANCE = 0.1  # ten digit classes
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoConfig, DemoResult]:
+    cfg = DemoConfig(
+        contributors=4,
+        attackers=1,
+        rounds=2,
+        port=free_port(),
+        home=tmp_path_factory.mktemp("demo") / "home",
+        quiet=True,
+        round_timeout_s=120.0,
+    )
+    return cfg, run_demo(cfg)
+
+
+def test_demo_run_is_ok(demo: tuple[DemoConfig, DemoResult]) -> None:
+    cfg, res = demo
+    assert res.ok
+    assert [r.round for r in res.rounds] == list(range(cfg.rounds))
+
+
+def test_every_round_is_final_by_both_validators(demo: tuple[DemoConfig, DemoResult]) -> None:
+    _, res = demo
+    for r in res.rounds:
+        assert len(r.attesters) == 2, r
+
+
+def test_the_attackers_updates_are_rejected_and_honest_ones_accepted(
+    demo: tuple[DemoConfig, DemoResult],
+) -> None:
+    cfg, res = demo
+    for r in res.rounds:
+        assert r.submitted == cfg.contributors
+        assert r.attackers_total == cfg.attackers
+        assert r.attackers_rejected == r.attackers_total, r
+        assert r.honest_rejected == 0, r
+
+
+def test_verify_from_chain_and_store_is_clean(demo: tuple[DemoConfig, DemoResult]) -> None:
+    _, res = demo
+    assert res.verify_ok, res.verify_problems
+
+
+def test_the_model_learns_far_beyond_chance(demo: tuple[DemoConfig, DemoResult]) -> None:
+    _, res = demo
+    assert res.final_accuracy is not None and res.final_accuracy > 3 * CHANCE
+
+
+def test_report_and_plot_are_written(demo: tuple[DemoConfig, DemoResult]) -> None:
+    _, res = demo
+    assert res.report_path is not None and res.plot_path is not None
+    report = Path(res.report_path).read_text()
+    assert "## The attackers' updates" in report and "OUTLIER" in report
+    png = Path(res.plot_path).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
