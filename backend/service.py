@@ -139,11 +139,19 @@ class Backend:
 
 
 def run_service(
-    settings: Settings, *, account: LocalAccount | None, host: str, port: int, evaluate: bool = True
+    settings: Settings,
+    *,
+    account: LocalAccount | None,
+    host: str,
+    port: int,
+    evaluate: bool = True,
+    reindex: bool = False,
 ) -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from client.logs import configure
+
+    configure("INFO", json_lines=True)
     ledger = open_ledger(settings.resolve_rpc_url(), settings.contract, settings.deployments_dir)
     ledger.log_chunk = settings.log_chunk
     backend = Backend(
@@ -154,7 +162,11 @@ def run_service(
         confirmations=settings.confirmations,
         evaluate=evaluate,
         chunk=settings.log_chunk,
-    ).start()
+    )
+    if reindex:
+        log.warning("reindexing from the deployment block", extra={"db": "reset"})
+        backend.indexer.reset()
+    backend.start()
     try:
         uvicorn.run(backend.app(), host=host, port=port, log_level="info")
     finally:

@@ -659,6 +659,12 @@ def serve(
     eval_dataset: Annotated[
         bool, typer.Option(help="evaluate each new global model on the task's held-out split")
     ] = True,
+    reindex: Annotated[
+        bool,
+        typer.Option(
+            help="drop the index and rebuild it from the chain (e.g. after a devnet restart)"
+        ),
+    ] = False,
 ) -> None:
     """Run the backend: indexer, validator (with --key) and the REST API with its dashboard."""
     from backend.service import run_service
@@ -673,7 +679,7 @@ def serve(
         confirmations=confirmations,
     )
     account = _account(s, key) if key else None
-    run_service(s, account=account, host=host, port=port, evaluate=eval_dataset)
+    run_service(s, account=account, host=host, port=port, evaluate=eval_dataset, reindex=reindex)
 
 
 @app.command()

@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with the non-None values replaced (CLI flags win over the environment)."""
         clean = {k: v for k, v in values.items() if v is not None}
-        return self.model_copy(update=clean)
+        if not clean:
+            return self
+        # Validate the flags exactly as the environment is validated (init values win over env).
+        return type(self)(**{**self.model_dump(), **clean})
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -81,7 +84,8 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings().with_overrides(**overrides)
     except ValidationError as exc:
         bad = "; ".join(
-            f"FEDLEDGER_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+            f"FEDLEDGER_{'_'.join(map(str, e['loc'])).upper()} (or --{'-'.join(map(str, e['loc']))})"
+            f"={e.get('input')!r}: {e['msg']}"
             for e in exc.errors()
         )
         raise ConfigError(f"invalid setting {bad}") from exc
