@@ -126,7 +126,9 @@ class Backend:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def app(self) -> Any:
+    def app(self, relayer: Any = None) -> Any:
+        """The REST API over this backend's database; with ``relayer`` (a
+        :class:`backend.relay_service.RelayService`) also ``POST /relay/updates``."""
         from backend.api.app import create_app
 
         return create_app(
@@ -135,6 +137,7 @@ class Backend:
             ledger_address=self.ledger.address,
             store=self.store,
             indexer_status=self.status,
+            relayer=relayer,
         )
 
 
@@ -146,6 +149,7 @@ def run_service(
     port: int,
     evaluate: bool = True,
     reindex: bool = False,
+    relay_account: LocalAccount | None = None,
 ) -> None:
     import uvicorn
 
@@ -166,8 +170,13 @@ def run_service(
     if reindex:
         log.warning("reindexing from the deployment block", extra={"db": "reset"})
         backend.indexer.reset()
+    relayer = None
+    if relay_account is not None:
+        from backend.relay_service import RelayService
+
+        relayer = RelayService(ledger.with_account(relay_account), backend.store)
     backend.start()
     try:
-        uvicorn.run(backend.app(), host=host, port=port, log_level="info")
+        uvicorn.run(backend.app(relayer), host=host, port=port, log_level="info")
     finally:
         backend.stop()

@@ -665,6 +665,12 @@ def serve(
             help="drop the index and rebuild it from the chain (e.g. after a devnet restart)"
         ),
     ] = False,
+    relay_key: Annotated[
+        str | None,
+        typer.Option(
+            help="also serve POST /relay/updates, paying gas with this key (gasless contributors)"
+        ),
+    ] = None,
 ) -> None:
     """Run the backend: indexer, validator (with --key) and the REST API with its dashboard."""
     from backend.service import run_service
@@ -679,7 +685,16 @@ def serve(
         confirmations=confirmations,
     )
     account = _account(s, key) if key else None
-    run_service(s, account=account, host=host, port=port, evaluate=eval_dataset, reindex=reindex)
+    relay_account = _account(s, relay_key) if relay_key else None
+    run_service(
+        s,
+        account=account,
+        host=host,
+        port=port,
+        evaluate=eval_dataset,
+        reindex=reindex,
+        relay_account=relay_account,
+    )
 
 
 @app.command()

@@ -112,6 +112,36 @@ def test_sign_flipped_update_is_outlier(rule: A.RuleSpec) -> None:
     assert _verdicts(deltas, rule)[5] == Verdict.OUTLIER
 
 
+def test_sign_flips_from_40_percent_of_the_round_are_all_outliers() -> None:
+    deltas = _honest(10, seed=5)
+    for i in (6, 7, 8, 9):
+        deltas[i] = {k: -v for k, v in deltas[i].items()}
+    out = _verdicts(deltas)
+    assert out[:6] == [Verdict.ACCEPTED] * 6
+    assert out[6:] == [Verdict.OUTLIER] * 4
+
+
+def test_gaussian_noise_update_is_outlier() -> None:
+    deltas = _honest(8)
+    rng = np.random.default_rng(9)
+    deltas[3] = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in MODEL.items()}
+    d = screen(_cands(deltas), MODEL, MEDIAN)[3]
+    assert d.verdict == Verdict.OUTLIER and "noise" in d.reason
+
+
+def test_without_a_consensus_the_cosine_floor_rejects_nobody() -> None:
+    """Updates with a zero sum (as honest non-IID updates near convergence): every one points
+    against the sum of the others, so the floor would reject all of them; it is not applied."""
+    model = {"w": np.zeros((64, 64), np.float32)}
+    rng = np.random.default_rng(2)
+    basis = np.linalg.qr(rng.standard_normal((4096, 6)))[0].T
+    simplex = np.eye(6) - 1.0 / 6  # six vectors summing to zero, pairwise cosine -0.2
+    deltas = [{"w": (row @ basis).reshape(64, 64).astype(np.float32)} for row in simplex]
+    decisions = screen(_cands(deltas), model, MEDIAN)
+    assert {d.verdict for d in decisions} == {Verdict.ACCEPTED}
+    assert "no consensus" in decisions[0].reason
+
+
 def test_too_few_updates_are_not_judged_as_outliers() -> None:
     deltas = _honest(3)
     deltas[2] = {k: -v for k, v in deltas[2].items()}

@@ -1,0 +1,539 @@
+"""Load test: many contributors submitting while readers hammer the REST API of a running backend.
+
+On a local anvil: ``--tasks`` open tasks with ``minUpdates = maxUpdates = --contributors``, so
+each round is ready as soon as every contributor has submitted, and a validator running in the
+backend (indexer + validator + REST API + relay, in its own process) seals, judges and attests
+it at once: rounds keep turning.  Each round, half of the contributors submit through the SDK's
+pipelined path (``Sender.send``, receipts awaited together) and half through
+``POST /relay/updates`` (EIP-712, batched ``submitUpdatesFor``).  Meanwhile ``--readers``
+threads in a separate process hammer ``GET /contributions`` (pages, filters, cursors),
+``/tasks`` and ``/health``.  The backend's RSS is sampled every second.
+
+When ``--seconds`` (default 60) are up, submission stops, the backend drains, and every update
+sent is compared with the API's contributions: ``lost`` = mined but missing from the API,
+``duplicated`` = an update id listed twice, or more rows than updates sent; ``mismatched`` =
+a row whose contributor, round or content hash differs from what was sent.
+
+Targets: lost = 0, duplicated = 0, REST p99 <= 50 ms under load.  Prints a table; the last line
+is one JSON object (``accepted_per_s``, ``rest_p50_ms``, ``rest_p99_ms``, ``lost``,
+``duplicated``, ``rss_*``...).  Run: ``.venv/bin/python benchmarks/load.py [--seconds 60]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eth_account import Account  # noqa: E402
+from eth_account.signers.local import LocalAccount  # noqa: E402
+
+from client import codec  # noqa: E402
+from client.chain import Ledger, NonceManager, connect, to_hex  # noqa: E402
+from client.cid import compute_cid  # noqa: E402
+from client.devnet import dev_private_keys, free_port, start_anvil  # noqa: E402
+from client.models import build_model, state_to_numpy  # noqa: E402
+from client.store import open_store  # noqa: E402
+from client.task import create_task  # noqa: E402
+from client.taskspec import TaskSpec, TrainingParams  # noqa: E402
+
+# -- the backend, in its own process -----------------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> None:
+    """``--serve``: Backend (indexer + validator) + REST API + relay on ``--port``."""
+    import logging
+
+    import uvicorn
+
+    from backend.api.app import create_app
+    from backend.db import Database
+    from backend.relay_service import RelayLimits, RelayService
+    from backend.service import Backend
+
+    logging.basicConfig(level=logging.WARNING)
+    w3 = connect(args.rpc)
+    ledger = Ledger(w3, args.contract, from_block=args.from_block)
+    store = open_store(None, Path(args.home))
+    backend = Backend(
+        ledger=ledger,
+        store=store,
+        db=Database(f"sqlite:///{args.db}"),
+        account=Account.from_key(args.validator_key),
+        evaluate=False,
+        poll_s=0.1,
+    ).start()
+    relayer = RelayService(
+        Ledger(w3, args.contract, from_block=args.from_block).with_account(
+            Account.from_key(args.relayer_key)
+        ),
+        store,
+        limits=RelayLimits(address_burst=100, address_per_s=100, ip_burst=10_000, ip_per_s=10_000),
+        batch_size=64,
+        max_wait_s=0.2,
+    )
+    app = create_app(
+        backend.db,
+        w3=w3,
+        ledger_address=ledger.address,
+        store=store,
+        indexer_status=backend.status,
+        relayer=relayer,
+    )
+    print("READY", flush=True)
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    finally:
+        backend.stop()
+
+
+# -- readers, in their own process -------------------------------------------------------------
+
+
+def readers(
+    url: str, n: int, tasks: list[int], addresses: list[str], stop_at: float, out: str
+) -> None:
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        mine: list[float] = []
+        bad = 0
+        with httpx.Client(base_url=url, timeout=10) as http:
+            while time.time() < stop_at:
+                pick = rng.random()
+                params: dict[str, Any] = {"limit": rng.choice([10, 50, 200])}
+                if pick < 0.1:
+                    path, params = "/health", {}
+                elif pick < 0.2:
+                    path = "/tasks"
+                else:
+                    path = "/contributions"
+                    if rng.random() < 0.6:
+                        params["task_id"] = rng.choice(tasks)
+                    if rng.random() < 0.3:
+                        params["contributor"] = rng.choice(addresses)
+                    if rng.random() < 0.2:
+                        params["status"] = rng.choice(["ACCEPTED", "PENDING", "OUTLIER"])
+                    if rng.random() < 0.2:
+                        params["order"] = "desc"
+                t0 = time.perf_counter()
+                r = http.get(path, params=params)
+                mine.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    bad += 1
+                elif (
+                    path == "/contributions" and r.json().get("next_cursor") and rng.random() < 0.3
+                ):
+                    params["cursor"] = r.json()["next_cursor"]
+                    t0 = time.perf_counter()
+                    r = http.get(path, params=params)
+                    mine.append(time.perf_counter() - t0)
+                    bad += r.status_code != 200
+        with lock:
+            lat.extend(mine)
+            errors[0] += bad
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    Path(out).write_text(json.dumps({"latencies": lat, "errors": errors[0]}))
+
+
+# -- the driver --------------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    task_id: int
+    round: int
+    contributor: str
+    content_hash: str
+    path: str  # "sdk" | "relay"
+    update_id: int | None = None
+    failed: str | None = None
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []  # (t, MiB)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.samples.append((time.monotonic() - t0, int(line.split()[1]) / 1024))
+            except OSError:
+                return
+            self.stop.wait(1.0)
+
+
+def make_update(
+    template: dict[str, np.ndarray], task_id: int, round_: int, base: str, seed: int
+) -> bytes:
+    """A delta near the round's common direction (so the screen accepts it), with its own noise."""
+    common = np.random.default_rng((task_id, round_))
+    rng = np.random.default_rng(seed)
+    delta = {
+        k: (common.standard_normal(v.shape) * 1e-2 + rng.standard_normal(v.shape) * 1e-3).astype(
+            np.float32
+        )
+        for k, v in template.items()
+    }
+    return codec.encode_update(delta, task_id=task_id, round=round_, base_hash=base)
+
+
+def drive_task(
+    ledger: Ledger,
+    store: Any,
+    api: str,
+    task_id: int,
+    sdk: list[Ledger],
+    relay: list[LocalAccount],
+    template: dict[str, np.ndarray],
+    stop_at: float,
+    sent: list[Sent],
+    lock: threading.Lock,
+) -> None:
+    """Round after round: every contributor submits once, then wait for the round to turn."""
+    http = httpx.Client(base_url=api, timeout=30)
+    pool = ThreadPoolExecutor(max_workers=8)
+    round_ = ledger.current_round(task_id)
+    while time.time() < stop_at:
+        base = to_hex(ledger.get_task(task_id)["globalModelHash"])
+        mine: list[Sent] = []
+        pendings = []
+        for i, c in enumerate(sdk):
+            data = make_update(template, task_id, round_, base, hash((task_id, round_, i)) % 2**32)
+            cid = store.put(data)
+            h = codec.sha256_hex(data)
+            fn = c.submit_update_fn(task_id, round_, h, cid, 100)
+            assert c.sender is not None
+            pendings.append((c, c.sender.send(fn, label="submitUpdate", gas=400_000)))
+            mine.append(Sent(task_id, round_, c.sender.address, h, "sdk"))
+
+        def relay_one(j: int, acct: LocalAccount, round_: int = round_, base: str = base) -> Sent:
+            data = make_update(
+                template, task_id, round_, base, hash((task_id, round_, 1000 + j)) % 2**32
+            )
+            h = codec.sha256_hex(data)
+            su = ledger.sign_update(
+                acct, task_id, round_, h, compute_cid(data), 100, int(time.time()) + 3600
+            )
+            body = {"signed": su.to_json(), "content": base64.b64encode(data).decode()}
+            r = http.post("/relay/updates", json=body)
+            s = Sent(task_id, round_, acct.address, h, "relay")
+            if r.status_code != 202:
+                s.failed = f"{r.status_code} {r.text[:120]}"
+            return s
+
+        mine += list(pool.map(lambda a: relay_one(*a), enumerate(relay)))
+        for (c, p), s in zip(pendings, mine, strict=False):
+            assert c.sender is not None
+            receipt = c.sender.wait(p)
+            s.update_id = ledger.update_ids(receipt)[0]
+        with lock:
+            sent.extend(mine)
+        # wait for the round to turn (the validator finalises it)
+        deadline = time.time() + 120
+        while ledger.current_round(task_id) == round_ and time.time() < deadline:
+            time.sleep(0.05)
+        round_ += 1
+    http.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def all_contributions(api: str, task_id: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    with httpx.Client(base_url=api, timeout=30) as http:
+        while True:
+            params: dict[str, Any] = {"task_id": task_id, "limit": 500}
+            if cursor:
+                params["cursor"] = cursor
+            page = http.get("/contributions", params=params).json()
+            rows += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="submission time")
+    parser.add_argument("--tasks", type=int, default=2)
+    parser.add_argument("--contributors", type=int, default=16, help="per round, per task")
+    parser.add_argument("--readers", type=int, default=4)
+    parser.add_argument("--drain-s", type=float, default=90.0, help="wait for the last rounds")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    for name in ("rpc", "contract", "db", "home", "validator-key", "relayer-key"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    parser.add_argument("--from-block", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args)
+        return
+
+    n_acc = args.contributors + 3
+    keys = dev_private_keys(n_acc)
+    owner, validator, relayer = (Account.from_key(k) for k in keys[:3])
+    contributors = [Account.from_key(k) for k in keys[3:]]
+    work = Path(tempfile.mkdtemp(prefix="fedledger-load-"))
+    with start_anvil(accounts=n_acc) as dn:
+        w3 = connect(dn.url)
+        ledger = Ledger.deploy(w3, owner)
+        store = open_store(None, work / "home")
+        spec = TaskSpec(
+            model="mlp_digits",
+            dataset="digits",
+            training=TrainingParams(epochs=1, lr=0.1),
+            aggregation={"rule": "fedavg"},
+            fetch_timeout_s=10,
+        )
+        initial = state_to_numpy(build_model("mlp_digits", seed=0))
+        task_ids = []
+        for _ in range(args.tasks):
+            tid = create_task(
+                ledger,
+                store,
+                spec,
+                initial,
+                min_updates=args.contributors,
+                max_updates=args.contributors,
+                open_=True,
+            )
+            ledger.add_validator(tid, validator.address)
+            task_ids.append(tid)
+
+        port = free_port()
+        api = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                "--rpc", dn.url,
+                "--contract", ledger.address,
+                "--from-block", str(ledger.from_block),
+                "--db", str(work / "index.db"),
+                "--home", str(work / "home"),
+                "--validator-key", keys[1],
+                "--relayer-key", keys[2],
+                "--port", str(port),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            rss = RssSampler(proc.pid)
+            rss.start()
+
+            half = args.contributors // 2
+            nonces = NonceManager(w3)
+            sdk = [ledger.with_account(c, nonces) for c in contributors[:half]]
+            relay = contributors[half:]
+            start = time.time()
+            stop_at = start + args.seconds
+            lat_file = work / "latencies.json"
+            reader_proc = mp.get_context("spawn").Process(
+                target=readers,
+                args=(
+                    api,
+                    args.readers,
+                    task_ids,
+                    [c.address for c in contributors],
+                    stop_at,
+                    str(lat_file),
+                ),
+            )
+            reader_proc.start()
+            sent: list[Sent] = []
+            lock = threading.Lock()
+            drivers = [
+                threading.Thread(
+                    target=drive_task,
+                    args=(
+                        Ledger(w3, ledger.address, from_block=ledger.from_block),
+                        store,
+                        api,
+                        tid,
+                        sdk,
+                        relay,
+                        initial,
+                        stop_at,
+                        sent,
+                        lock,
+                    ),
+                )
+                for tid in task_ids
+            ]
+            for d in drivers:
+                d.start()
+            for d in drivers:
+                d.join()
+            submit_end = time.time()
+            reader_proc.join(timeout=60)
+
+            # relayed updates: their ids from the relay status route
+            with httpx.Client(base_url=api, timeout=30) as http:
+                for s in sent:
+                    if s.path == "relay" and s.failed is None:
+                        end = time.time() + 30
+                        while time.time() < end:
+                            st = http.get(
+                                f"/relay/updates/{s.contributor}/{s.task_id}/{s.round}"
+                            ).json()
+                            if st["state"] == "submitted":
+                                s.update_id = st["updateId"]
+                                break
+                            if st["state"] == "failed":
+                                s.failed = st["reason"]
+                                break
+                            time.sleep(0.1)
+            mined = {s.update_id: s for s in sent if s.update_id is not None}
+
+            # drain: wait until the API lists every mined update with a verdict
+            drain_end = time.time() + args.drain_s
+            judged_at = None
+            while time.time() < drain_end:
+                rows = [r for t in task_ids for r in all_contributions(api, t)]
+                seen = {r["update_id"]: r for r in rows}
+                if all(uid in seen and seen[uid]["status"] != "PENDING" for uid in mined):
+                    judged_at = time.time()
+                    break
+                time.sleep(0.5)
+            rows = [r for t in task_ids for r in all_contributions(api, t)]
+            rss.stop.set()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    ids = [r["update_id"] for r in rows]
+    by_id = {r["update_id"]: r for r in rows}
+    lost = sum(1 for uid in mined if uid not in by_id)
+    duplicated = (len(ids) - len(set(ids))) + max(0, len(set(ids)) - len(mined))
+    mismatched = sum(
+        1
+        for uid, s in mined.items()
+        if uid in by_id
+        and (
+            by_id[uid]["contributor"].lower() != s.contributor.lower()
+            or by_id[uid]["round"] != s.round
+            or by_id[uid]["content_hash"] != s.content_hash
+        )
+    )
+    judged = [uid for uid in mined if uid in by_id and by_id[uid]["status"] != "PENDING"]
+    accepted = [uid for uid in mined if uid in by_id and by_id[uid]["status"] == "ACCEPTED"]
+    window = (judged_at or time.time()) - start
+    failed = [s for s in sent if s.failed]
+    reads = (
+        json.loads(lat_file.read_text()) if lat_file.exists() else {"latencies": [], "errors": -1}
+    )
+    lat_ms = [x * 1000 for x in reads["latencies"]]
+    samples = rss.samples
+    steady = [m for t, m in samples if t >= min(10.0, args.seconds / 3)]
+    rounds_done = len({(s.task_id, s.round) for s in sent})
+
+    summary = {
+        "benchmark": "load",
+        "seconds": args.seconds,
+        "tasks": args.tasks,
+        "contributors": args.contributors,
+        "readers": args.readers,
+        "sent": len(sent),
+        "mined": len(mined),
+        "relay_failed": len(failed),
+        "rounds": rounds_done,
+        "judged": len(judged),
+        "accepted": len(accepted),
+        "accepted_per_s": round(len(judged) / window, 2) if window > 0 else 0.0,
+        "verdict_accepted_per_s": round(len(accepted) / window, 2) if window > 0 else 0.0,
+        "submit_window_s": round(submit_end - start, 1),
+        "end_to_end_s": round(window, 1),
+        "rest_requests": len(lat_ms),
+        "rest_errors": reads["errors"],
+        "rest_rps": round(len(lat_ms) / max(1e-9, args.seconds), 1),
+        "rest_p50_ms": round(pct(lat_ms, 50), 2),
+        "rest_p99_ms": round(pct(lat_ms, 99), 2),
+        "rest_max_ms": round(max(lat_ms), 2) if lat_ms else None,
+        "rss_start_mib": round(samples[0][1], 1) if samples else None,
+        "rss_steady_mib": round(steady[0], 1) if steady else None,
+        "rss_end_mib": round(samples[-1][1], 1) if samples else None,
+        "rss_max_mib": round(max(m for _, m in samples), 1) if samples else None,
+        "rss_growth_after_steady_mib": round(steady[-1] - steady[0], 1) if steady else None,
+        "lost": lost,
+        "duplicated": duplicated,
+        "mismatched": mismatched,
+        "targets_met": lost == 0 and duplicated == 0 and pct(lat_ms, 99) <= 50.0,
+        "cpu_count": os.cpu_count(),
+    }
+    rows_out = [
+        ("updates sent / mined", f"{len(sent)} / {len(mined)}"),
+        ("relay requests refused/failed", f"{len(failed)}"),
+        ("rounds driven", f"{rounds_done}"),
+        ("judged / ACCEPTED in the API", f"{len(judged)} / {len(accepted)}"),
+        ("judged updates per second", f"{summary['accepted_per_s']}"),
+        ("REST requests (errors)", f"{len(lat_ms)} ({reads['errors']})"),
+        (
+            "REST p50 / p99 / max (ms)",
+            f"{summary['rest_p50_ms']} / {summary['rest_p99_ms']} / {summary['rest_max_ms']}",
+        ),
+        (
+            "backend RSS start/steady/end (MiB)",
+            f"{summary['rss_start_mib']} / {summary['rss_steady_mib']} / {summary['rss_end_mib']}",
+        ),
+        ("RSS growth once steady (MiB)", f"{summary['rss_growth_after_steady_mib']}"),
+        ("lost / duplicated / mismatched", f"{lost} / {duplicated} / {mismatched}"),
+    ]
+    width = max(len(k) for k, _ in rows_out)
+    print(
+        f"\nload: {args.tasks} tasks × {args.contributors} contributors, {args.readers} readers, {args.seconds:g}s"
+    )
+    for k, v in rows_out:
+        print(f"  {k:<{width}}  {v}")
+    for s in failed[:5]:
+        print(f"  failed: task {s.task_id} round {s.round} {s.contributor}: {s.failed}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
