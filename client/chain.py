@@ -153,7 +153,10 @@ def decode_revert(data: bytes | str | None) -> ContractRevert | None:
         return None
     name, types, names = entry
     values = abi_decode(types, bytes(raw[4:])) if types else ()
-    args = dict(zip(names, values, strict=True))
+    args = {
+        n: to_checksum_address(v) if t == "address" else v
+        for n, t, v in zip(names, types, values, strict=True)
+    }
     shown = ", ".join(f"{k}={_fmt_arg(v)}" for k, v in args.items())
     return ContractRevert(name, args, f"TrainingLedger reverted with {name}({shown})")
 
