@@ -47,6 +47,7 @@ Tensors = dict[str, npt.NDArray[np.float32]]
 MAX_SAMPLE_CAP = 2**29
 """Largest fedavg weight: float32 (24-bit significand) x weight < 2**53 stays exact in float64."""
 
+_F32_BLOCK = 65536  # float32 columns per fedavg block: the block and its temporary fit in L2
 _BLOCK = 32768  # columns per block: a float64 block (256 KiB) and its temporary fit in L2
 _LANES = 1024  # width of the fixed fold tree used for float64 sums
 _GRAM_BITS = 19  # fixed-point bits per coordinate for the exact Gram matrix
@@ -330,10 +331,12 @@ def fedavg(
 ) -> Vector:
     """Mean weighted by ``min(numSamples, sample_cap)`` (contributors state their own counts).
 
-    Computed as ``(sum_i w_i * x_i) / sum_i w_i`` in float64, ``i`` in input order, in column
-    blocks.  ``w_i`` is an integer below 2**29 so each product ``w_i * x_i`` is exact; the sum
-    then rounds once per addition in a fixed order, and one final division and one cast to
-    float32 give the result -- the same bits as :class:`FedAvgAccumulator`.
+    Computed as ``(sum_i w_i * x_i) / sum_i w_i`` in float32, ``i`` in input order, in
+    cache-sized column blocks, with separate elementwise multiplies and adds (numpy never fuses
+    them), so every value is rounded by the same IEEE-754 single-precision operations in the same
+    order on every machine -- the same bits as :class:`FedAvgAccumulator`.  float32 keeps it
+    memory-bound (one read of each update, no widening pass); with at most a few hundred updates
+    the accumulated rounding stays far below the noise of training.
     """
     vecs = _as_vectors(updates)
     if len(num_samples) != len(vecs):
@@ -342,21 +345,18 @@ def fedavg(
     total = sum(weights)
     if total == 0:
         raise ValueError("every update has zero weight (numSamples 0)")
-    used = [(np.float64(w), v) for w, v in zip(weights, vecs, strict=True) if w > 0]
+    used = [(np.float32(w), v) for w, v in zip(weights, vecs, strict=True) if w > 0]
     size = vecs[0].size
-    out = np.empty(size, dtype=np.float32)
-    acc = np.empty(_BLOCK)
-    tmp = np.empty(_BLOCK)
-    denom = np.float64(total)
-    for s in range(0, size, _BLOCK):
-        e = min(s + _BLOCK, size)
-        a, t = acc[: e - s], tmp[: e - s]
-        a[...] = 0.0
+    out = np.zeros(size, dtype=np.float32)
+    tmp = np.empty(_F32_BLOCK, dtype=np.float32)
+    denom = np.float32(total)
+    for s in range(0, size, _F32_BLOCK):
+        e = min(s + _F32_BLOCK, size)
+        a, t = out[s:e], tmp[: e - s]
         for w, v in used:
-            np.multiply(v[s:e], w, out=t, dtype=np.float64)
+            np.multiply(v[s:e], w, out=t)
             np.add(a, t, out=a)
         np.divide(a, denom, out=a)
-        out[s:e] = a
     _check_finite(out, "fedavg result")
     return _normalise_zero(out)
 
@@ -658,9 +658,9 @@ def aggregate_tensors(
 class FedAvgAccumulator:
     """fedavg as a running weighted sum, for updates read from the store one at a time.
 
-    Holds one float64 sum (two models' worth of memory) in separately allocated blocks, so
-    :meth:`result` frees each block as it writes the float32 output: the peak stays near two
-    models plus the update being added.  Adds in the order called (callers go by updateId) and
+    Holds one float32 sum (one model's worth of memory) in separately allocated blocks, so
+    :meth:`result` frees each block as it writes the output: the peak stays near one model plus
+    the update being added.  Adds in the order called (callers go by updateId) and
     gives the same bits as :func:`fedavg` on the same inputs.
     """
 
@@ -676,10 +676,10 @@ class FedAvgAccumulator:
         self.sample_cap = sample_cap
         self.clip_norm = clip_norm
         self._block = block
-        self._blocks: list[npt.NDArray[np.float64]] | None = [
-            np.zeros(min(block, size - s)) for s in range(0, size, block)
+        self._blocks: list[npt.NDArray[np.float32]] | None = [
+            np.zeros(min(block, size - s), dtype=np.float32) for s in range(0, size, block)
         ]
-        self._tmp = np.empty(_BLOCK)
+        self._tmp = np.empty(_F32_BLOCK, dtype=np.float32)
         self.total_weight = 0
         self.count = 0
 
@@ -720,7 +720,7 @@ class FedAvgAccumulator:
         blocks = self._live()
         w = _capped_weights([num_samples], self.sample_cap)[0]
         pos = 0
-        weight = np.float64(w)
+        weight = np.float32(w)
         for chunk in chunks:
             c = np.ascontiguousarray(chunk, dtype=np.float32).reshape(-1)
             if pos + c.size > self.size:
@@ -734,22 +734,22 @@ class FedAvgAccumulator:
         self.count += 1
 
     def _add_piece(
-        self, blocks: list[npt.NDArray[np.float64]], pos: int, c: Vector, w: np.float64
+        self, blocks: list[npt.NDArray[np.float32]], pos: int, c: Vector, w: np.float32
     ) -> None:
         done = 0
         while done < c.size:
             b, off = divmod(pos + done, self._block)
             target = blocks[b]
             n = min(c.size - done, target.size - off)
-            for s in range(0, n, _BLOCK):
-                e = min(s + _BLOCK, n)
+            for s in range(0, n, _F32_BLOCK):
+                e = min(s + _F32_BLOCK, n)
                 t = self._tmp[: e - s]
-                np.multiply(c[done + s : done + e], w, out=t, dtype=np.float64)
+                np.multiply(c[done + s : done + e], w, out=t)
                 seg = target[off + s : off + e]
                 np.add(seg, t, out=seg)
             done += n
 
-    def _live(self) -> list[npt.NDArray[np.float64]]:
+    def _live(self) -> list[npt.NDArray[np.float32]]:
         if self._blocks is None:
             raise RuntimeError("result() was already taken from this accumulator")
         return self._blocks
@@ -760,7 +760,7 @@ class FedAvgAccumulator:
         if self.total_weight == 0:
             raise ValueError("every update has zero weight (numSamples 0)")
         out = np.empty(self.size, dtype=np.float32)
-        denom = np.float64(self.total_weight)
+        denom = np.float32(self.total_weight)
         pos = 0
         while blocks:
             blk = blocks.pop(0)

@@ -118,6 +118,13 @@ def rule_spec(rule: str, n: int, attackers: int) -> dict[str, Any]:
 # -- contributor processes --------------------------------------------------------------------
 
 
+def _attack_params(attack: str | None, index: int) -> dict[str, Any]:
+    params = dict(ATTACK_PARAMS.get(attack or "", {}))
+    if attack == "gaussian_noise":
+        params["seed"] = index  # each attacker its own noise, not copies of one another's
+    return params
+
+
 def _contributor_main(args: dict[str, Any]) -> None:
     """One contributor, in its own process: wait for each round, train, submit."""
     import torch
@@ -138,7 +145,7 @@ def _contributor_main(args: dict[str, Any]) -> None:
     opts = ContributorOptions(
         encoding=args["encoding"],
         attack=args["attack"],
-        attack_params=ATTACK_PARAMS.get(args["attack"] or "", {}),
+        attack_params=_attack_params(args["attack"], args["index"]),
         seed=args["index"] + 1,
     )
     task_id = args["task_id"]
