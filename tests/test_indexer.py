@@ -125,7 +125,10 @@ def test_a_replaced_devnet_is_reported_and_the_index_is_kept(dev_accounts, store
         db = Database(f"sqlite:///{tmp_path / 'a.db'}")
         indexer(led, db).run_once()
     kept = dump(db)
-    with start_anvil(port, accounts=20) as second:
+    # A different genesis time: two devnets started within the same second would otherwise
+    # produce identical blocks, which no indexer could tell from a reorg.
+    genesis = str(int(time.time()) + 10_000)
+    with start_anvil(port, accounts=20, extra_args=["--timestamp", genesis]) as second:
         again = Ledger.deploy(connect(second.url), owner)  # same deployer, nonce 0: same address
         assert again.address == led.address
         ix = indexer(again, db)
