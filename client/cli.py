@@ -699,35 +699,45 @@ def serve(
 
 @app.command()
 def demo(
-    contributors: Annotated[int, typer.Option(help="number of contributors")] = 6,
-    attackers: Annotated[int, typer.Option(help="how many of them attack")] = 2,
+    contributors: Annotated[int | None, typer.Option(help="number of contributors [6]")] = None,
+    attackers: Annotated[int | None, typer.Option(help="how many of them attack [2]")] = None,
     attack: Annotated[
-        str, typer.Option(help="sign_flip | scaling | gaussian_noise | label_flip | ...")
-    ] = "sign_flip",
-    rounds: Annotated[int, typer.Option(help="training rounds")] = 5,
-    rule: Annotated[str, typer.Option(help="aggregation rule")] = "multi_krum",
-    alpha: Annotated[float, typer.Option(help="Dirichlet alpha of the data split")] = 0.5,
-    port: Annotated[int, typer.Option(help="REST API / dashboard port")] = 8000,
+        str | None,
+        typer.Option(help="sign_flip | scaling | gaussian_noise | label_flip | ... [sign_flip]"),
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="training rounds [5]")] = None,
+    rule: Annotated[str | None, typer.Option(help="aggregation rule [multi_krum]")] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Dirichlet alpha of the data split [0.5]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="REST API / dashboard port [8000, or a free one]")
+    ] = None,
     home: HomeOpt = None,
     keep_serving: Annotated[
         bool, typer.Option(help="keep the dashboard up after the run until Ctrl-C")
     ] = False,
 ) -> None:
-    """The whole mission on embedded defaults: devnet, contract, task, contributors, validators."""
+    """The whole mission on embedded defaults: devnet, contract, task, contributors, validators.
+
+    Everything lives in <home>/demo, which is emptied at the start of every run.
+    """
     from client.demo import DemoConfig, run_demo
 
     s = _settings(home=home)
-    home_dir = home or (s.home / "demo")
+    given = {
+        "contributors": contributors,
+        "attackers": attackers,
+        "attack": attack,
+        "rounds": rounds,
+        "rule": rule,
+        "alpha": alpha,
+        "port": port,
+    }
     cfg = DemoConfig(
-        contributors=contributors,
-        attackers=attackers,
-        attack=attack,
-        rounds=rounds,
-        rule=rule,
-        alpha=alpha,
-        port=port,
-        home=home_dir,
+        home=s.home / "demo",
         keep_serving=keep_serving,
+        **{k: v for k, v in given.items() if v is not None},  # type: ignore[arg-type]
     )
     result = run_demo(cfg, console=out)
     if not result.ok:

@@ -188,9 +188,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
             f"unknown attack {cfg.attack!r}; choose from {', '.join(ATTACK_PARAMS)}"
         )
     home = Path(cfg.home)
-    if home.exists():
-        shutil.rmtree(home)
-    home.mkdir(parents=True)
+    _fresh_demo_dir(home)
     keystore = home / "keystore"
     password = secrets.token_urlsafe(24)  # lives in memory and in the children's environment only
     os.environ["FEDLEDGER_PASSWORD"] = password
@@ -245,7 +243,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
                 poll_s=0.2,
             )
             backends.append(b.start())
-        server = BackgroundServer(backends[0].app(), port=cfg.port).start()
+        server = BackgroundServer(backends[0].app(), port=_port_or_free(cfg.port)).start()
         result.api_url = server.url
         say(
             f"[bold]fedledger demo[/]: devnet {devnet.url}, contract {ledger.address}, task {task_id}"
@@ -333,6 +331,36 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
         for b in backends:
             b.stop()
         devnet.stop()
+
+
+MARKER = ".fedledger-demo"
+
+
+def _fresh_demo_dir(home: Path) -> None:
+    """Empty the demo's own data dir; never delete a directory the demo did not create."""
+    if home.exists() and any(home.iterdir()):
+        if not (home / MARKER).exists():
+            raise FedledgerError(
+                f"{home} exists and was not made by `fedledger demo`; refusing to delete it",
+                hint="pass another --home or remove it yourself",
+            )
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / MARKER).write_text("data dir of `fedledger demo`: emptied at every run\n")
+
+
+def _port_or_free(port: int) -> int:
+    """``port`` if it is free on loopback, else any free port (the address is printed)."""
+    import socket
+
+    from client.devnet import free_port
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
 
 
 def _wait_projected(b: Any, task_id: int, rnd: int, timeout: float = 60.0) -> None:
