@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -348,17 +350,42 @@ def fedavg(
     used = [(np.float32(w), v) for w, v in zip(weights, vecs, strict=True) if w > 0]
     size = vecs[0].size
     out = np.zeros(size, dtype=np.float32)
-    tmp = np.empty(_F32_BLOCK, dtype=np.float32)
     denom = np.float32(total)
-    for s in range(0, size, _F32_BLOCK):
-        e = min(s + _F32_BLOCK, size)
-        a, t = out[s:e], tmp[: e - s]
-        for w, v in used:
-            np.multiply(v[s:e], w, out=t)
-            np.add(a, t, out=a)
-        np.divide(a, denom, out=a)
+
+    def columns(lo: int, hi: int) -> None:
+        tmp = np.empty(_F32_BLOCK, dtype=np.float32)
+        for s in range(lo, hi, _F32_BLOCK):
+            e = min(s + _F32_BLOCK, hi)
+            a, t = out[s:e], tmp[: e - s]
+            for w, v in used:
+                np.multiply(v[s:e], w, out=t)
+                np.add(a, t, out=a)
+            np.divide(a, denom, out=a)
+
+    _over_column_ranges(columns, size)
     _check_finite(out, "fedavg result")
     return _normalise_zero(out)
+
+
+_PARALLEL_MIN = 1 << 20  # below this many columns one thread is faster than two
+
+
+def _over_column_ranges(work: Callable[[int, int], None], size: int) -> None:
+    """Run ``work(lo, hi)`` over disjoint column ranges on the machine's cores.
+
+    Each column is computed by exactly one thread with the same operations in the same order,
+    so the result does not depend on the number of threads (numpy releases the GIL in ufuncs).
+    """
+    threads = min(os.cpu_count() or 1, 8) if size >= _PARALLEL_MIN else 1
+    if threads == 1:
+        work(0, size)
+        return
+    step = -(-size // threads)
+    step += -step % _F32_BLOCK
+    bounds = [(lo, min(lo + step, size)) for lo in range(0, size, step)]
+    with ThreadPoolExecutor(max_workers=len(bounds)) as pool:
+        for f in [pool.submit(work, lo, hi) for lo, hi in bounds]:
+            f.result()
 
 
 def mean(updates: Sequence[Vector]) -> Vector:
