@@ -35,6 +35,8 @@ class ApiContext:
     rpc_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=2, thread_name_prefix="rpc-probe")
     )
+    # The last chain reading of /health: (monotonic time, chain id, head block).
+    head_reading: tuple[float, int, int] | None = None
 
 
 # The dependencies are ``async`` although they do no I/O: FastAPI runs a sync dependency on the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -20,8 +21,19 @@ LAG_TOLERANCE_BLOCKS = 5
 """Blocks beyond the indexer's confirmations that still count as keeping up (one poll's worth)."""
 
 
-def _probe(w3: Any) -> tuple[int, int]:
-    return int(w3.eth.chain_id), int(w3.eth.block_number)
+HEAD_TTL_S = 0.5
+"""How long one reading of the chain head serves /health: under load, many probes a second would
+otherwise queue behind each other on the RPC endpoint (and a chain id never changes)."""
+
+def _probe(ctx: Any) -> tuple[int, int]:
+    now = time.monotonic()
+    hit = ctx.head_reading
+    if hit is not None and now - hit[0] < HEAD_TTL_S:
+        return hit[1], hit[2]
+    chain_id = hit[1] if hit is not None else int(ctx.w3.eth.chain_id)
+    head = int(ctx.w3.eth.block_number)
+    ctx.head_reading = (now, chain_id, head)
+    return chain_id, head
 
 
 @router.get("/health", response_model=Health)
@@ -45,7 +57,7 @@ def health(ctx: CtxDep, s: SessionDep) -> Health:
     if ctx.w3 is None:
         return base.model_copy(update={"detail": "no chain configured"})
     try:
-        chain_id, head = ctx.rpc_pool.submit(_probe, ctx.w3).result(timeout=RPC_TIMEOUT_S)
+        chain_id, head = ctx.rpc_pool.submit(_probe, ctx).result(timeout=RPC_TIMEOUT_S)
     except FutureTimeout:
         why = f"the RPC endpoint did not answer within {RPC_TIMEOUT_S:g}s"
         return base.model_copy(update={"detail": why})
