@@ -29,7 +29,6 @@ the working set stays in cache and the extra memory is a few blocks, not copies 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,9 +38,10 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from client.errors import ConfigError, FormatError
+from client.taskspec import parse_section
 
 Vector = npt.NDArray[np.float32]
 Tensors = dict[str, npt.NDArray[np.float32]]
@@ -580,31 +580,13 @@ class RuleSpec(BaseModel):
         Accepts the rule object itself or a whole task spec (its ``"aggregation"`` section).
         Unknown keys are errors, so a typo such as ``clip_nrom`` cannot silently do nothing.
         """
-        if isinstance(obj, str | bytes):
-            try:
-                obj = json.loads(obj)
-            except ValueError as exc:
-                raise ConfigError(f"rule spec is not valid JSON: {exc}") from exc
-        if not isinstance(obj, Mapping):
-            raise ConfigError(f"rule spec must be a JSON object, got {type(obj).__name__}")
-        if "aggregation" in obj:
-            section = obj["aggregation"]
-            if not isinstance(section, Mapping):
-                raise ConfigError("task spec 'aggregation' must be a JSON object")
-        else:
-            section = obj
-        try:
-            return cls.model_validate(dict(section))
-        except ValidationError as exc:
-            reasons = "; ".join(
-                (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "")
-                + err["msg"].removeprefix("Value error, ")
-                for err in exc.errors()
-            )
-            raise ConfigError(
-                f"invalid aggregation rule spec: {reasons}",
-                hint="see client/aggregation.py RuleSpec for the rules and their parameters",
-            ) from exc
+        return parse_section(
+            cls,
+            obj,
+            "aggregation",
+            "aggregation rule spec",
+            hint="see client/aggregation.py RuleSpec for the rules and their parameters",
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The spec as a JSON object with unset parameters left out (used in verdict files)."""

@@ -53,7 +53,6 @@ outlier statistics (``(x - median) / (1.4826 MAD)``, signed so that larger is wo
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,10 +60,10 @@ from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from client import aggregation as agg
-from client.errors import ConfigError
+from client.taskspec import parse_section
 from client.verdicts import Verdict
 
 EARLY_VERDICTS = frozenset(
@@ -107,28 +106,7 @@ class ScreeningSpec(BaseModel):
         """
         if obj is None:
             return cls()
-        if isinstance(obj, str | bytes):
-            try:
-                obj = json.loads(obj)
-            except ValueError as exc:
-                raise ConfigError(f"screening spec is not valid JSON: {exc}") from exc
-        if not isinstance(obj, Mapping):
-            raise ConfigError(f"screening spec must be a JSON object, got {type(obj).__name__}")
-        if "screening" in obj:
-            section = obj["screening"]
-            if not isinstance(section, Mapping):
-                raise ConfigError("task spec 'screening' must be a JSON object")
-        else:
-            section = obj
-        try:
-            return cls.model_validate(dict(section))
-        except ValidationError as exc:
-            reasons = "; ".join(
-                (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "")
-                + err["msg"].removeprefix("Value error, ")
-                for err in exc.errors()
-            )
-            raise ConfigError(f"invalid screening spec: {reasons}") from exc
+        return parse_section(cls, obj, "screening", "screening spec")
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,48 @@ Format ``fedledger.task/1`` (canonical JSON: sorted keys, compact separators)::
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from client.errors import FormatError
+from client.errors import ConfigError, FormatError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_section(
+    model: type[M],
+    obj: Mapping[str, Any] | str | bytes,
+    section: str,
+    what: str,
+    hint: str | None = None,
+) -> M:
+    """Validate one section of a task spec (given alone, as JSON text, or inside a whole spec).
+
+    Unknown keys are errors, so a typo cannot silently do nothing; every bad field is named in
+    one ConfigError.
+    """
+    if isinstance(obj, str | bytes):
+        try:
+            obj = json.loads(obj)
+        except ValueError as exc:
+            raise ConfigError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    part = obj.get(section, obj) if section in obj else obj
+    if not isinstance(part, Mapping):
+        raise ConfigError(f"task spec '{section}' must be a JSON object")
+    try:
+        return model.model_validate(dict(part))
+    except ValidationError as exc:
+        reasons = "; ".join(
+            (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid {what}: {reasons}", hint=hint) from exc
+
 
 FORMAT = "fedledger.task/1"
 
