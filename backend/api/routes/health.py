@@ -25,6 +25,7 @@ HEAD_TTL_S = 0.5
 """How long one reading of the chain head serves /health: under load, many probes a second would
 otherwise queue behind each other on the RPC endpoint (and a chain id never changes)."""
 
+
 def _probe(ctx: Any) -> tuple[int, int]:
     now = time.monotonic()
     hit = ctx.head_reading
