@@ -32,6 +32,7 @@ import io
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,6 +287,9 @@ class Blockstore:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+_FSYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+
+
 class _BlockWriter:
     """Publishes blocks in batches: each is written to a temp file; then every file of the batch
     is fsynced, renamed into place, and the touched directories are fsynced. Batching the fsyncs
@@ -326,8 +330,9 @@ class _BlockWriter:
         try:
             for f, _, _ in self.pending:
                 f.flush()
-                if durable:
-                    os.fsync(f.fileno())
+            if durable:
+                # Concurrent fsyncs share the filesystem's journal commits (fsync releases the GIL).
+                list(_FSYNC_POOL.map(lambda item: os.fsync(item[0].fileno()), self.pending))
             for f, tmp, path in self.pending:
                 f.close()
                 path.parent.mkdir(exist_ok=True)

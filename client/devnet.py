@@ -6,8 +6,10 @@ keys are public test keys, never to be used on a real network.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -79,13 +81,20 @@ class Devnet:
     _log: object = field(default=None, repr=False)
 
     def stop(self) -> None:
+        """Stop the devnet and everything it started (``npx`` runs node as a child process)."""
         if self.process.poll() is None:
-            self.process.terminate()
+            self._signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._signal(signal.SIGKILL)
                 self.process.wait()
+        else:
+            self._signal(signal.SIGKILL)  # a child may outlive its parent
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, sig)
 
     def __enter__(self) -> Devnet:
         return self
@@ -126,12 +135,14 @@ def start_anvil(
         args += ["--state", str(state_path)]
     args += extra_args or []
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+    proc = subprocess.Popen(
+        args, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         cid = wait_for_rpc(url, proc=proc)
     except ChainError:
-        proc.kill()
+        _kill_group(proc)
         raise
     return Devnet(url=url, chain_id=cid, process=proc, kind="anvil", log_path=log_path, _log=out)
 
@@ -148,14 +159,21 @@ def start_hardhat(port: int | None = None, *, log_path: Path | None = None) -> D
         cwd=REPO_ROOT,
         stdout=out,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         cid = wait_for_rpc(url, timeout=90, proc=proc)
     except ChainError:
-        proc.kill()
+        _kill_group(proc)
         raise
     return Devnet(url=url, chain_id=cid, process=proc, kind="hardhat", log_path=log_path, _log=out)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def dev_private_keys(n: int = 10) -> list[str]:
