@@ -336,6 +336,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
 MARKER = ".fedledger-demo"
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def _fresh_demo_dir(home: Path) -> None:
     """Empty the demo's own data dir; never delete a directory the demo did not create."""
     if home.exists() and any(home.iterdir()):
@@ -510,7 +514,8 @@ def _write_report(
         )
     lines += [
         "",
-        f"Final accuracy: {res.final_accuracy}; centrally trained: {res.centralized_accuracy}.",
+        f"Final accuracy: {_pct(res.final_accuracy)}; centrally trained on the same data: "
+        f"{_pct(res.centralized_accuracy)}.",
         "",
         "## The attackers' updates",
         "",
