@@ -29,7 +29,6 @@ practical reorg depth.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -231,12 +230,3 @@ class Validator:
             )
             for c in rows
         ]
-
-
-def wait_until(predicate, timeout: float, poll: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return bool(predicate())

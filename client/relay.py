@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_keys.constants import SECPK1_N
 
 from client.chain import Ledger, SignedUpdate
 from client.errors import ConfigError, FedledgerError
@@ -25,7 +26,8 @@ class BadSignedUpdate(FedledgerError):
     http_status = 422
 
 
-SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+# The largest low-s value (EIP-2, and what OpenZeppelin's ECDSA accepts): half the curve order.
+SECP256K1_HALF_N = SECPK1_N // 2
 
 
 def check_signed(ledger: Ledger, su: SignedUpdate, *, now: int | None = None) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from client import codec
-from client.chain import Ledger, Pending, SignedUpdate
+from client.chain import Ledger, SignedUpdate
 from client.errors import ConfigError, FormatError
 from client.store import ContentStore
 from client.task import Published, TaskState, publish
@@ -93,19 +93,6 @@ def submit(
     return Submitted(
         uid, state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, ""
     )
-
-
-def submit_async(
-    ledger: Ledger, store: ContentStore, state: TaskState, data: bytes, num_samples: int
-) -> Pending:
-    """The pipelined path: store and send without waiting for the receipt."""
-    _check_samples(num_samples)
-    pub = store_update(store, state, data)
-    sender = ledger._need_sender()
-    fn = ledger.submit_update_fn(
-        state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples
-    )
-    return sender.send(fn, label=f"submitUpdate(task {state.task_id}, round {state.current_round})")
 
 
 def sign(
