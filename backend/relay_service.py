@@ -21,6 +21,17 @@ sender's IP bucket instead.
 simulated; if the simulation reverts (the round filled or was sealed since the entry was
 checked), entries are re-simulated one by one and the ones that would revert are failed with
 the contract's reason, so that one bad entry never sinks the others.
+
+Durability: with a ``journal_path`` the service keeps a :class:`backend.relay_journal.RelayJournal`
+(SQLite, WAL, ``synchronous=FULL``).  An update is committed there as ``queued`` before the
+route answers 202, and marked ``submitted`` (tx hash, update id) or ``failed`` (reason) when its
+batch is sent.  On start, every ``queued`` entry is queued again and goes through the same
+simulation; one whose simulation reverts ``DuplicateSubmission`` is looked up among the
+``UpdateSubmitted`` events, and if that very update is on chain (the process died after sending
+its batch but before recording it) it becomes ``submitted`` instead of being sent twice.  A
+relayer stopped without draining leaves its entries ``queued`` in the journal.  Statuses are
+answered from memory, else from the journal, so they survive a restart.  Without a journal the
+queue lives in memory only, and an acknowledged update is lost if the process dies.
 """
 
 from __future__ import annotations
@@ -32,10 +43,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
+from backend.relay_journal import (
+    EntryKey,
+    JournalEntry,
+    RelayJournal,
+    RelayJournalError,
+    RelayState,
+    entry_key,
+)
 from client import codec
-from client.chain import Ledger, SignedUpdate, decode_revert, encode_call, to_hex
+from client.chain import Ledger, SignedUpdate, decode_revert, encode_call, hex32, to_hex
 from client.cid import compute_cid
 from client.errors import ChainError, ContractRevert, FedledgerError
 from client.relay import check_signed
@@ -43,7 +63,7 @@ from client.store import ContentStore
 
 log = logging.getLogger("fedledger.relay")
 
-RelayState = Literal["queued", "submitted", "failed"]
+ALREADY_ON_CHAIN = "already on chain: sent before the relayer restarted (not sent again)"
 
 
 class RateLimited(FedledgerError):
@@ -151,11 +171,28 @@ class _Entry:
     status: RelayStatus
 
 
+def status_of(entry: JournalEntry) -> RelayStatus:
+    """The status the journal records for ``entry`` (after a restart)."""
+    su = entry.update
+    return RelayStatus(
+        su.contributor,
+        su.task_id,
+        su.round,
+        su.cid,
+        state=entry.state,
+        update_id=entry.update_id,
+        tx_hash=entry.tx_hash,
+        reason=entry.reason,
+        error=entry.error,
+    )
+
+
 class BatchRelayer:
     """Queues checked signed updates and submits them in ``submitUpdatesFor`` batches.
 
     A worker thread flushes when ``batch_size`` entries wait or the oldest has waited
-    ``max_wait_s``.  ``ledger`` must carry the relayer's key (it pays the gas).
+    ``max_wait_s``.  ``ledger`` must carry the relayer's key (it pays the gas).  With a
+    ``journal``, :meth:`put` commits each entry there first and every outcome is recorded.
     """
 
     def __init__(
@@ -165,6 +202,7 @@ class BatchRelayer:
         batch_size: int = 32,
         max_wait_s: float = 1.0,
         on_done: Callable[[RelayStatus], None] | None = None,
+        journal: RelayJournal | None = None,
     ) -> None:
         if not 1 <= batch_size <= 256:
             raise ValueError("relay batch size must be between 1 and 256")
@@ -173,6 +211,7 @@ class BatchRelayer:
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self.on_done = on_done
+        self.journal = journal
         self.batches_sent = 0
         self._queue: list[_Entry] = []
         self._first_at: float | None = None
@@ -185,15 +224,37 @@ class BatchRelayer:
         return self.sender.address
 
     def put(self, su: SignedUpdate, status: RelayStatus) -> None:
+        """Queue ``su``.  With a journal it is committed there first, so once this returns the
+        update may be acknowledged; :class:`AlreadyRelayed` if the journal already holds it."""
+        if self.journal is not None and not self.journal.add(su):
+            raise AlreadyRelayed(su)
         with self._cond:
-            self._queue.append(_Entry(su, status))
-            if self._first_at is None:
-                self._first_at = time.monotonic()
-            self._cond.notify_all()
+            self._append(_Entry(su, status))
+
+    def requeue(self, su: SignedUpdate, status: RelayStatus) -> bool:
+        """Queue an update the journal already holds (after a restart); False if it is queued."""
+        key = entry_key(su)
+        with self._cond:
+            if any(entry_key(e.su) == key for e in self._queue):
+                return False
+            self._append(_Entry(su, status))
+            return True
+
+    def _append(self, entry: _Entry) -> None:
+        """Append under ``self._cond``."""
+        self._queue.append(entry)
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+        self._cond.notify_all()
 
     def pending(self) -> int:
         with self._cond:
             return len(self._queue)
+
+    @property
+    def running(self) -> bool:
+        with self._cond:
+            return self._thread is not None
 
     def start(self) -> BatchRelayer:
         with self._cond:
@@ -205,13 +266,21 @@ class BatchRelayer:
         return self
 
     def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
-        """Stop the worker; with ``drain`` it first submits what is queued."""
+        """Stop the worker; with ``drain`` it first submits what is queued.  Without, queued
+        entries are failed, or, with a journal, left ``queued`` there for the next start."""
         with self._cond:
             self._stop = True
             if not drain:
-                for e in self._queue:
-                    self._fail(e, "relayer stopped before submitting", None)
+                if self.journal is None:
+                    for e in self._queue:
+                        self._fail(e, "relayer stopped before submitting", None)
+                elif self._queue:
+                    log.warning(
+                        "relayer stopped with updates queued; they stay in the journal",
+                        extra={"queued": len(self._queue), "journal": str(self.journal.path)},
+                    )
                 self._queue = []
+                self._first_at = None
             self._cond.notify_all()
             thread, self._thread = self._thread, None
         if thread is not None:
@@ -271,10 +340,7 @@ class BatchRelayer:
             self.batches_sent += 1
             ids = self.ledger.update_ids(receipt)
             tx = to_hex(bytes(receipt["transactionHash"]))
-            for e, uid in zip(batch, ids, strict=True):
-                e.status.update_id, e.status.tx_hash, e.status.state = uid, tx, "submitted"
-                if self.on_done:
-                    self.on_done(e.status)
+            self._submitted(list(zip(batch, ids, strict=True)), tx)
             return
 
     def _batch_fn(self, batch: list[_Entry]) -> Any:
@@ -297,14 +363,67 @@ class BatchRelayer:
             rev = self._simulate([*kept, e])
             if rev is None:
                 kept.append(e)
+            elif rev.name == "DuplicateSubmission" and (found := self._on_chain(e.su)):
+                self._submitted([(e, found[0])], found[1], ALREADY_ON_CHAIN)
             else:
                 self._fail(e, rev.message, rev.name)
         return kept
 
+    def _on_chain(self, su: SignedUpdate) -> tuple[int, str] | None:
+        """(update id, tx hash) if this very update (same contributor, hash, CID and samples)
+        is recorded on chain, else None (nothing, or another update of the contributor)."""
+        who, digest = su.contributor.lower(), hex32(su.content_hash)
+        for ev in self.ledger.events("UpdateSubmitted", task_id=su.task_id, round_=su.round):
+            a = ev["args"]
+            if str(a["contributor"]).lower() != who:
+                continue
+            same = (bytes(a["contentHash"]), a["cid"], int(a["numSamples"])) == (
+                digest,
+                su.cid,
+                su.num_samples,
+            )
+            return (int(a["updateId"]), str(ev["transactionHash"])) if same else None
+        return None
+
+    def _submitted(
+        self, done: list[tuple[_Entry, int]], tx: str, reason: str | None = None
+    ) -> None:
+        """Record that each (entry, update id) of ``done`` is on chain in ``tx``."""
+        journal = self.journal
+        if journal is not None:
+            outcomes = [(entry_key(e.su), uid) for e, uid in done]
+            self._record(lambda: journal.mark_submitted(outcomes, tx, reason), tx=tx)
+        for e, uid in done:
+            e.status.update_id, e.status.tx_hash, e.status.state = uid, tx, "submitted"
+            e.status.reason = reason
+            if self.on_done:
+                self.on_done(e.status)
+
     def _fail(self, e: _Entry, reason: str, error: str | None) -> None:
+        journal = self.journal
+        if journal is not None:
+            key = entry_key(e.su)
+            self._record(lambda: journal.mark_failed(key, reason, error), error=error)
         e.status.state, e.status.reason, e.status.error = "failed", reason, error
         if self.on_done:
             self.on_done(e.status)
+
+    @staticmethod
+    def _record(write: Callable[[], None], **context: str | None) -> None:
+        """Write an outcome to the journal.  A failure here is logged, not raised: the entry
+        stays ``queued`` there and is re-checked against the chain on the next start."""
+        try:
+            write()
+        except RelayJournalError as exc:
+            log.error(
+                "relay journal write failed; the entry is re-checked on restart",
+                extra={"error": exc.message, **context},
+            )
+
+
+def ledger_scope(ledger: Ledger) -> str:
+    """The journal scope of ``ledger``: its chain id and contract address."""
+    return f"{ledger.chain_id}:{ledger.address.lower()}"
 
 
 def simulate(ledger: Ledger, call: dict[str, Any]) -> ContractRevert | None:
@@ -332,6 +451,9 @@ class RelayService:
     """The checks and bookkeeping of ``POST /relay/updates``; thread-safe.
 
     ``ledger`` carries the relayer's key; ``store`` keeps the update bytes for the validators.
+    ``journal_path``, if given, is the SQLite file of :class:`RelayJournal` that makes an
+    acknowledged update survive a crash (see the module docstring); None keeps everything in
+    memory (tests and tools that do not need durability).
     """
 
     ledger: Ledger
@@ -340,6 +462,7 @@ class RelayService:
     batch_size: int = 32
     max_wait_s: float = 1.0
     clock: Callable[[], float] = time.monotonic
+    journal_path: Path | None = None
 
     def __post_init__(self) -> None:
         self.by_ip = TokenBuckets(
@@ -354,31 +477,77 @@ class RelayService:
             max_keys=self.limits.max_tracked,
             clock=self.clock,
         )
+        self.journal = (
+            RelayJournal(self.journal_path, ledger_scope(self.ledger))
+            if self.journal_path is not None
+            else None
+        )
         self.relayer = BatchRelayer(
-            self.ledger, batch_size=self.batch_size, max_wait_s=self.max_wait_s
+            self.ledger,
+            batch_size=self.batch_size,
+            max_wait_s=self.max_wait_s,
+            journal=self.journal,
         )
         self._statuses: OrderedDict[tuple[str, int, int], RelayStatus] = OrderedDict()
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
 
     def start(self) -> RelayService:
+        """Start the batch worker, first queueing again what the journal holds as ``queued``."""
+        if not self.relayer.running:
+            self._recover()
         self.relayer.start()
         return self
 
     def stop(self) -> None:
         self.relayer.stop()
 
-    def _count(self, what: str) -> None:
+    def close(self) -> None:
+        """Stop (draining the queue) and close the journal."""
+        self.stop()
+        if self.journal is not None:
+            self.journal.close()
+
+    def _recover(self) -> int:
+        """Queue every entry the journal holds as ``queued``; the worker re-simulates each."""
+        if self.journal is None:
+            return 0
+        n = 0
+        for entry in self.journal.queued():
+            su = entry.update
+            status = RelayStatus(su.contributor, su.task_id, su.round, su.cid)
+            if not self.relayer.requeue(su, status):
+                continue  # already in this process's queue
+            with self._lock:
+                self._statuses[entry.key] = status
+                self._statuses.move_to_end(entry.key)
+                self._evict()
+            n += 1
+        if n:
+            self._count("recovered", n)
+            log.info(
+                "relay journal: queued again the updates acknowledged before a restart",
+                extra={"recovered": n, "journal": str(self.journal.path)},
+            )
+        return n
+
+    def _count(self, what: str, n: int = 1) -> None:
         with self._lock:
-            self.counts[what] = self.counts.get(what, 0) + 1
+            self.counts[what] = self.counts.get(what, 0) + n
 
     @staticmethod
-    def _key(contributor: str, task_id: int, round_: int) -> tuple[str, int, int]:
+    def _key(contributor: str, task_id: int, round_: int) -> EntryKey:
         return (contributor.lower(), task_id, round_)
 
     def status(self, contributor: str, task_id: int, round_: int) -> RelayStatus | None:
+        """What became of the update of this key: from memory, else from the journal."""
+        key = self._key(contributor, task_id, round_)
         with self._lock:
-            return self._statuses.get(self._key(contributor, task_id, round_))
+            held = self._statuses.get(key)
+        if held is not None or self.journal is None:
+            return held
+        entry = self.journal.get(key)
+        return None if entry is None else status_of(entry)
 
     def check_rate(self, contributor: str, client_ip: str) -> None:
         """429 before any real work: the client IP pays a token, the address must have one."""
@@ -417,12 +586,12 @@ class RelayService:
             if rev is not None:
                 raise rev
             self.store.put(content)
+            self.relayer.put(su, status)  # committed to the journal, if any, before the 202
         except BaseException:
             with self._lock:
                 if self._statuses.get(key) is status:
                     del self._statuses[key]
             raise
-        self.relayer.put(su, status)
         self._count("queued")
         return status
 

@@ -1,4 +1,4 @@
-"""The validator service: indexer, projections, validator and REST API in one process.
+"""The validator service: indexer, projections, validator and REST API.
 
 ``Backend`` is what ``fedledger serve``, the demo, the benchmarks and the tests run.  The worker
 thread loops: index confirmed events → apply verdict files → evaluate new global models →
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from backend.handlers import HANDLERS, rebuild
 from backend.indexer import Indexer, LedgerSource
 from backend.projections import Evaluator, apply_verdicts
 from backend.validator import Attested, Validator
+from backend.worker_process import WorkerConfig, WorkerProcess
 from client.chain import Ledger, open_ledger
 from client.errors import FedledgerError
 from client.settings import Settings
@@ -126,9 +128,10 @@ class Backend:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def app(self, relayer: Any = None) -> Any:
+    def app(self, relayer: Any = None, status: Callable[[], dict[str, Any]] | None = None) -> Any:
         """The REST API over this backend's database; with ``relayer`` (a
-        :class:`backend.relay_service.RelayService`) also ``POST /relay/updates``."""
+        :class:`backend.relay_service.RelayService`) also ``POST /relay/updates``.  ``status``
+        reports the worker on /health (default: this object's own worker thread)."""
         from backend.api.app import create_app
 
         return create_app(
@@ -136,7 +139,7 @@ class Backend:
             w3=self.ledger.w3,
             ledger_address=self.ledger.address,
             store=self.store,
-            indexer_status=self.status,
+            indexer_status=status or self.status,
             relayer=relayer,
         )
 
@@ -150,7 +153,12 @@ def run_service(
     evaluate: bool = True,
     reindex: bool = False,
     relay_account: LocalAccount | None = None,
+    worker_process: bool = True,
 ) -> None:
+    """``fedledger serve``: the REST API (and relay) in this process; the worker (indexer,
+    projections, validator) in a supervised child process (:mod:`backend.worker_process`), so
+    judging a round never holds the GIL the API needs.  ``worker_process=False`` runs the worker
+    as a thread of this process instead."""
     import uvicorn
 
     from client.logs import configure
@@ -162,7 +170,7 @@ def run_service(
         ledger=ledger,
         store=open_store(settings.ipfs, settings.home),
         db=Database(settings.db_url),
-        account=account,
+        account=None if worker_process else account,
         confirmations=settings.confirmations,
         evaluate=evaluate,
         chunk=settings.log_chunk,
@@ -174,9 +182,31 @@ def run_service(
     if relay_account is not None:
         from backend.relay_service import RelayService
 
-        relayer = RelayService(ledger.with_account(relay_account), backend.store)
-    backend.start()
+        relayer = RelayService(
+            ledger.with_account(relay_account),
+            backend.store,
+            journal_path=settings.home / "relay-journal.sqlite3",  # acknowledged updates survive
+        )
+    worker: Backend | WorkerProcess
+    if worker_process:
+        worker = WorkerProcess(
+            WorkerConfig(
+                rpc_url=settings.resolve_rpc_url(),
+                contract=ledger.address,
+                from_block=ledger.from_block,
+                db_url=settings.db_url,
+                home=str(settings.home),
+                ipfs=settings.ipfs,
+                confirmations=settings.confirmations,
+                evaluate=evaluate,
+                chunk=settings.log_chunk,
+            ),
+            private_key=bytes(account.key) if account is not None else None,
+        )
+    else:
+        worker = backend
+    worker.start()
     try:
-        uvicorn.run(backend.app(relayer), host=host, port=port, log_level="info")
+        uvicorn.run(backend.app(relayer, worker.status), host=host, port=port, log_level="info")
     finally:
-        backend.stop()
+        worker.stop()

@@ -6,7 +6,7 @@ backend (indexer + validator + REST API + relay, in its own process) seals, judg
 it at once: rounds keep turning.  Each round, half of the contributors submit through the SDK's
 pipelined path (``Sender.send``, receipts awaited together) and half through
 ``POST /relay/updates`` (EIP-712, batched ``submitUpdatesFor``).  Meanwhile ``--readers``
-threads in a separate process hammer ``GET /contributions`` (pages, filters, cursors),
+processes (one client each) hammer ``GET /contributions`` (pages, filters, cursors),
 ``/tasks`` and ``/health``.  The backend's RSS is sampled every second.
 
 When ``--seconds`` (default 60) are up, submission stops, the backend drains, and every update
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
-import multiprocessing as mp
 import os
 import random
 import subprocess
@@ -64,23 +64,41 @@ def serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from backend.api.app import create_app
     from backend.db import Database
     from backend.relay_service import RelayLimits, RelayService
     from backend.service import Backend
+    from backend.worker_process import WorkerConfig, WorkerProcess
 
     logging.basicConfig(level=logging.WARNING)
     w3 = connect(args.rpc)
     ledger = Ledger(w3, args.contract, from_block=args.from_block)
     store = open_store(None, Path(args.home))
-    backend = Backend(
-        ledger=ledger,
-        store=store,
-        db=Database(f"sqlite:///{args.db}"),
-        account=Account.from_key(args.validator_key),
-        evaluate=False,
-        poll_s=0.1,
-    ).start()
+    ledger.log_chunk = 2000
+    backend = Backend(ledger=ledger, store=store, db=Database(f"sqlite:///{args.db}"))
+    if args.in_process:
+        worker: Backend | WorkerProcess = Backend(
+            ledger=ledger,
+            store=store,
+            db=backend.db,
+            account=Account.from_key(args.validator_key),
+            evaluate=False,
+            poll_s=0.1,
+        )
+    else:
+        worker = WorkerProcess(
+            WorkerConfig(
+                rpc_url=args.rpc,
+                contract=args.contract,
+                from_block=args.from_block,
+                db_url=f"sqlite:///{args.db}",
+                home=args.home,
+                evaluate=False,
+                poll_s=0.1,
+                log_level="WARNING",
+            ),
+            private_key=bytes.fromhex(args.validator_key.removeprefix("0x")),
+        )
+    worker.start()
     relayer = RelayService(
         Ledger(w3, args.contract, from_block=args.from_block).with_account(
             Account.from_key(args.relayer_key)
@@ -89,77 +107,65 @@ def serve(args: argparse.Namespace) -> None:
         limits=RelayLimits(address_burst=100, address_per_s=100, ip_burst=10_000, ip_per_s=10_000),
         batch_size=64,
         max_wait_s=0.2,
+        journal_path=Path(args.home) / "relay-journal.sqlite3",  # as `fedledger serve` runs it
     )
-    app = create_app(
-        backend.db,
-        w3=w3,
-        ledger_address=ledger.address,
-        store=store,
-        indexer_status=backend.status,
-        relayer=relayer,
-    )
+    app = backend.app(relayer, worker.status)
     print("READY", flush=True)
     try:
         uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     finally:
-        backend.stop()
+        worker.stop()
 
 
 # -- readers, in their own process -------------------------------------------------------------
 
 
-def readers(
-    url: str, n: int, tasks: list[int], addresses: list[str], stop_at: float, out: str
-) -> None:
+def reader(url: str, seed: int, tasks: list[int], addresses: list[str], stop_at: float) -> None:
+    """``--reader``: one REST client in its own process (so no client shares a GIL with another
+    and the latencies measured are the server's, not the client's), until ``stop_at``; prints
+    one JSON line of latencies, request kinds and errors."""
+    rng = random.Random(seed)
     lat: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-
-    def reader(seed: int) -> None:
-        rng = random.Random(seed)
-        mine: list[float] = []
-        bad = 0
-        with httpx.Client(base_url=url, timeout=10) as http:
-            while time.time() < stop_at:
-                pick = rng.random()
-                params: dict[str, Any] = {"limit": rng.choice([10, 50, 200])}
-                if pick < 0.1:
-                    path, params = "/health", {}
-                elif pick < 0.2:
-                    path = "/tasks"
-                else:
-                    path = "/contributions"
-                    if rng.random() < 0.6:
-                        params["task_id"] = rng.choice(tasks)
-                    if rng.random() < 0.3:
-                        params["contributor"] = rng.choice(addresses)
-                    if rng.random() < 0.2:
-                        params["status"] = rng.choice(["ACCEPTED", "PENDING", "OUTLIER"])
-                    if rng.random() < 0.2:
-                        params["order"] = "desc"
+    kinds: list[str] = []
+    bad = 0
+    with httpx.Client(base_url=url, timeout=10) as http:
+        while time.time() < stop_at:
+            pick = rng.random()
+            params: dict[str, Any] = {"limit": rng.choice([10, 50, 200])}
+            if pick < 0.1:
+                path, params = "/health", {}
+            elif pick < 0.2:
+                path = "/tasks"
+            else:
+                path = "/contributions"
+                if rng.random() < 0.6:
+                    params["task_id"] = rng.choice(tasks)
+                if rng.random() < 0.3:
+                    params["contributor"] = rng.choice(addresses)
+                if rng.random() < 0.2:
+                    params["status"] = rng.choice(["ACCEPTED", "PENDING", "OUTLIER"])
+                if rng.random() < 0.2:
+                    params["order"] = "desc"
+            t0 = time.perf_counter()
+            r = http.get(path, params=params)
+            lat.append(time.perf_counter() - t0)
+            kinds.append(_kind(path, params))
+            if r.status_code != 200:
+                bad += 1
+            elif path == "/contributions" and r.json().get("next_cursor") and rng.random() < 0.3:
+                params["cursor"] = r.json()["next_cursor"]
                 t0 = time.perf_counter()
                 r = http.get(path, params=params)
-                mine.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    bad += 1
-                elif (
-                    path == "/contributions" and r.json().get("next_cursor") and rng.random() < 0.3
-                ):
-                    params["cursor"] = r.json()["next_cursor"]
-                    t0 = time.perf_counter()
-                    r = http.get(path, params=params)
-                    mine.append(time.perf_counter() - t0)
-                    bad += r.status_code != 200
-        with lock:
-            lat.extend(mine)
-            errors[0] += bad
+                lat.append(time.perf_counter() - t0)
+                kinds.append(_kind(path, params))
+                bad += r.status_code != 200
+    print(json.dumps({"latencies": lat, "kinds": kinds, "errors": bad}), flush=True)
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    Path(out).write_text(json.dumps({"latencies": lat, "errors": errors[0]}))
+
+def _kind(path: str, params: dict[str, Any]) -> str:
+    if path != "/contributions":
+        return path
+    return f"/contributions limit={params['limit']}" + (" +cursor" if "cursor" in params else "")
 
 
 # -- the driver --------------------------------------------------------------------------------
@@ -177,21 +183,39 @@ class Sent:
 
 
 class RssSampler(threading.Thread):
+    """The backend's RSS every second: the API process plus its children (the worker)."""
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, float]] = []  # (t, MiB)
         self.stop = threading.Event()
 
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        out = [pid]
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids = (task / "children").read_text().split()
+            for kid in kids:
+                with contextlib.suppress(OSError):
+                    out += RssSampler._tree(int(kid))
+        return out
+
+    @staticmethod
+    def _rss_kib(pid: int) -> int:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
     def run(self) -> None:
         t0 = time.monotonic()
         while not self.stop.is_set():
             try:
-                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.samples.append((time.monotonic() - t0, int(line.split()[1]) / 1024))
+                total = sum(self._rss_kib(p) for p in self._tree(self.pid))
             except OSError:
                 return
+            self.samples.append((time.monotonic() - t0, total / 1024))
             self.stop.wait(1.0)
 
 
@@ -295,7 +319,24 @@ def main() -> None:
     parser.add_argument("--contributors", type=int, default=16, help="per round, per task")
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--drain-s", type=float, default=90.0, help="wait for the last rounds")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the worker as a thread of the API process (the old layout) instead of in its own",
+    )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=10,
+        help="CPU niceness of the load generators (this driver and the readers): they share the "
+        "machine's cores with the backend, and in production run elsewhere; 0 to compete equally",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reader", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--task-ids", help=argparse.SUPPRESS)
+    parser.add_argument("--addresses", help=argparse.SUPPRESS)
+    parser.add_argument("--stop-at", type=float, help=argparse.SUPPRESS)
     for name in ("rpc", "contract", "db", "home", "validator-key", "relayer-key"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     parser.add_argument("--from-block", type=int, default=0, help=argparse.SUPPRESS)
@@ -303,6 +344,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         serve(args)
+        return
+    if args.reader:
+        tasks = [int(t) for t in args.task_ids.split(",")]
+        reader(args.reader, args.seed, tasks, args.addresses.split(","), args.stop_at)
         return
 
     n_acc = args.contributors + 3
@@ -351,6 +396,7 @@ def main() -> None:
                 "--validator-key", keys[1],
                 "--relayer-key", keys[2],
                 "--port", str(port),
+                *(["--in-process"] if args.in_process else []),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -366,6 +412,8 @@ def main() -> None:
                     time.sleep(0.2)
             rss = RssSampler(proc.pid)
             rss.start()
+            if args.client_nice:  # after anvil and the backend started: they keep niceness 0
+                os.nice(args.client_nice)
 
             half = args.contributors // 2
             nonces = NonceManager(w3)
@@ -373,19 +421,23 @@ def main() -> None:
             relay = contributors[half:]
             start = time.time()
             stop_at = start + args.seconds
-            lat_file = work / "latencies.json"
-            reader_proc = mp.get_context("spawn").Process(
-                target=readers,
-                args=(
-                    api,
-                    args.readers,
-                    task_ids,
-                    [c.address for c in contributors],
-                    stop_at,
-                    str(lat_file),
-                ),
-            )
-            reader_proc.start()
+            reader_procs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--reader", api,
+                        "--seed", str(i),
+                        "--task-ids", ",".join(map(str, task_ids)),
+                        "--addresses", ",".join(c.address for c in contributors),
+                        "--stop-at", repr(stop_at),
+                        "--client-nice", "0",  # inherited from this driver
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for i in range(args.readers)
+            ]  # fmt: skip
             sent: list[Sent] = []
             lock = threading.Lock()
             drivers = [
@@ -411,7 +463,13 @@ def main() -> None:
             for d in drivers:
                 d.join()
             submit_end = time.time()
-            reader_proc.join(timeout=60)
+            reads: dict[str, Any] = {"latencies": [], "kinds": [], "errors": 0}
+            for rp in reader_procs:
+                out, _ = rp.communicate(timeout=120)
+                one = json.loads(out.strip().splitlines()[-1])
+                for key in ("latencies", "kinds"):
+                    reads[key] += one[key]
+                reads["errors"] += one["errors"]
 
             # relayed updates: their ids from the relay status route
             with httpx.Client(base_url=api, timeout=30) as http:
@@ -465,9 +523,6 @@ def main() -> None:
     accepted = [uid for uid in mined if uid in by_id and by_id[uid]["status"] == "ACCEPTED"]
     window = (judged_at or time.time()) - start
     failed = [s for s in sent if s.failed]
-    reads = (
-        json.loads(lat_file.read_text()) if lat_file.exists() else {"latencies": [], "errors": -1}
-    )
     lat_ms = [x * 1000 for x in reads["latencies"]]
     samples = rss.samples
     steady = [m for t, m in samples if t >= min(10.0, args.seconds / 3)]
@@ -530,6 +585,12 @@ def main() -> None:
     )
     for k, v in rows_out:
         print(f"  {k:<{width}}  {v}")
+    kinds = reads.get("kinds") or []
+    if kinds:
+        print(f"  {'REST by request':<{width}}  {'n':>6} {'p50':>7} {'p99':>7} (ms)")
+        for kind in sorted(set(kinds)):
+            xs = [ms for ms, k in zip(lat_ms, kinds, strict=True) if k == kind]
+            print(f"  {kind:<{width}}  {len(xs):>6} {pct(xs, 50):7.1f} {pct(xs, 99):7.1f}")
     for s in failed[:5]:
         print(f"  failed: task {s.task_id} round {s.round} {s.contributor}: {s.failed}")
     print(json.dumps(summary))

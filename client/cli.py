@@ -671,6 +671,13 @@ def serve(
             help="also serve POST /relay/updates, paying gas with this key (gasless contributors)"
         ),
     ] = None,
+    worker_process: Annotated[
+        bool,
+        typer.Option(
+            help="run the indexer and validator in their own supervised process (the API then "
+            "never waits on their GIL); --no-worker-process runs them as a thread"
+        ),
+    ] = True,
 ) -> None:
     """Run the backend: indexer, validator (with --key) and the REST API with its dashboard."""
     from backend.service import run_service
@@ -694,6 +701,7 @@ def serve(
         evaluate=eval_dataset,
         reindex=reindex,
         relay_account=relay_account,
+        worker_process=worker_process,
     )
 
 

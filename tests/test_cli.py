@@ -556,6 +556,42 @@ def test_tampered_stored_update_fails_verify_naming_it(
     assert f"update {uid}" in line or cid in line, line
 
 
+# -- the worker process ------------------------------------------------------------------------
+
+
+def _worker_report(url: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{url}/health", timeout=5).json()["indexer"])
+
+
+def test_serve_runs_the_worker_in_its_own_process_and_restarts_it_after_a_kill(
+    final: str, task: int
+) -> None:
+    """The indexer and validator run in a child of `fedledger serve` (backend.worker_process):
+    the key reaches it on stdin, never in its argv or environment; killed with SIGKILL, it is
+    started again and the index goes on."""
+    report = _worker_report(final)
+    pid = report["worker_pid"]
+    assert isinstance(pid, int) and pid != os.getpid()
+    assert report["validator"] is not None  # the child validates with the key
+    secret = dev_private_keys(len(DEV_INDEX))[DEV_INDEX["val"]].removeprefix("0x").lower()
+    for what in ("cmdline", "environ"):
+        raw = Path(f"/proc/{pid}/{what}").read_bytes().lower()
+        assert secret.encode() not in raw, f"the validator key is in the worker's {what}"
+    restarts = report["worker_restarts"]
+    os.kill(pid, 9)
+
+    def restarted() -> dict[str, Any] | None:
+        r = _worker_report(final)
+        fresh = r["worker_pid"] not in (None, pid) and r["worker_restarts"] == restarts + 1
+        return r if fresh and r.get("passes", 0) > 0 else None
+
+    after = wait_for("a new worker process that reports passes", restarted, timeout=60)
+    assert after["last_error"] is None, after
+    assert httpx.get(f"{final}/health", timeout=5).json()["status"] == "ok"
+    items = httpx.get(f"{final}/contributions", params={"task_id": task}, timeout=5).json()["items"]
+    assert items and all(i["status"] != "PENDING" for i in items)
+
+
 # -- secrets -------------------------------------------------------------------------------------
 
 

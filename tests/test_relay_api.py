@@ -1,12 +1,18 @@
 """POST /relay/updates on a real anvil, the real contract, the embedded store and real uvicorn.
 
 A contributor without gas sends its signed update and the file's bytes; the relayer checks the
-signature and the bytes before storing or sending anything, and submits in batches.
+signature and the bytes before storing or sending anything, and submits in batches.  An
+acknowledged update is committed to the relay journal first: it survives a crash of the relayer
+(in-process, and a SIGKILLed server process) and is sent exactly once after a restart.
 """
 
 from __future__ import annotations
 
 import base64
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,15 +29,18 @@ from pipeline_kit import Scenario, make_scenario
 from backend.api import create_app
 from backend.api.server import BackgroundServer
 from backend.db import Database
-from backend.relay_service import RelayLimits, RelayService
+from backend.relay_journal import RelayJournal, RelayJournalError
+from backend.relay_service import ALREADY_ON_CHAIN, RelayLimits, RelayService, ledger_scope
 from client import codec
 from client.chain import Ledger, SignedUpdate
 from client.cid import compute_cid
+from client.errors import FedledgerError
 from client.relay import SECP256K1_HALF_N
 from client.store import ContentStore
 
 SECP256K1_N = 2 * SECP256K1_HALF_N + 1
 GENEROUS = RelayLimits(address_burst=50, address_per_s=50, ip_burst=500, ip_per_s=500)
+JOURNAL = "relay-journal.sqlite3"
 
 
 @dataclass
@@ -105,6 +114,7 @@ def make_relay(
     max_wait_s: float = 0.05,
     max_updates: int | None = None,
     store_for_relay: Any = None,
+    journal: bool = True,
 ) -> Iterator[Relay]:
     sc = make_scenario(
         ledger, store, accounts, n_contributors=4, min_updates=1, max_updates=max_updates
@@ -116,6 +126,7 @@ def make_relay(
         limits=limits,
         batch_size=batch_size,
         max_wait_s=max_wait_s,
+        journal_path=tmp_path / JOURNAL if journal else None,
     )
     db = Database(f"sqlite:///{tmp_path / 'index.db'}").create()
     app = create_app(db, w3=ledger.w3, ledger_address=ledger.address, relayer=service)
@@ -438,3 +449,305 @@ def test_an_unexpected_failure_is_a_bare_500_without_internals(
         # the reservation is released: the contributor may retry once the store is back
         su = sign(relay.sc, relay.sc.contributors[0], data)
         assert relay.status(su).status_code == 404
+
+
+# -- durability: the relay journal ------------------------------------------------------------
+
+
+def restarted(relay: Relay, tmp_path: Path, *, max_wait_s: float = 0.05) -> RelayService:
+    """A new relay service, as after a restart: fresh memory, the same journal file."""
+    return RelayService(
+        relay.ledger.with_account(relay.relayer),
+        relay.sc.store,
+        limits=GENEROUS,
+        batch_size=32,
+        max_wait_s=max_wait_s,
+        journal_path=tmp_path / JOURNAL,
+    )
+
+
+def wait_settled(service: RelayService, su: SignedUpdate, timeout: float = 30.0) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = service.status(su.contributor, su.task_id, su.round)
+        if st is not None and st.state != "queued":
+            return st
+        time.sleep(0.05)
+    raise AssertionError(f"still queued after {timeout}s")
+
+
+def queue_updates(relay: Relay, n: int, seed: int) -> list[tuple[SignedUpdate, bytes]]:
+    """``n`` updates from different contributors, each acknowledged with 202."""
+    out = []
+    for i in range(n):
+        data = update_bytes(relay.sc, seed + i)
+        su = sign(relay.sc, relay.sc.contributors[i], data)
+        r = relay.post(su.to_json(), data)
+        assert r.status_code == 202, r.text
+        out.append((su, data))
+    return out
+
+
+def assert_on_chain_once(ledger: Ledger, su: SignedUpdate, update_id: int) -> None:
+    assert ledger.has_submitted(su.task_id, su.round, su.contributor)
+    assert ledger.get_update_digest(update_id) == ledger.update_digest(
+        su.task_id, su.round, su.contributor, su.content_hash, su.cid, su.num_samples
+    )
+    events = ledger.events("UpdateSubmitted", task_id=su.task_id, round_=su.round)
+    assert [e["args"]["contributor"] for e in events].count(su.contributor) == 1
+
+
+@pytest.fixture
+def stalled_relay(ledger, store, dev_accounts, tmp_path) -> Iterator[Relay]:
+    """A relayer whose batch is never due on its own: what it acknowledges stays queued."""
+    yield from make_relay(ledger, store, dev_accounts, tmp_path, batch_size=32, max_wait_s=3600.0)
+
+
+def test_an_acknowledged_update_survives_a_relayer_crash_and_is_sent_after_restart(
+    stalled_relay: Relay, tmp_path: Path
+) -> None:
+    queued = queue_updates(stalled_relay, 2, seed=30)
+    nonce = stalled_relay.nonce()
+    stalled_relay.service.relayer.stop(drain=False)  # dies before its batch is due
+    assert stalled_relay.nonce() == nonce
+    assert not any(
+        stalled_relay.ledger.has_submitted(su.task_id, su.round, su.contributor) for su, _ in queued
+    )
+
+    service = restarted(stalled_relay, tmp_path)
+    try:
+        su0 = queued[0][0]
+        assert service.status(su0.contributor, su0.task_id, su0.round).state == "queued"
+        service.start()
+        done = [wait_settled(service, su) for su, _ in queued]
+    finally:
+        service.close()
+
+    assert [d.state for d in done] == ["submitted", "submitted"], done
+    assert done[0].tx_hash == done[1].tx_hash  # one batch
+    assert stalled_relay.nonce() == nonce + 1
+    assert service.counts["recovered"] == 2
+    for (su, data), d in zip(queued, done, strict=True):
+        assert_on_chain_once(stalled_relay.ledger, su, d.update_id)
+        assert stalled_relay.sc.store.get(su.cid) == data
+
+
+def test_an_update_sent_before_the_crash_but_not_recorded_is_not_sent_again(
+    stalled_relay: Relay, tmp_path: Path
+) -> None:
+    (su, _), (other, _) = queue_updates(stalled_relay, 2, seed=40)
+    stalled_relay.service.relayer.stop(drain=False)
+    # The dead relayer had sent the first update; the journal still says queued.
+    sender = stalled_relay.ledger.with_account(stalled_relay.relayer)
+    assert sender.sender is not None
+    receipt = sender.sender.transact(
+        sender.contract.functions.submitUpdatesFor([su.as_tuple()]), label="sent before crash"
+    )
+    (sent_id,) = sender.update_ids(receipt)
+    sent_tx = "0x" + bytes(receipt["transactionHash"]).hex()
+    journal = RelayJournal(tmp_path / JOURNAL, ledger_scope(stalled_relay.ledger))
+    assert journal.get((su.contributor.lower(), su.task_id, su.round)).state == "queued"
+    nonce = stalled_relay.nonce()
+
+    service = restarted(stalled_relay, tmp_path)
+    try:
+        service.start()
+        st, st_other = wait_settled(service, su), wait_settled(service, other)
+    finally:
+        service.close()
+
+    assert (st.state, st.update_id, st.tx_hash, st.reason) == (
+        "submitted",
+        sent_id,
+        sent_tx,
+        ALREADY_ON_CHAIN,
+    )
+    assert st.error is None
+    assert st_other.state == "submitted"
+    assert stalled_relay.nonce() == nonce + 1  # only the other update's batch was sent
+    assert_on_chain_once(stalled_relay.ledger, su, sent_id)
+    assert_on_chain_once(stalled_relay.ledger, other, st_other.update_id)
+    kept = journal.get((su.contributor.lower(), su.task_id, su.round))
+    assert (kept.state, kept.update_id, kept.tx_hash) == ("submitted", sent_id, sent_tx)
+    assert journal.queued() == []
+    journal.close()
+
+
+def test_the_status_route_answers_from_the_journal_after_a_restart(
+    relay: Relay, tmp_path: Path
+) -> None:
+    (su, _), (late, _) = queue_updates(relay, 2, seed=50)
+    before = relay.wait_done(su)
+    relay.wait_done(late)
+    assert before["state"] == "submitted"
+
+    service = restarted(relay, tmp_path)
+    db = Database(f"sqlite:///{tmp_path / 'index2.db'}").create()
+    app = create_app(db, w3=relay.ledger.w3, ledger_address=relay.ledger.address, relayer=service)
+    with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+        assert service.status(su.contributor, su.task_id, su.round) is not None
+        after = http.get(f"/relay/updates/{su.contributor}/{su.task_id}/{su.round}")
+        unknown = sign(relay.sc, relay.sc.contributors[3], b"never sent")
+        missing = http.get(f"/relay/updates/{unknown.contributor}/{su.task_id}/{su.round}")
+    service.close()
+
+    assert after.status_code == 200
+    assert after.json() == before
+    assert missing.status_code == 404
+    assert service.counts.get("recovered", 0) == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_SERVE = """
+import sys
+from pathlib import Path
+
+import uvicorn
+from eth_account import Account
+
+from backend.api import create_app
+from backend.db import Database
+from backend.relay_service import RelayLimits, RelayService
+from client.chain import Ledger, connect
+from client.store import open_store
+
+rpc, contract, key, home, journal, db, port = sys.argv[1:]
+ledger = Ledger(connect(rpc), contract).with_account(Account.from_key(key))
+service = RelayService(
+    ledger,
+    open_store(None, Path(home)),
+    limits=RelayLimits(address_burst=50, address_per_s=50, ip_burst=500, ip_per_s=500),
+    batch_size=32,
+    max_wait_s=3600.0,
+    journal_path=Path(journal),
+)
+app = create_app(Database(f"sqlite:///{db}").create(), relayer=service)
+uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
+"""
+
+
+def test_a_relay_server_killed_with_sigkill_after_the_202_loses_nothing(
+    ledger, store, dev_accounts, tmp_path
+) -> None:
+    sc = make_scenario(ledger, store, dev_accounts, n_contributors=4, min_updates=1)
+    relayer = dev_accounts[15]
+    port = _free_port()
+    args = [
+        str(ledger.w3.provider.endpoint_uri),  # type: ignore[attr-defined]
+        ledger.address,
+        relayer.key.hex(),
+        str(tmp_path / "home"),
+        str(tmp_path / JOURNAL),
+        str(tmp_path / "index.db"),
+        str(port),
+    ]
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE, *args], cwd=Path(__file__).parent.parent)
+    queued: list[tuple[SignedUpdate, bytes]] = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            end = time.monotonic() + 90
+            while True:
+                try:
+                    http.get("/health")
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None and time.monotonic() < end, "server did not start"
+                    time.sleep(0.2)
+            for i in range(3):
+                data = update_bytes(sc, 60 + i)
+                su = sign(sc, sc.contributors[i], data)
+                body = {"signed": su.to_json(), "content": base64.b64encode(data).decode()}
+                assert http.post("/relay/updates", json=body).status_code == 202
+                queued.append((su, data))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not any(ledger.has_submitted(su.task_id, su.round, su.contributor) for su, _ in queued)
+
+    service = RelayService(
+        ledger.with_account(relayer),
+        store,
+        limits=GENEROUS,
+        max_wait_s=0.05,
+        journal_path=tmp_path / JOURNAL,
+    ).start()
+    try:
+        done = [wait_settled(service, su) for su, _ in queued]
+    finally:
+        service.close()
+
+    assert [d.state for d in done] == ["submitted"] * 3, done
+    for (su, data), d in zip(queued, done, strict=True):
+        assert_on_chain_once(ledger, su, d.update_id)
+        assert store.get(su.cid) == data
+
+
+def test_a_replay_after_a_restart_is_still_409(relay: Relay, tmp_path: Path) -> None:
+    ((su, data),) = queue_updates(relay, 1, seed=70)
+    relay.wait_done(su)
+    service = restarted(relay, tmp_path)
+    try:
+        with pytest.raises(FedledgerError) as err:
+            service.submit(su, data, "127.0.0.1")
+    finally:
+        service.close()
+    assert getattr(err.value, "name", None) == "DuplicateSubmission"
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "blocked-dir"])
+def test_an_unusable_journal_path_is_a_clear_error(
+    ledger, store, dev_accounts, tmp_path, kind: str
+) -> None:
+    if kind == "corrupt":
+        path = tmp_path / JOURNAL
+        path.write_bytes(b"this is not a sqlite database\n" * 200)
+        why, hint = "file is not a database", "move"
+    else:
+        (tmp_path / "data").write_text("a file where the data dir should be")
+        path = tmp_path / "data" / JOURNAL
+        why, hint = "a file is in the way", "another journal path"
+
+    with pytest.raises(RelayJournalError) as err:
+        RelayService(ledger.with_account(dev_accounts[15]), store, journal_path=path)
+
+    assert isinstance(err.value, FedledgerError)
+    text = str(err.value)
+    assert str(path.parent) in text and why in text and hint in text
+    assert "Traceback" not in text and "\n" not in text
+    assert err.value.__suppress_context__  # raised `from None`: no chained SQLite traceback
+
+
+def test_the_journal_keeps_every_field_of_a_signed_update(tmp_path: Path) -> None:
+    su = SignedUpdate(
+        task_id=2**256 - 1,
+        round=2**64 - 1,
+        content_hash="0x" + "ab" * 32,
+        cid="bafkreiexample",
+        num_samples=2**64 - 1,
+        contributor="0x" + "Cd" * 20,
+        deadline=2**256 - 1,
+        signature=bytes(range(65)),
+    )
+    key = (su.contributor.lower(), su.task_id, su.round)
+    journal = RelayJournal(tmp_path / JOURNAL, "31337:0xabc")
+    assert journal.add(su) and not journal.add(su)  # one live entry per key
+    journal.close()
+
+    reopened = RelayJournal(tmp_path / JOURNAL, "31337:0xabc")
+    (entry,) = reopened.queued()
+    assert entry.update == su and entry.state == "queued"
+    assert RelayJournal(tmp_path / JOURNAL, "1:0xother").get(key) is None  # scoped by ledger
+    reopened.mark_failed(key, "round full", "RoundFull")
+    assert reopened.add(su)  # a failed update may be relayed again
+    reopened.mark_submitted([(key, 7)], "0x" + "12" * 32)
+    got = reopened.get(key)
+    assert got is not None
+    assert (got.state, got.update_id, got.error, got.reason) == ("submitted", 7, None, None)
+    assert reopened.queued() == []
+    reopened.close()
