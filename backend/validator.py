@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from backend.db import Checkpoint, ContributionRow, Database, MemberRow, RoundRow
+from client import verdicts
 from client.chain import Ledger, to_hex
 from client.errors import ContractRevert, FedledgerError
 from client.rounds import Judgement, UpdateRef, judge_round
@@ -126,6 +127,11 @@ class Validator:
             return None
         state = load_task(led, self.store, task_id)
         base = fetch_verified(self.store, state.global_cid, state.global_hash)
+        previous = (
+            verdicts.parse(self.store.get(state.last_verdict_cid))
+            if state.last_verdict_cid is not None
+            else None
+        )
         deadline = (
             int(t["roundStart"]) + int(t["roundDuration"]) if int(t["roundDuration"]) else None
         )
@@ -137,6 +143,7 @@ class Validator:
             base_model=base,
             updates=refs,
             deadline=deadline,
+            previous=previous,
         )
         self._publish(j)
         why = self._unsafe_to_attest(task_id, rnd, len(refs))

@@ -211,6 +211,7 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
     res = SimResult(sim=sim, accuracy=[])
     residuals = [codec.Residual() if sim.error_feedback else None for _ in range(sim.clients)]
     total_bytes = 0
+    previous = None  # the last round's verdict file: the contributors' standing carries over
     for rnd in range(sim.rounds):
         base = codec.encode_model(global_t, task_id=1, round=rnd)
         base_hash = codec.sha256_hex(base)
@@ -251,7 +252,16 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
                 )
             )
         if sim.screened:
-            j = judge_round(store, task_id=1, round_=rnd, spec=spec, base_model=base, updates=refs)
+            j = judge_round(
+                store,
+                task_id=1,
+                round_=rnd,
+                spec=spec,
+                base_model=base,
+                updates=refs,
+                previous=previous,
+            )
+            previous = j.verdict_file
             new_global = j.new_global
             for e in j.verdict_file.entries:
                 i = e.update_id - rnd * sim.clients - 1

@@ -146,13 +146,23 @@ def judge_round(
     deadline: int | None = None,
     unavailable: Mapping[int, str] | None = None,
     fetch: Fetcher | None = None,
+    previous: verdicts.VerdictFile | None = None,
 ) -> Judgement:
     """Every update's verdict and the round's aggregate (see the module docstring).
 
     ``unavailable`` (update id → reason) is for re-verification: updates the validators could
     not fetch are judged ``UNAVAILABLE`` with the reason they recorded, whether or not they can
-    be fetched now.
+    be fetched now.  ``previous`` is the attested verdict file of round ``round_ - 1`` (``None``
+    for round 0): the contributors' standing carries over from it (:mod:`client.screening`).
     """
+    if round_ > 0 and previous is None:
+        raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
+    if previous is not None and (previous.task_id, previous.round) != (task_id, round_ - 1):
+        raise ValueError(
+            f"the previous verdict file is for task {previous.task_id} round {previous.round}, "
+            f"not task {task_id} round {round_ - 1}"
+        )
+    prior = previous.standing if previous is not None else None
     rule = agg.RuleSpec.parse(spec.aggregation)
     screen_spec = screening.ScreeningSpec.parse(spec.screening)
     base_hash = codec.sha256_hex(base_model)
@@ -181,7 +191,7 @@ def judge_round(
         for r in refs
     ]
 
-    decisions = screening.screen(candidates, global_model, rule, screen_spec)
+    decisions = screening.screen(candidates, global_model, rule, screen_spec, prior)
     by_id = {c.update_id: c for c in candidates}
     ref_by_id = {r.update_id: r for r in refs}
     accepted = screening.accepted_ids(decisions)
@@ -218,6 +228,9 @@ def judge_round(
         aggregate_hash=aggregate_hash,
         aggregate_cid=aggregate_cid,
         entries=entries,
+        standing=screening.next_standing(
+            prior, decisions, {r.update_id: r.contributor for r in refs}
+        ),
     )
     vbytes = vf.to_bytes()
     return Judgement(

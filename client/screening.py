@@ -29,12 +29,22 @@ Checks, in order; the first that fails decides (so each update gets exactly one 
    * every rule, against the *consensus* (:func:`consensus_cosines`: the unit-vector sum of the
      half of the updates most aligned with the coordinate-wise median, the judged update left
      out): the cosine to it is a robust outlier, or below ``min_cosine`` (default -0.1: the
-     update points against what the majority agrees on).  This catches sign flips and other
+     update points strongly against what the majority agrees on).  This catches sign flips and other
      reversed updates, whose norm is unremarkable.  The consensus of the most aligned half stays
      honest with 30-45% attackers, where the median itself is already dragged towards them.
-     If more than half of the updates fall below ``min_cosine`` there is no consensus (honest
-     non-IID updates near convergence are near-orthogonal, and a correlated minority could pose
-     as one) and that floor is not applied in the round;
+     If the median cosine to the consensus (of the updates in good standing, below) is under
+     ``min_consensus`` (default 0.15), the round has no consensus: honest non-IID updates near
+     convergence are near-orthogonal, and a correlated minority could pose as one.  Then no
+     cosine check applies in the round;
+   * every rule, over the task's history: *standing*, each contributor's running agreement
+     with the consensus, ``s = standing_decay * s_prev + (1 - standing_decay) * cosine`` (its
+     first cosine when it has no history), carried from round to round in the verdict file
+     (:attr:`client.verdicts.VerdictFile.standing`).  Below ``min_standing`` (default 0: on
+     balance, its updates have pointed against what the others agree on) the update is an
+     outlier.  One round's cosine is a noisy witness once honest non-IID updates become
+     near-orthogonal late in training; a contributor that flips its updates round after round
+     stays negative on balance, while an honest one's occasional negative round is outweighed
+     by its history.  A round without a consensus (below) leaves every standing as it was;
    * every rule: noise.  An update whose cosines to *all* the others have a root mean square
      below ``noise_sigmas / sqrt(d)`` (``d`` parameters; a random direction's cosines are about
      ``N(0, 1/d)``) is uncorrelated with everything in the round: Gaussian-noise updates and
@@ -64,7 +74,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from client import aggregation as agg
 from client.taskspec import parse_section
-from client.verdicts import Verdict
+from client.verdicts import Verdict, canonical_float
 
 EARLY_VERDICTS = frozenset(
     {Verdict.HASH_MISMATCH, Verdict.UNAVAILABLE, Verdict.MALFORMED, Verdict.LATE}
@@ -86,7 +96,10 @@ class ScreeningSpec(BaseModel):
     outlier_k: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 5.0
     duplicate_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9999
     free_rider_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 1e-3
-    min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = -0.1
+    min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = -0.3
+    min_standing: Annotated[float, Field(ge=-1.0, le=1.0)] | None = -0.1
+    min_consensus: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.15
+    standing_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.7
     noise_sigmas: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 3.0
     min_outlier_pool: Annotated[int, Field(ge=3)] = 4
 
@@ -132,6 +145,7 @@ class Decision:
     verdict: Verdict
     reason: str
     score: float | None = None
+    standing: float | None = None  # the contributor's standing after this round, if judged
 
 
 @dataclass
@@ -169,9 +183,15 @@ def screen(
     global_model: Mapping[str, np.ndarray],
     rule: agg.RuleSpec,
     spec: ScreeningSpec | None = None,
+    standing: Mapping[str, float] | None = None,
 ) -> list[Decision]:
-    """Decide every candidate's verdict; returns one :class:`Decision` per update, by updateId."""
+    """Decide every candidate's verdict; returns one :class:`Decision` per update, by updateId.
+
+    ``standing`` (lowercase contributor address → standing) is the task's history before this
+    round: the previous round's :attr:`~client.verdicts.VerdictFile.standing`.
+    """
     spec = spec or ScreeningSpec()
+    prior = {k.lower(): v for k, v in (standing or {}).items()}
     ordered = sorted(candidates, key=lambda c: c.update_id)
     ids = [c.update_id for c in ordered]
     if len(set(ids)) != len(ids):
@@ -215,9 +235,41 @@ def screen(
     gram = agg.exact_gram([x.vec for x in live]) if live else None
     live = _near_duplicates(live, gram, spec, reject)
     live = _norm_bound(live, spec, reject)
-    for item, verdict, reason, score in _outliers(live, gram, rule, spec, layout.size):
-        decided[item.cand.update_id] = Decision(item.cand.update_id, verdict, reason, score)
+    for item, verdict, reason, score, now in _outliers(live, gram, rule, spec, layout.size, prior):
+        uid = item.cand.update_id
+        decided[uid] = Decision(uid, verdict, reason, score, now)
     return [decided[i] for i in ids]
+
+
+def next_standing(
+    prior: Mapping[str, float] | None,
+    decisions: Sequence[Decision],
+    contributors: Mapping[int, str],
+) -> dict[str, float]:
+    """The task's standing after a round: ``prior`` with each judged contributor's new value
+    (``contributors``: updateId → address)."""
+    out = {k.lower(): v for k, v in (prior or {}).items()}
+    for d in decisions:
+        if d.standing is not None:
+            out[contributors[d.update_id].lower()] = d.standing
+    return out
+
+
+def updated_standing(
+    spec: ScreeningSpec, prior: float | None, cosine: float, strength: float = 1.0
+) -> float:
+    """The standing after a round: ``prior`` moved towards ``cosine`` by
+    ``(1 - standing_decay) * min(1, 2 * strength)`` (``cosine`` alone without a history).
+
+    ``strength`` is the round's median cosine to the consensus: a round where honest updates
+    agree (>= 0.5) moves standings a full step, a barely-agreeing one a fraction of it, so the
+    clear evidence of early rounds is not washed out by the noise of late ones.  Rounded as the
+    verdict file stores it, so the value judged is the value kept.
+    """
+    if prior is None:
+        return canonical_float(cosine)
+    step = (1.0 - spec.standing_decay) * min(1.0, max(0.0, 2.0 * strength))
+    return canonical_float(prior + step * (cosine - prior))
 
 
 _Reject = Any  # callable(candidate, verdict, reason, score)
@@ -291,11 +343,18 @@ def cosine_matrix(gram: agg.Gram) -> list[list[float]]:
     return [[gram.cosine(i, j) for j in range(gram.n)] for i in range(gram.n)]
 
 
-def consensus_cosines(cos: Sequence[Sequence[float]], first: Sequence[float]) -> list[float]:
+def consensus_cosines(
+    cos: Sequence[Sequence[float]],
+    first: Sequence[float],
+    eligible: Sequence[bool] | None = None,
+) -> list[float]:
     """Each update's cosine to the consensus of the others.
 
-    The consensus is the sum of the unit vectors of the ``ceil(n/2)`` updates that ``first``
-    ranks highest (ties to the earlier update), leaving out the update being judged.  With
+    The consensus is the sum of the unit vectors of the ``ceil(m/2)`` updates that ``first``
+    ranks highest (ties to the earlier update) among the ``m`` ``eligible`` ones (default: all;
+    the screen leaves out contributors already in bad standing, so a group that has been
+    flipping its updates cannot become the consensus in a round where honest updates scatter),
+    leaving out the update being judged.  With
     ``first`` the cosine to the coordinate-wise median, that set is the updates most aligned with
     a reference a minority cannot move much; sign-flipped or noise updates do not make it in, so
     the consensus stays honest with 30-45% attackers, where a plain median or mean is already
@@ -305,7 +364,10 @@ def consensus_cosines(cos: Sequence[Sequence[float]], first: Sequence[float]) ->
     rounded, so the same on every platform and Python version).
     """
     n = len(cos)
-    top = sorted(range(n), key=lambda i: (-first[i], i))[: (n + 1) // 2]
+    pool = [i for i in range(n) if eligible is None or eligible[i]]
+    if len(pool) < 2:
+        pool = list(range(n))
+    top = sorted(pool, key=lambda i: (-first[i], i))[: (len(pool) + 1) // 2]
     whole = math.fsum(cos[j][k] for j in top for k in top)
     members = set(top)
     out = []
@@ -340,10 +402,11 @@ def _outliers(
     rule: agg.RuleSpec,
     spec: ScreeningSpec,
     size: int,
-) -> list[tuple[_Live, Verdict, str, float | None]]:
+    prior: Mapping[str, float],
+) -> list[tuple[_Live, Verdict, str, float | None, float | None]]:
     if len(live) < spec.min_outlier_pool or gram is None:
         note = f"accepted (only {len(live)} updates: too few to judge outliers)"
-        return [(x, Verdict.ACCEPTED, note, None) for x in live]
+        return [(x, Verdict.ACCEPTED, note, None, None) for x in live]
     vecs = [x.vec for x in live]
     sub = _sub_gram(gram, [x.index for x in live])
     center = agg.median(vecs)
@@ -353,7 +416,10 @@ def _outliers(
         for v, x in zip(vecs, live, strict=True)
     ]
     pair = cosine_matrix(sub)
-    cos = consensus_cosines(pair, to_median)
+    # Contributors in bad standing (history) do not get to form the consensus.
+    priors = [prior.get(x.cand.contributor.lower()) for x in live]
+    good = [spec.min_standing is None or p is None or p >= spec.min_standing for p in priors]
+    cos = consensus_cosines(pair, to_median, good)
     rms = rms_cosines(pair)
     # (name, values, sign (+1: larger is worse), sigma floor relative to |median|, absolute)
     stats: list[tuple[str, list[float], float, float, float]]
@@ -363,23 +429,25 @@ def _outliers(
     else:
         dist = [math.sqrt(agg.sq_distance(v, center)) for v in vecs]
         stats = [("distance to median", dist, 1.0, 0.25, 0.0)]
-    stats.append(("cosine to consensus", cos, -1.0, 0.0, 0.1))
     k = spec.outlier_k
     noise = noise_level(spec, size)
     floor = spec.min_cosine
     accepted_note = "passed all checks"
-    if floor is not None:
-        below = sum(c < floor for c in cos)
-        if 2 * below > len(cos):
-            # Most updates point against the "consensus", so there is none (a correlated
-            # minority can pose as it when honest updates are near-orthogonal); judging by it
-            # would reject the majority, so the cosine floor is not applied this round.
-            accepted_note = (
-                f"passed all checks ({below} of {len(cos)} updates are below the cosine "
-                f"floor {floor:g}: no consensus, floor not applied)"
-            )
-            floor = None
-    out: list[tuple[_Live, Verdict, str, float | None]] = []
+    # How much the round agrees: the median cosine to the consensus of the updates in good
+    # standing.  Below min_consensus (honest non-IID updates near convergence are
+    # near-orthogonal, and a correlated minority could pose as the consensus) there is none:
+    # the cosine checks are not applied and no standing moves this round.
+    strength = _median([c for c, g in zip(cos, good, strict=True) if g] or cos)
+    consensus = strength >= spec.min_consensus
+    if consensus:
+        stats.append(("cosine to consensus", cos, -1.0, 0.0, 0.1))
+    else:
+        floor = None
+        accepted_note = (
+            f"passed all checks (no consensus this round: median cosine to it {strength:.3f} "
+            f"< {spec.min_consensus:g}; cosine checks not applied, standings unchanged)"
+        )
+    out: list[tuple[_Live, Verdict, str, float | None, float | None]] = []
     robust = [
         (name, values, sign, *robust_threshold(values, rel_floor=rel, abs_floor=absf))
         for name, values, sign, rel, absf in stats
@@ -394,15 +462,22 @@ def _outliers(
                 reasons.append(f"{name} {values[i]:.4g} is {z:.1f} robust sigmas from {med:.4g}")
         if floor is not None and cos[i] < floor:
             reasons.append(f"cosine to consensus {cos[i]:.4f} is below {floor:g}")
+        before = priors[i]
+        now = updated_standing(spec, before, cos[i], strength) if consensus else before
+        if spec.min_standing is not None and now is not None and now < spec.min_standing:
+            reasons.append(
+                f"standing {now:.4f} (agreement with the consensus over its rounds) is below "
+                f"{spec.min_standing:g}"
+            )
         if rms[i] < noise:
             reasons.append(
                 f"uncorrelated with every other update, like noise (rms cosine {rms[i]:.3g} "
                 f"< {spec.noise_sigmas:g}/sqrt({size}))"
             )
         if reasons:
-            out.append((x, Verdict.OUTLIER, "; ".join(reasons), worst_z))
+            out.append((x, Verdict.OUTLIER, "; ".join(reasons), worst_z, now))
         else:
-            out.append((x, Verdict.ACCEPTED, accepted_note, worst_z))
+            out.append((x, Verdict.ACCEPTED, accepted_note, worst_z, now))
     return out
 
 

@@ -59,6 +59,7 @@ class TaskState:
     update_count: int
     sealed: bool
     raw: dict[str, Any]
+    last_verdict_cid: str | None = None  # the verdict file of the last final round
 
 
 def create_task(
@@ -111,11 +112,14 @@ def load_task(ledger: Ledger, store: ContentStore, task_id: int) -> TaskState:
     spec = TaskSpec.from_bytes(store.get(cfg.spec_cid))
     global_hash = to_hex(t["globalModelHash"])
     global_cid = cfg.model_cid
-    if global_hash != cfg.model_hash:
+    last_verdict_cid = None
+    if int(t["currentRound"]) > 0:
         last = ledger.last_finalized(task_id)
         if last is None:
             raise NotFoundError(f"task {task_id}: no RoundFinalized event for its global model")
-        global_cid = str(last["aggregateCid"])
+        last_verdict_cid = str(last["verdictCid"])
+        if global_hash != cfg.model_hash:
+            global_cid = str(last["aggregateCid"])
     return TaskState(
         task_id=task_id,
         owner=str(t["owner"]),
@@ -128,6 +132,7 @@ def load_task(ledger: Ledger, store: ContentStore, task_id: int) -> TaskState:
         update_count=int(t["updateCount"]),
         sealed=bool(t["isSealed"]),
         raw=t,
+        last_verdict_cid=last_verdict_cid,
     )
 
 

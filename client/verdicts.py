@@ -18,7 +18,12 @@ Document shape (``format`` = :data:`FORMAT`)::
 
     {"format", "taskId", "round", "rule", "baseModelHash", "aggregateHash", "aggregateCid",
      "entries": [{"updateId", "contributor", "contentHash", "cid", "numSamples", "verdict",
-                  "reason", "score"}], "metrics"?}
+                  "reason", "score"}], "metrics"?, "standing"?}
+
+``standing`` maps each contributor seen so far in the task (lowercase address) to its running
+agreement with the round's consensus (:mod:`client.screening`, "standing"): the screen of round
+``r + 1`` starts from round ``r``'s attested file, so the task's history is carried from file to
+file and every re-verifier recomputes it.
 
 ``parse`` accepts exactly this and nothing else (unknown keys, wrong types, bad hex, duplicate
 or unsorted entries are a :class:`~client.errors.FormatError`).
@@ -142,6 +147,7 @@ class VerdictFile:
     aggregate_cid: str
     entries: tuple[VerdictEntry, ...]
     metrics: Mapping[str, Any] | None = field(default=None)
+    standing: Mapping[str, float] | None = field(default=None)
 
     def __post_init__(self) -> None:
         _uint(self.task_id, "taskId", 2**256 - 1)
@@ -157,6 +163,8 @@ class VerdictFile:
         object.__setattr__(self, "entries", entries)
         if self.metrics is not None:
             object.__setattr__(self, "metrics", _canonical_metrics(self.metrics, "metrics"))
+        if self.standing is not None:
+            object.__setattr__(self, "standing", _canonical_standing(self.standing))
 
     def leaves(self) -> list[bytes]:
         """Merkle leaves in updateId order."""
@@ -192,6 +200,8 @@ class VerdictFile:
         }
         if self.metrics is not None:
             doc["metrics"] = dict(self.metrics)
+        if self.standing is not None:
+            doc["standing"] = dict(self.standing)
         return doc
 
     def to_bytes(self) -> bytes:
@@ -204,6 +214,17 @@ def encode(doc: Any) -> bytes:
     return json.dumps(
         doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode("ascii")
+
+
+def _canonical_standing(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ValueError("standing must be a JSON object")
+    out: dict[str, float] = {}
+    for k, v in sorted(value.items()):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"standing[{k!r}] must be a number")
+        out[_address(k)] = canonical_float(float(v))
+    return out
 
 
 def _canonical_metrics(value: Any, where: str) -> Any:
@@ -283,7 +304,7 @@ def _entry_from_json(obj: Any, i: int) -> VerdictEntry:
 def from_json(doc: Any) -> VerdictFile:
     """Validate a decoded verdict document. Raises FormatError naming the first problem."""
     try:
-        d = _keys(doc, _FILE_KEYS, {"metrics"}, "verdict file")
+        d = _keys(doc, _FILE_KEYS, {"metrics", "standing"}, "verdict file")
         if d["format"] != FORMAT:
             raise ValueError(f"format is {d['format']!r}, expected {FORMAT!r}")
         entries = d["entries"]
@@ -302,6 +323,7 @@ def from_json(doc: Any) -> VerdictFile:
             aggregate_cid=d["aggregateCid"],
             entries=tuple(parsed),
             metrics=d.get("metrics"),
+            standing=d.get("standing"),
         )
     except (ValueError, TypeError) as exc:
         raise FormatError(f"not a valid verdict file: {exc}") from exc
@@ -341,6 +363,7 @@ def build(
     aggregate_cid: str,
     entries: Sequence[VerdictEntry],
     metrics: Mapping[str, Any] | None = None,
+    standing: Mapping[str, float] | None = None,
 ) -> VerdictFile:
     """Construct a verdict file, turning invalid values into FormatError."""
     try:
@@ -353,6 +376,7 @@ def build(
             aggregate_cid=aggregate_cid,
             entries=tuple(entries),
             metrics=metrics,
+            standing=standing,
         )
     except ValueError as exc:
         raise FormatError(f"cannot build verdict file: {exc}") from exc

@@ -82,6 +82,7 @@ def verify_task(
     report = Report(task_id)
     prev_hash, prev_cid = state.config.model_hash, state.config.model_cid
     prev_block = int(created["blockNumber"])
+    prev_verdicts: str | None = None  # the attested verdict file of the round before
     todo = [f for f in finals if round_ is None or int(f["args"]["round"]) == round_]
     done = 0
     for f in finals:
@@ -100,6 +101,7 @@ def verify_task(
                     prev_cid,
                     prev_block,
                     state.config.round_duration,
+                    prev_verdicts,
                 )
             )
             done += 1
@@ -107,6 +109,7 @@ def verify_task(
                 progress(done, len(todo))
         prev_hash, prev_cid = to_hex(a["aggregateHash"]), str(a["aggregateCid"])
         prev_block = int(f["blockNumber"])
+        prev_verdicts = str(a["verdictCid"])
     return report
 
 
@@ -121,6 +124,7 @@ def _verify_round(
     base_cid: str,
     start_block: int,
     duration: int,
+    prev_verdicts: str | None = None,
 ) -> RoundReport:
     rep = RoundReport(rnd)
     refs = []
@@ -150,6 +154,15 @@ def _verify_round(
     except FedledgerError as exc:
         rep.problems.append(f"global model {base_cid} unavailable or altered: {exc}")
         return rep
+    previous = None
+    if prev_verdicts is not None:  # the standing this round started from
+        try:
+            previous = verdicts.parse(store.get(prev_verdicts))
+        except FedledgerError as exc:
+            rep.problems.append(
+                f"verdict file {prev_verdicts} of round {rnd - 1} unavailable or invalid: {exc}"
+            )
+            return rep
     try:
         attested = verdicts.parse(store.get(str(fin["verdictCid"])))
     except FedledgerError as exc:
@@ -171,6 +184,7 @@ def _verify_round(
         updates=refs,
         deadline=deadline,
         unavailable=unavailable,
+        previous=previous,
     )
     rep.accepted = sum(1 for e in j.verdict_file.entries if e.verdict.name == "ACCEPTED")
     rep.aggregate_ok = (

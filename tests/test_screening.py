@@ -142,6 +142,76 @@ def test_without_a_consensus_the_cosine_floor_rejects_nobody() -> None:
     assert "no consensus" in decisions[0].reason
 
 
+BIG = {"w": np.zeros((64, 64), np.float32)}
+
+
+def _zero_sum(n: int, seed: int = 2) -> list[dict[str, np.ndarray]]:
+    """``n`` updates summing to zero (pairwise cosine -1/(n-1)), in 4096 dimensions: honest
+    non-IID updates at convergence, a round with no consensus."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((4096, n)))[0].T
+    simplex = np.eye(n) - 1.0 / n
+    return [{"w": (row @ basis).reshape(64, 64).astype(np.float32)} for row in simplex]
+
+
+def _addr(i: int) -> str:
+    return "0x" + f"{i:040x}"
+
+
+def test_standing_moves_towards_the_rounds_cosine_and_is_reported() -> None:
+    deltas = _honest(8)
+    decisions = screen(_cands(deltas), MODEL, MEDIAN, standing={_addr(1): 0.2})
+    d1, d2 = decisions[0], decisions[1]
+    assert d1.standing is not None and d2.standing is not None
+    # Contributor 2 has no history: its standing is this round's cosine; contributor 1's moved
+    # from 0.2 towards its cosine, by at most (1 - standing_decay).
+    assert 0.2 < d1.standing < d2.standing + 0.3
+    assert all(d.verdict == Verdict.ACCEPTED for d in decisions)
+
+
+def test_a_contributor_in_bad_standing_is_an_outlier_even_when_this_round_looks_harmless() -> None:
+    """A round without a consensus judges nobody by its cosines, but a contributor whose
+    history is against the consensus stays rejected; the others are accepted."""
+    deltas = _zero_sum(6)
+    standing = {_addr(i + 1): 0.3 for i in range(6)}
+    standing[_addr(4)] = -0.4
+    decisions = screen(_cands(deltas), BIG, MEDIAN, standing=standing)
+    verdicts = [d.verdict for d in decisions]
+    assert verdicts == [Verdict.ACCEPTED] * 3 + [Verdict.OUTLIER] + [Verdict.ACCEPTED] * 2
+    assert "standing -0.4" in decisions[3].reason
+    # no consensus: nobody's standing moves
+    assert [d.standing for d in decisions] == [standing[_addr(i + 1)] for i in range(6)]
+
+
+def test_a_group_in_bad_standing_cannot_become_the_consensus() -> None:
+    """Three honest updates with little in common (cosine 0.1) and a coherent group of three
+    (cosine 0.99) opposed to them, ranked first (as when the median is dragged its way): the
+    group forms the consensus unless its members' standing excludes them."""
+    from client.screening import consensus_cosines
+
+    n = 6
+    cos = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                same = (i < 3) == (j < 3)
+                cos[i][j] = (0.1 if i < 3 else 0.99) if same else -0.3
+    first = [0.1, 0.1, 0.1, 0.9, 0.9, 0.9]
+    captured = consensus_cosines(cos, first)
+    assert all(c < 0 for c in captured[:3]) and all(c > 0 for c in captured[3:])
+    honest = consensus_cosines(cos, first, [True, True, True, False, False, False])
+    assert all(c > 0 for c in honest[:3]) and all(c < 0 for c in honest[3:])
+
+
+def test_next_standing_keeps_contributors_absent_from_the_round() -> None:
+    from client.screening import next_standing
+
+    decisions = screen(_cands(_honest(5)), MODEL, MEDIAN, standing={_addr(9): -0.2})
+    after = next_standing({_addr(9): -0.2}, decisions, {i + 1: _addr(i + 1) for i in range(5)})
+    assert after[_addr(9)] == -0.2
+    assert set(after) == {_addr(i) for i in (1, 2, 3, 4, 5, 9)}
+
+
 def test_too_few_updates_are_not_judged_as_outliers() -> None:
     deltas = _honest(3)
     deltas[2] = {k: -v for k, v in deltas[2].items()}

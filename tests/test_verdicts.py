@@ -119,6 +119,9 @@ def test_malformed_json_is_rejected() -> None:
         lambda d: d["entries"].append(dict(d["entries"][0])),
         lambda d: d.update(rule={"rule": "krum"}),
         lambda d: d.update(rule={"rule": "median", "typo": 1}),
+        lambda d: d.update(standing={"0x12": 0.1}),
+        lambda d: d.update(standing={"0x" + "ab" * 20: "high"}),
+        lambda d: d.update(standing=[0.1]),
     ],
     ids=[
         "format",
@@ -132,6 +135,9 @@ def test_malformed_json_is_rejected() -> None:
         "duplicate-id",
         "rule-missing-f",
         "rule-unknown-key",
+        "standing-bad-address",
+        "standing-not-a-number",
+        "standing-not-an-object",
     ],
 )
 def test_invalid_document_is_a_format_error(mutate) -> None:  # type: ignore[no-untyped-def]
@@ -139,6 +145,25 @@ def test_invalid_document_is_a_format_error(mutate) -> None:  # type: ignore[no-
     mutate(doc)
     with pytest.raises(FormatError):
         verdicts.parse(json.dumps(doc).encode())
+
+
+def test_standing_round_trips_canonically() -> None:
+    base = _file()
+    vf = verdicts.build(
+        task_id=base.task_id,
+        round=base.round,
+        rule=base.rule,
+        base_model_hash=H,
+        aggregate_hash=H,
+        aggregate_cid="bafyagg",
+        entries=list(base.entries),
+        standing={"0x" + "AB" * 20: -0.123456789123, "0x" + "01" * 20: 0.5},
+    )
+    assert vf.standing == {"0x" + "01" * 20: 0.5, "0x" + "ab" * 20: -0.123456789}
+    again = verdicts.parse(vf.to_bytes(), canonical=True)
+    assert again == vf and again.standing == vf.standing
+    assert b'"standing":{"0x0101' in vf.to_bytes()
+    assert b"standing" not in base.to_bytes()  # absent unless given
 
 
 def test_non_canonical_bytes_are_rejected_when_canonical_is_required() -> None:
