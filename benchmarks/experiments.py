@@ -46,7 +46,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -454,29 +454,35 @@ class ChainRound:
     txs: int
 
 
-def plain_rounds(
-    model: str, clients: int, rounds: int, *, epochs: int, lr: float, seed: int = 0
-) -> list[float]:
-    """Seconds per round of the same training and fedavg as a bare in-process loop."""
-    torch.set_num_threads(1)
-    data = shares(clients, _DEMO.alpha, seed)
-    net = build_model(model, seed=seed)
-    g = state_to_numpy(net)
-    layout = agg.TensorLayout.of(g)
-    rule = agg.RuleSpec(rule="fedavg")
-    out = []
-    for rnd in range(rounds):
+class PlainLoop:
+    """The same training and fedavg as a bare in-process loop, one round per :meth:`round`."""
+
+    def __init__(self, model: str, clients: int, *, epochs: int, lr: float, seed: int = 0) -> None:
+        torch.set_num_threads(1)
+        self.data = shares(clients, _DEMO.alpha, seed)
+        self.net = build_model(model, seed=seed)
+        self.g = state_to_numpy(self.net)
+        self.layout = agg.TensorLayout.of(self.g)
+        self.rule = agg.RuleSpec(rule="fedavg")
+        self.epochs, self.lr, self.rnd = epochs, lr, 0
+
+    def round(self) -> float:
+        """Run one round; its seconds."""
         t = time.perf_counter()
         deltas, ns = [], []
-        for i, (X, y) in enumerate(data):
-            r = LocalTrainer(net, X, y).train(
-                g, epochs=epochs, lr=lr, batch_size=32, seed=(i + 1) * 1_000_003 + rnd
+        for i, (X, y) in enumerate(self.data):
+            r = LocalTrainer(self.net, X, y).train(
+                self.g,
+                epochs=self.epochs,
+                lr=self.lr,
+                batch_size=32,
+                seed=(i + 1) * 1_000_003 + self.rnd,
             )
             deltas.append(r.delta)
             ns.append(r.num_samples)
-        g = agg.apply_delta(g, agg.aggregate_tensors(rule, deltas, ns, layout))
-        out.append(time.perf_counter() - t)
-    return out
+        self.g = agg.apply_delta(self.g, agg.aggregate_tensors(self.rule, deltas, ns, self.layout))
+        self.rnd += 1
+        return time.perf_counter() - t
 
 
 def chain_rounds(
@@ -489,13 +495,16 @@ def chain_rounds(
     lr: float,
     rule: Mapping[str, Any] | None = None,
     seed: int = 0,
+    after_round: Callable[[], None] | None = None,
 ) -> list[ChainRound]:
     """The full fedledger round trip, in one process: anvil + TrainingLedger + embedded store;
     each contributor trains (``client.contribute.make_update``) and submits (``client.submit``,
     one transaction each, waiting for its receipt); one validator ``Backend`` (quorum 1, no
     evaluation) indexes, judges with ``judge_round``, stores the aggregate and attests.  A round's
     time runs from the first contributor loading the task to the round being final on chain;
-    its gas is every transaction mined in between (submissions, seal, attestation)."""
+    its gas is every transaction mined in between (submissions, seal, attestation).
+    ``after_round`` runs after each round, outside its timing (the overhead experiment runs a
+    plain round there, so both sides see the machine in the same state)."""
     from eth_account import Account
 
     from backend.db import Database
@@ -563,6 +572,8 @@ def chain_rounds(
                 gas += int(blk["gasUsed"])
                 txs += len(blk["transactions"])
             out.append(ChainRound(secs, gas, txs))
+            if after_round is not None:
+                after_round()
     return out
 
 
@@ -574,8 +585,8 @@ def exp_overhead(
     print(
         f"\n(c) the cost of verifiability — {clients} contributors, {rounds} rounds, fedavg; "
         "plain in-process loop vs the full fedledger round trip (anvil, contract, embedded "
-        "store, 1 validator Backend, quorum 1); seconds per round, median over rounds after a "
-        "warm-up round"
+        "store, 1 validator Backend, quorum 1), rounds interleaved; seconds per round, median "
+        "over rounds after a warm-up round"
     )
     print(
         f"{'model':11s} {'params':>10s} {'update MB':>9s} {'plain s':>8s} {'fedledger s':>11s} "
@@ -584,10 +595,22 @@ def exp_overhead(
     figs: dict[str, Any] = {}
     for model, epochs, lr in models:
         params = count_parameters(build_model(model))
-        # One extra round first on each side, not timed: it pays one-time costs (imports such as
-        # torch's optimizer machinery, first allocations) that are no part of a round's cost.
-        plain = plain_rounds(model, clients, rounds + 1, epochs=epochs, lr=lr)[1:]
-        chain = chain_rounds(model, clients, rounds + 1, workdir, epochs=epochs, lr=lr)[1:]
+        # Interleaved: a fedledger round, then a plain round, and so on, so that both sides see
+        # the (shared, 2-core) machine in the same state.  The first round of each side is not
+        # counted: it pays one-time costs (imports such as torch's optimizer machinery, first
+        # allocations) that are no part of a round's cost.
+        loop = PlainLoop(model, clients, epochs=epochs, lr=lr)
+        plain_all: list[float] = []
+        chain = chain_rounds(
+            model,
+            clients,
+            rounds + 1,
+            workdir,
+            epochs=epochs,
+            lr=lr,
+            after_round=lambda: plain_all.append(loop.round()),
+        )[1:]
+        plain = plain_all[1:]
         # Medians: a round that shares the 2 cores with another job's burst says little.
         p = float(np.median(plain))
         c = float(np.median([r.seconds for r in chain]))
@@ -670,7 +693,33 @@ def exp_compression(base: Sim, seeds: Sequence[int], workdir: Path) -> dict[str,
             flush=True,
         )
         figs[label] = {"acc": round(acc, 4), "kb_per_round": round(kb, 1)}
+    figs["file_bytes"] = file_sizes()
+    for model, sizes in figs["file_bytes"].items():
+        print(
+            f"one update file of {model}: "
+            + ", ".join(f"{e} {n:,d} B ({sizes['fp32'] / n:.2f}x)" for e, n in sizes.items())
+            + " — the header (names, shapes, metadata, scales) is the same few hundred bytes "
+            "for every encoding"
+        )
     return figs
+
+
+def file_sizes(models: Sequence[str] = ("mlp_digits", "mlp_wide")) -> dict[str, dict[str, int]]:
+    """Bytes of one update file per dense encoding (sizes depend on shapes only, not values)."""
+    out: dict[str, dict[str, int]] = {}
+    for model in models:
+        g = state_to_numpy(build_model(model, seed=0))
+        rng = np.random.default_rng(0)
+        delta = {k: (0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in g.items()}
+        out[model] = {
+            enc: len(
+                codec.encode_update(
+                    delta, task_id=1, round=0, base_hash="0x" + "00" * 32, encoding=enc
+                )
+            )
+            for enc in ("fp32", "fp16", "int8")
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -737,8 +786,10 @@ def main() -> None:
             figs["int8_bytes_ratio"] = round(
                 d["fp32"]["kb_per_round"] / d["int8"]["kb_per_round"], 2
             )
+            wide = d["file_bytes"]["mlp_wide"]
+            figs["int8_bytes_ratio_5m"] = round(wide["fp32"] / wide["int8"], 3)
         if "overhead" in only:
-            r = 2 if quick else 5
+            r = 2 if quick else 7
             # The demo's local recipe; a smaller lr for the wide model, which diverges at 0.5.
             models = [("mlp_digits", _DEMO.epochs, _DEMO.lr), ("mlp_wide", _DEMO.epochs, 0.05)]
             c = exp_overhead(models, 4, r, work)

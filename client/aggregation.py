@@ -394,13 +394,35 @@ def mean(updates: Sequence[Vector]) -> Vector:
     return fedavg(vecs, [1] * len(vecs))
 
 
+_NETWORK_MAX = 8  # up to this many updates, sort each column with a min/max network
+
+
 def _sorted_blocks(vecs: list[Vector]) -> Iterable[tuple[int, int, npt.NDArray[np.float32]]]:
     """Yield ``(start, end, tile)`` with ``tile[c, :]`` the n values of column c, sorted.
 
-    Rows of n contiguous values sort fast (SIMD small sorts); sorted values are unique up to the
-    sign of zero, so the sort algorithm cannot change any result.
+    Sorted values are unique up to the sign of zero, so the sorting method cannot change any
+    result.  Up to :data:`_NETWORK_MAX` updates (every round of a small federation) the columns
+    are sorted by an odd-even transposition network of vectorised ``minimum``/``maximum`` over
+    whole rows, ~10x faster than numpy's per-row small sorts; beyond, rows of n contiguous values
+    are sorted by numpy.
     """
     n, size = len(vecs), vecs[0].size
+    if n <= _NETWORK_MAX:
+        rows = np.empty((n, _BLOCK), dtype=np.float32)
+        low = np.empty(_BLOCK, dtype=np.float32)
+        for s in range(0, size, _BLOCK):
+            e = min(s + _BLOCK, size)
+            r, lo = rows[:, : e - s], low[: e - s]
+            for i, v in enumerate(vecs):
+                r[i] = v[s:e]
+            _check_finite(r, "an update")
+            for phase in range(n):  # n phases of odd-even transposition sort n values
+                for i in range(phase % 2, n - 1, 2):
+                    np.minimum(r[i], r[i + 1], out=lo)
+                    np.maximum(r[i], r[i + 1], out=r[i + 1])
+                    r[i] = lo
+            yield s, e, r.T
+        return
     tile = np.empty((_BLOCK, n), dtype=np.float32)
     for s in range(0, size, _BLOCK):
         e = min(s + _BLOCK, size)

@@ -32,6 +32,7 @@ from web3.exceptions import (
     TimeExhausted,
     Web3RPCError,
 )
+from web3.types import RPCEndpoint
 
 from client import contracts
 from client.errors import ChainError, ConfigError, ContractRevert, NotFoundError
@@ -49,7 +50,15 @@ EVENT_NAMES = (
 
 def connect(rpc_url: str, *, timeout: float = 30.0) -> Web3:
     """A Web3 connected to ``rpc_url``; a ChainError that names the URL if nothing answers."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    # web3 asks the node for its chain id around every contract call (two extra round trips
+    # per eth_call); an endpoint's chain id does not change, so that answer is cached.
+    provider = Web3.HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": timeout},
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+    )
+    w3 = Web3(provider)
     try:
         w3.eth.chain_id  # noqa: B018 - probe the endpoint
     except Exception as exc:  # noqa: BLE001 - any transport failure

@@ -303,3 +303,57 @@ def test_attackers_at_30_percent_are_rejected_on_non_iid_digits(attack: str) -> 
                 honest += not is_bad
     assert hits / (hits + misses) >= 0.9
     assert false_rejects / honest <= 0.05
+
+
+def test_judging_a_later_round_needs_the_previous_rounds_verdict_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The standing carries over from round r - 1's verdict file, so judge_round refuses to
+    judge round r > 0 without it, or with another round's file."""
+    from client import codec
+    from client.blockstore import Blockstore
+    from client.rounds import UpdateRef, judge_round
+    from client.taskspec import TaskSpec
+
+    store = Blockstore(tmp_path / "blocks")
+    spec = TaskSpec(model="mlp_digits", dataset="digits", aggregation={"rule": "median"})
+    from client.models import build_model, state_to_numpy
+
+    model = state_to_numpy(build_model("mlp_digits", seed=0))
+
+    def judge(rnd: int, previous):  # type: ignore[no-untyped-def]
+        base = codec.encode_model(model, task_id=1, round=rnd)
+        refs = []
+        for i, d in enumerate(_honest_like(model, 5, seed=rnd)):
+            f = codec.encode_update(
+                d, task_id=1, round=rnd, base_hash=codec.sha256_hex(base), encoding="fp32"
+            )
+            refs.append(
+                UpdateRef(rnd * 5 + i + 1, _addr(i + 1), codec.sha256_hex(f), store.put(f), 10)
+            )
+        return judge_round(
+            store, task_id=1, round_=rnd, spec=spec, base_model=base, updates=refs,
+            previous=previous,
+        )  # fmt: skip
+
+    first = judge(0, None)
+    assert first.verdict_file.standing is not None
+    assert set(first.verdict_file.standing) == {_addr(i + 1) for i in range(5)}
+    with pytest.raises(ValueError, match="needs round 0's verdict file"):
+        judge(1, None)
+    with pytest.raises(ValueError, match="not task 1 round 1"):
+        judge(2, first.verdict_file)
+    second = judge(1, first.verdict_file)
+    assert second.verdict_file.standing is not None
+    # each standing moved from round 0's value towards round 1's cosine, by at most 30 %
+    for who, was in first.verdict_file.standing.items():
+        now = second.verdict_file.standing[who]
+        assert now != was and abs(now - was) <= 0.3 * 2 + 1e-9
+
+
+def _honest_like(model: dict[str, np.ndarray], n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    common = {k: rng.standard_normal(v.shape) for k, v in model.items()}
+    return [
+        {k: (0.01 * (common[k] + 0.5 * rng.standard_normal(v.shape))).astype(np.float32)
+         for k, v in model.items()}
+        for _ in range(n)
+    ]  # fmt: skip
