@@ -601,14 +601,12 @@ def exp_overhead(
         # allocations) that are no part of a round's cost.
         loop = PlainLoop(model, clients, epochs=epochs, lr=lr)
         plain_all: list[float] = []
+
+        def plain_round(loop: PlainLoop = loop, out: list[float] = plain_all) -> None:
+            out.append(loop.round())
+
         chain = chain_rounds(
-            model,
-            clients,
-            rounds + 1,
-            workdir,
-            epochs=epochs,
-            lr=lr,
-            after_round=lambda: plain_all.append(loop.round()),
+            model, clients, rounds + 1, workdir, epochs=epochs, lr=lr, after_round=plain_round
         )[1:]
         plain = plain_all[1:]
         # Medians: a round that shares the 2 cores with another job's burst says little.
