@@ -342,17 +342,19 @@ class _BlockWriter:
                 list(_FSYNC_POOL.map(lambda item: os.fsync(item[0].fileno()), self.pending))
             for f, tmp, path in self.pending:
                 f.close()
-                path.parent.mkdir(exist_ok=True)
-                os.replace(tmp, path)
+                try:
+                    os.replace(tmp, path)
+                except FileNotFoundError:  # the shard directory's first block
+                    path.parent.mkdir(exist_ok=True)
+                    os.replace(tmp, path)
                 dirs.add(path.parent)
         except BaseException:
             self.abort()
             raise
         self.pending.clear()
         self.names.clear()
-        if durable:
-            for d in dirs:
-                _fsync_dir(d)
+        if durable:  # the renames, one directory each: also concurrently
+            list(_FSYNC_POOL.map(_fsync_dir, sorted(dirs)))
 
     def abort(self) -> None:
         for f, tmp, _ in self.pending:
