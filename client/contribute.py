@@ -17,7 +17,7 @@ from eth_account.signers.local import LocalAccount
 from client import attacks as attack_lib
 from client import codec
 from client.chain import Ledger, SignedUpdate
-from client.models import build_model
+from client.models import build_architecture
 from client.privacy import DPConfig, PrivacyAccountant, dp_metadata, privatize
 from client.store import ContentStore
 from client.submit import Submitted, encode, sign, submit
@@ -60,7 +60,7 @@ def make_update(
     """Train one round against the task's current global model; return the encoded update."""
     state = load_task(ledger, store, task_id)
     spec = state.spec
-    model = build_model(spec.model, seed=spec.seed, **spec.model_kwargs)
+    model = build_architecture(spec.model, **spec.model_kwargs)  # the global weights go in next
     current = global_model(store, state)
     attack = attack_lib.ATTACKS[opts.attack] if opts.attack else None
     n_classes = int(local.y.max()) + 1 if local.y.size else 1

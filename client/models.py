@@ -196,6 +196,24 @@ def build_model(name_or_factory: str, *, seed: int = 0, **kwargs: object) -> nn.
     return model
 
 
+def build_architecture(name_or_factory: str, **kwargs: object) -> nn.Module:
+    """The model's architecture with *uninitialised* weights, for a caller that loads weights
+    next (a contributor loading the global model): the factory runs on torch's ``meta`` device
+    and the tensors are then allocated without the random initialisation, which for a
+    4.3M-parameter MLP is most of the cost of building it.  A factory that cannot run on the
+    meta device, or whose module holds state that loading its ``state_dict`` would not set
+    (a non-persistent buffer), is built normally."""
+    try:
+        with torch.device("meta"):
+            model = build_model(name_or_factory, seed=0, **kwargs)
+    except (RuntimeError, NotImplementedError):
+        return build_model(name_or_factory, seed=0, **kwargs)
+    loaded = set(model.state_dict())
+    if any(name not in loaded for name, _ in model.named_buffers()):
+        return build_model(name_or_factory, seed=0, **kwargs)
+    return model.to_empty(device="cpu")
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of scalar parameters (buffers excluded)."""
     return sum(p.numel() for p in module.parameters())

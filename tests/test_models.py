@@ -149,3 +149,35 @@ def test_bad_model_references_are_config_errors(ref: str, message: str) -> None:
 def test_factory_rejecting_arguments_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="rejected"):
         build_model("mlp_digits", no_such_argument=1)
+
+
+def test_an_architecture_is_built_without_initialising_its_weights() -> None:
+    """build_architecture gives the same names and shapes as build_model (weights to be loaded
+    next); a module with a non-persistent buffer, which loading would not set, is built
+    normally."""
+    import torch
+    from torch import nn
+
+    from client.models import build_architecture, build_model, state_to_numpy
+
+    arch = state_to_numpy(build_architecture("mlp_digits"))
+    full = state_to_numpy(build_model("mlp_digits", seed=0))
+    assert [(k, v.shape) for k, v in arch.items()] == [(k, v.shape) for k, v in full.items()]
+
+    class WithTable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+            self.register_buffer("table", torch.arange(4.0), persistent=False)
+
+    import sys
+    import types
+
+    mod = types.ModuleType("fedledger_test_models")
+    mod.factory = WithTable  # type: ignore[attr-defined]
+    sys.modules["fedledger_test_models"] = mod
+    try:
+        m = build_architecture("fedledger_test_models:factory")
+        assert torch.equal(m.table, torch.arange(4.0))
+    finally:
+        del sys.modules["fedledger_test_models"]
