@@ -919,12 +919,26 @@ class Ledger:
         start = self.from_block if from_block is None else from_block
         yield from self._logs({"topics": topics}, start, end_all, self.log_chunk)
 
-    def last_finalized(self, task_id: int) -> dict[str, Any] | None:
-        """Args of the task's latest RoundFinalized event, or None before the first."""
-        last = None
-        for ev in self.events("RoundFinalized", task_id=task_id):
-            last = ev["args"]
-        return last
+    def last_finalized(self, task_id: int, round_: int | None = None) -> dict[str, Any] | None:
+        """Args of the task's latest RoundFinalized event (that of ``round_``, by default the
+        round before the current one), or None before the first.
+
+        Searched backwards from the head, one chunk at a time: the last finalisation is
+        usually recent, so this costs a few ``eth_getLogs`` calls however long the history."""
+        if round_ is None:
+            round_ = self.current_round(task_id) - 1
+        if round_ < 0:
+            return None
+        topic0 = "0x" + keccak(text=self._event_signature("RoundFinalized")).hex()
+        topics = [topic0, _topic_int(task_id), _topic_int(round_)]
+        end = int(self.w3.eth.block_number)
+        while end >= self.from_block:
+            start = max(self.from_block, end - self.log_chunk + 1)
+            found = list(self._logs({"topics": topics}, start, end, self.log_chunk))
+            if found:
+                return dict(found[-1]["args"])
+            end = start - 1
+        return None
 
 
 _EVENT_LAYOUTS: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}

@@ -114,7 +114,7 @@ def load_task(ledger: Ledger, store: ContentStore, task_id: int) -> TaskState:
     global_cid = cfg.model_cid
     last_verdict_cid = None
     if int(t["currentRound"]) > 0:
-        last = ledger.last_finalized(task_id)
+        last = ledger.last_finalized(task_id, int(t["currentRound"]) - 1)
         if last is None:
             raise NotFoundError(f"task {task_id}: no RoundFinalized event for its global model")
         last_verdict_cid = str(last["verdictCid"])

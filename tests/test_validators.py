@@ -93,6 +93,21 @@ def test_two_honest_validators_reach_quorum_with_bit_identical_results(contested
     assert sc.store.get(a1["aggregateCid"]) == sc.store.get(a2["aggregateCid"])
 
 
+def test_the_last_finalisation_is_found_searching_back_one_block_at_a_time(contested):
+    """last_finalized searches backwards from the head in log_chunk ranges: with 1-block
+    chunks it still finds the same event a forward scan of the whole history finds, and
+    None for a round that is not final."""
+    sc, _, _ = contested
+    forward = [e["args"] for e in sc.ledger.events("RoundFinalized", task_id=sc.task_id)][-1]
+    chunk = sc.ledger.log_chunk
+    try:
+        sc.ledger.log_chunk = 1
+        assert sc.ledger.last_finalized(sc.task_id) == dict(forward)
+        assert sc.ledger.last_finalized(sc.task_id, 5) is None
+    finally:
+        sc.ledger.log_chunk = chunk
+
+
 def test_a_lying_validator_cannot_finalise_alone(contested):
     sc, _, after_one = contested
     assert after_one == 0  # liar + one honest validator: two digests, no quorum
