@@ -41,7 +41,7 @@ Checks, in order; the first that fails decides (so each update gets exactly one 
      first cosine when it has no history), carried from round to round in the verdict file
      (:attr:`client.verdicts.VerdictFile.standing`).  Below ``min_standing`` (default 0: on
      balance, its updates have pointed against what the others agree on) the update is an
-     outlier.  One round's cosine is a noisy witness once honest non-IID updates become
+     outlier, even in a round too small to compare updates.  One round's cosine is a noisy witness once honest non-IID updates become
      near-orthogonal late in training; a contributor that flips its updates round after round
      stays negative on balance, while an honest one's occasional negative round is outweighed
      by its history.  A round without a consensus (below) leaves every standing as it was;
@@ -405,8 +405,17 @@ def _outliers(
     prior: Mapping[str, float],
 ) -> list[tuple[_Live, Verdict, str, float | None, float | None]]:
     if len(live) < spec.min_outlier_pool or gram is None:
+        # Too few to compare with one another; a contributor's history still counts.
         note = f"accepted (only {len(live)} updates: too few to judge outliers)"
-        return [(x, Verdict.ACCEPTED, note, None, None) for x in live]
+        small: list[tuple[_Live, Verdict, str, float | None, float | None]] = []
+        for x in live:
+            was = prior.get(x.cand.contributor.lower())
+            if spec.min_standing is not None and was is not None and was < spec.min_standing:
+                why = _bad_standing(was, spec.min_standing)
+                small.append((x, Verdict.OUTLIER, why, None, was))
+            else:
+                small.append((x, Verdict.ACCEPTED, note, None, was))
+        return small
     vecs = [x.vec for x in live]
     sub = _sub_gram(gram, [x.index for x in live])
     center = agg.median(vecs)
@@ -465,10 +474,7 @@ def _outliers(
         before = priors[i]
         now = updated_standing(spec, before, cos[i], strength) if consensus else before
         if spec.min_standing is not None and now is not None and now < spec.min_standing:
-            reasons.append(
-                f"standing {now:.4f} (agreement with the consensus over its rounds) is below "
-                f"{spec.min_standing:g}"
-            )
+            reasons.append(_bad_standing(now, spec.min_standing))
         if rms[i] < noise:
             reasons.append(
                 f"uncorrelated with every other update, like noise (rms cosine {rms[i]:.3g} "
@@ -479,6 +485,12 @@ def _outliers(
         else:
             out.append((x, Verdict.ACCEPTED, accepted_note, worst_z, now))
     return out
+
+
+def _bad_standing(standing: float, floor: float) -> str:
+    return (
+        f"standing {standing:.4f} (agreement with the consensus over its rounds) is below {floor:g}"
+    )
 
 
 def accepted_ids(decisions: Sequence[Decision]) -> list[int]:

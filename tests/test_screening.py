@@ -212,6 +212,15 @@ def test_next_standing_keeps_contributors_absent_from_the_round() -> None:
     assert set(after) == {_addr(i) for i in (1, 2, 3, 4, 5, 9)}
 
 
+def test_in_a_round_too_small_to_compare_a_bad_standing_still_counts() -> None:
+    deltas = _honest(3)
+    history = {_addr(1): 0.4, _addr(2): -0.5}
+    decisions = screen(_cands(deltas), MODEL, MEDIAN, standing=history)
+    assert [d.verdict for d in decisions] == [Verdict.ACCEPTED, Verdict.OUTLIER, Verdict.ACCEPTED]
+    assert "standing -0.5" in decisions[1].reason
+    assert [d.standing for d in decisions] == [0.4, -0.5, None]  # nothing moves in such a round
+
+
 def test_too_few_updates_are_not_judged_as_outliers() -> None:
     deltas = _honest(3)
     deltas[2] = {k: -v for k, v in deltas[2].items()}
