@@ -37,14 +37,18 @@ Checks, in order; the first that fails decides (so each update gets exactly one 
      convergence are near-orthogonal, and a correlated minority could pose as one.  Then no
      cosine check applies in the round;
    * every rule, over the task's history: *standing*, each contributor's running agreement
-     with the consensus, ``s = standing_decay * s_prev + (1 - standing_decay) * cosine`` (its
-     first cosine when it has no history), carried from round to round in the verdict file
-     (:attr:`client.verdicts.VerdictFile.standing`).  Below ``min_standing`` (default 0: on
+     with the consensus: ``s += (1 - standing_decay) * min(1, 2 * strength) * (cosine - s)``
+     (its first cosine when it has no history; ``strength`` is the round's median cosine to
+     the consensus, so rounds where honest updates clearly agree count fully and barely
+     agreeing ones little), carried from round to round in the verdict file
+     (:attr:`client.verdicts.VerdictFile.standing`).  Below ``min_standing`` (default -0.1: on
      balance, its updates have pointed against what the others agree on) the update is an
-     outlier, even in a round too small to compare updates.  One round's cosine is a noisy witness once honest non-IID updates become
-     near-orthogonal late in training; a contributor that flips its updates round after round
-     stays negative on balance, while an honest one's occasional negative round is outweighed
-     by its history.  A round without a consensus (below) leaves every standing as it was;
+     outlier, even in a round too small to compare updates.  One round's cosine is a noisy
+     witness once honest non-IID updates become near-orthogonal late in training; a
+     contributor that flips its updates round after round stays negative on balance, while an
+     honest one's occasional negative round is outweighed by its history.  Contributors in bad
+     standing are left out of the consensus.  A round without a consensus (above) leaves every
+     standing as it was;
    * every rule: noise.  An update whose cosines to *all* the others have a root mean square
      below ``noise_sigmas / sqrt(d)`` (``d`` parameters; a random direction's cosines are about
      ``N(0, 1/d)``) is uncorrelated with everything in the round: Gaussian-noise updates and
