@@ -351,16 +351,7 @@ def exp_baseline(base: Sim, seeds: Sequence[int], workdir: Path) -> dict[str, An
 # --------------------------------------------------------------------------- (b) robustness
 
 RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum")
-ATTACK_NAMES = (
-    "sign_flip",
-    "scaling",
-    "gaussian_noise",
-    "label_flip",
-    "norm_preserving",
-    "little_is_enough",
-    "colluding",
-    "free_rider",
-)
+ATTACK_NAMES = tuple(attack_lib.ATTACKS)  # every registered attack, in its order
 
 
 def exp_robustness(

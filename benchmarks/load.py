@@ -2,12 +2,14 @@
 
 On a local anvil: ``--tasks`` open tasks with ``minUpdates = maxUpdates = --contributors``, so
 each round is ready as soon as every contributor has submitted, and a validator running in the
-backend (indexer + validator + REST API + relay, in its own process) seals, judges and attests
-it at once: rounds keep turning.  Each round, half of the contributors submit through the SDK's
+backend seals, judges and attests it at once: rounds keep turning.  The backend runs as
+``fedledger serve`` does: REST API and relay (with its journal) in one process, the worker
+(indexer + validator) in a supervised child (``--in-process``: a thread of the API process).  Each round, half of the contributors submit through the SDK's
 pipelined path (``Sender.send``, receipts awaited together) and half through
 ``POST /relay/updates`` (EIP-712, batched ``submitUpdatesFor``).  Meanwhile ``--readers``
 processes (one client each) hammer ``GET /contributions`` (pages, filters, cursors),
-``/tasks`` and ``/health``.  The backend's RSS is sampled every second.
+``/tasks`` and ``/health``.  The backend's RSS (API process and worker) is sampled every
+second.
 
 When ``--seconds`` (default 60) are up, submission stops, the backend drains, and every update
 sent is compared with the API's contributions: ``lost`` = mined but missing from the API,

@@ -929,12 +929,14 @@ class Ledger:
             round_ = self.current_round(task_id) - 1
         if round_ < 0:
             return None
-        topic0 = "0x" + keccak(text=self._event_signature("RoundFinalized")).hex()
-        topics = [topic0, _topic_int(task_id), _topic_int(round_)]
         end = int(self.w3.eth.block_number)
         while end >= self.from_block:
             start = max(self.from_block, end - self.log_chunk + 1)
-            found = list(self._logs({"topics": topics}, start, end, self.log_chunk))
+            found = list(
+                self.events(
+                    "RoundFinalized", task_id=task_id, round_=round_, from_block=start, to_block=end
+                )
+            )
             if found:
                 return dict(found[-1]["args"])
             end = start - 1

@@ -83,6 +83,7 @@ def verify_task(
     prev_hash, prev_cid = state.config.model_hash, state.config.model_cid
     prev_block = int(created["blockNumber"])
     prev_verdicts: str | None = None  # the attested verdict file of the round before
+    files: dict[str, verdicts.VerdictFile] = {}  # by CID: each round's file serves the next too
     todo = [f for f in finals if round_ is None or int(f["args"]["round"]) == round_]
     done = 0
     for f in finals:
@@ -102,6 +103,7 @@ def verify_task(
                     prev_block,
                     state.config.round_duration,
                     prev_verdicts,
+                    files,
                 )
             )
             done += 1
@@ -111,6 +113,18 @@ def verify_task(
         prev_block = int(f["blockNumber"])
         prev_verdicts = str(a["verdictCid"])
     return report
+
+
+def _verdict_file(
+    store: ContentStore, cid: str, files: dict[str, verdicts.VerdictFile] | None
+) -> verdicts.VerdictFile:
+    """The verdict file at ``cid``, fetched and parsed once per verification."""
+    if files is not None and cid in files:
+        return files[cid]
+    vf = verdicts.parse(store.get(cid))
+    if files is not None:
+        files[cid] = vf
+    return vf
 
 
 def _verify_round(
@@ -125,6 +139,7 @@ def _verify_round(
     start_block: int,
     duration: int,
     prev_verdicts: str | None = None,
+    files: dict[str, verdicts.VerdictFile] | None = None,
 ) -> RoundReport:
     rep = RoundReport(rnd)
     refs = []
@@ -157,14 +172,14 @@ def _verify_round(
     previous = None
     if prev_verdicts is not None:  # the standing this round started from
         try:
-            previous = verdicts.parse(store.get(prev_verdicts))
+            previous = _verdict_file(store, prev_verdicts, files)
         except FedledgerError as exc:
             rep.problems.append(
                 f"verdict file {prev_verdicts} of round {rnd - 1} unavailable or invalid: {exc}"
             )
             return rep
     try:
-        attested = verdicts.parse(store.get(str(fin["verdictCid"])))
+        attested = _verdict_file(store, str(fin["verdictCid"]), files)
     except FedledgerError as exc:
         rep.problems.append(f"verdict file {fin['verdictCid']} unavailable or invalid: {exc}")
         attested = None

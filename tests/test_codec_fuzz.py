@@ -269,15 +269,20 @@ def test_hostile_headers_are_refused_cleanly_or_are_really_valid(data: bytes) ->
 # -- generator 3: valid safetensors that break the encoding rules -----------------------------
 
 
-def _topk_file(shape: list[int], indices: list[int], values: list[float], idx_dtype: str) -> bytes:
-    meta = {
+def _update_meta(encoding: str) -> dict[str, str]:
+    """Valid metadata of a task-1, round-0 update file in ``encoding``."""
+    return {
         codec.K_VERSION: "1",
         codec.K_KIND: "update",
         codec.K_TASK: "1",
         codec.K_ROUND: "0",
         codec.K_BASE: BASE,
-        codec.K_ENCODING: "topk",
+        codec.K_ENCODING: encoding,
     }
+
+
+def _topk_file(shape: list[int], indices: list[int], values: list[float], idx_dtype: str) -> bytes:
+    meta = _update_meta("topk")
     tensors = {
         "w::shape": np.asarray(shape, "<i8"),
         "w::indices": np.asarray(indices, idx_dtype),
@@ -313,14 +318,7 @@ def test_a_tiny_file_claiming_a_gigabyte_tensor_allocates_nothing_of_it() -> Non
 
 
 def test_int8_files_holding_minus_128_or_a_missing_scale_are_refused() -> None:
-    meta = {
-        codec.K_VERSION: "1",
-        codec.K_KIND: "update",
-        codec.K_TASK: "1",
-        codec.K_ROUND: "0",
-        codec.K_BASE: BASE,
-        codec.K_ENCODING: "int8",
-    }
+    meta = _update_meta("int8")
     q = np.array([-128, 0, 127], "i1")
     bad: list[dict[str, np.ndarray]] = [
         {"w": q, "w::scale": np.array(0.5, "<f4")},
