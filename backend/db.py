@@ -210,6 +210,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.in_process = self.engine.dialect.name == "sqlite"
+        """Whether a query is answered in this process (SQLite) rather than across a network."""
 
     def create(self) -> Database:
         try:

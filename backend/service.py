@@ -161,6 +161,7 @@ def run_service(
     as a thread of this process instead."""
     import uvicorn
 
+    from backend.api.app import freeze_startup_heap
     from client.logs import configure
 
     configure("INFO", json_lines=True)
@@ -206,7 +207,9 @@ def run_service(
     else:
         worker = backend
     worker.start()
+    app = backend.app(relayer, worker.status)
+    freeze_startup_heap()
     try:
-        uvicorn.run(backend.app(relayer, worker.status), host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         worker.stop()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -29,14 +35,18 @@ from sqlalchemy.dialects import sqlite
 from web3 import Web3
 
 from backend.api import create_app
+from backend.api.addresses import checksum
+from backend.api.routes import contributions, tasks
 from backend.api.routes.contributions import history_query
-from backend.api.schemas import ContributionStatus
+from backend.api.schemas import Contribution, ContributionStatus, Page, Task
 from backend.api.server import BackgroundServer
 from backend.db import Database, RoundRow, VerdictFileRow
 from client import merkle, verdicts
 from client.devnet import free_port
 from client.store import open_store
 from client.verdicts import Verdict
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -105,6 +115,33 @@ def test_health_is_degraded_with_200_when_the_rpc_is_dead(tmp_path: Path) -> Non
     assert body["last_indexed_block"] == 123
     assert body["chain_id"] == 31337  # known from the checkpoint even with the chain down
     assert "Traceback" not in r.text
+
+
+def test_a_hanging_rpc_degrades_health_without_holding_up_other_requests(tmp_path: Path) -> None:
+    """An RPC endpoint that accepts and never answers: /health says so after its bounded wait,
+    and the requests that arrive meanwhile are answered at once (the probe waits off the loop)."""
+    db = Database(f"sqlite:///{tmp_path / 'i.db'}").create()
+    populate(db).checkpoint(123)
+    silent = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+    try:
+        with (
+            BackgroundServer(create_app(db, w3=w3)) as srv,
+            httpx.Client(timeout=20) as http,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            probe = pool.submit(http.get, srv.url + "/health")
+            time.sleep(0.3)  # the probe is now waiting on the silent endpoint
+            assert not probe.done()
+            assert http.get(srv.url + "/tasks").status_code == 200
+            assert not probe.done()  # /tasks was answered while /health still waited
+            r = probe.result()
+    finally:
+        silent.close()
+    assert r.status_code == 200
+    assert r.json()["status"] == "degraded"
+    assert "did not answer" in r.json()["detail"]
 
 
 @pytest.fixture(scope="module")
@@ -493,6 +530,22 @@ def test_the_status_filter_knows_every_verdict() -> None:
     assert get_args(ContributionStatus) == ("PENDING", *Verdict.__members__)
 
 
+def test_list_pages_are_built_from_the_columns_their_models_name() -> None:
+    """The list routes serialise table rows without a model per row: the tables' columns must
+    be the models' fields, in order (a new column needs a field, and the other way round)."""
+    assert tuple(Contribution.model_fields) == contributions.COLUMNS
+    assert tuple(Task.model_fields) == tasks.COLUMNS
+
+
+def test_every_listed_page_validates_as_its_model(api: Api) -> None:
+    for params in ({"limit": 500}, {"status": "OUTLIER"}, {"order": "desc", "limit": 2}):
+        page = Page[Contribution].model_validate(api.get("/contributions", params=params).json())
+        assert page.items
+        assert all(c.contributor == checksum(c.contributor.lower()) for c in page.items)
+    tasks_page = Page[Task].model_validate(api.get("/tasks").json())
+    assert tasks_page.items and all(t.owner == checksum(t.owner.lower()) for t in tasks_page.items)
+
+
 # -- /contributors ------------------------------------------------------------------------------
 
 
@@ -630,3 +683,20 @@ def test_openapi_docs_are_served(api: Api) -> None:
         "/metrics",
     ):
         assert path in paths
+
+
+def test_a_served_app_leaves_its_startup_heap_out_of_the_collector(tmp_path: Path) -> None:
+    """``from_settings`` (as ``fedledger serve`` does) freezes what startup built, so a full
+    collection under load walks only what requests made, not the ~150k objects of the imports."""
+    script = (
+        "import gc; from backend.api.app import from_settings; "
+        "assert gc.get_freeze_count() == 0; from_settings(); print(gc.get_freeze_count())"
+    )
+    env = dict(os.environ, FEDLEDGER_DB=f"sqlite:///{tmp_path / 'i.sqlite3'}")
+    env["FEDLEDGER_HOME"] = str(tmp_path)
+    env.pop("FEDLEDGER_RPC_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 50_000  # the imports and the app, not a handful of objects

@@ -7,6 +7,7 @@ Run it on a configured data dir (``FEDLEDGER_DB``, ``FEDLEDGER_RPC_URL``, ``FEDL
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -268,6 +269,19 @@ async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
+def freeze_startup_heap() -> None:
+    """Take everything alive now (imported modules, the app) out of the cyclic collector's walks.
+
+    A full collection walks every tracked object: with web3, SQLAlchemy, pydantic and FastAPI
+    loaded that is ~150,000 objects, 70 ms idle and 170-190 ms under load, during which no
+    request is answered (the load benchmark's slowest requests). What a server builds before it
+    serves lives as long as the process, so the collector has nothing to find there; after
+    :func:`gc.freeze` a full collection walks only what requests made. Call it once, just before
+    serving, in a process that only serves."""
+    gc.collect()
+    gc.freeze()
+
+
 def from_settings() -> FastAPI:
     """``create_app`` on the configured database and chain (a factory for ``uvicorn --factory``)."""
     from web3 import Web3
@@ -279,4 +293,6 @@ def from_settings() -> FastAPI:
     except ConfigError:
         rpc_url = None  # /health reports "degraded: no chain configured"
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5})) if rpc_url else None
-    return create_app(db, w3=w3, ledger_address=settings.contract)
+    app = create_app(db, w3=w3, ledger_address=settings.contract)
+    freeze_startup_heap()
+    return app

@@ -20,7 +20,9 @@ from backend.api.deps import (
     SessionDep,
     decode_cursor,
     encode_cursor,
-    json_response,
+    page_response,
+    read,
+    row_items,
 )
 from backend.api.proofs import verdict_proof
 from backend.api.schemas import Contribution, ContributionStatus, Page, Proof
@@ -49,8 +51,8 @@ def contribution_model(row: ContributionRow) -> Contribution:
 
 
 @router.get("", response_model=Page[Contribution])
-def list_contributions(
-    s: SessionDep,
+async def list_contributions(
+    ctx: CtxDep,
     contributor: ContributorFilter,
     task_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT)] = None,
     round: Annotated[int | None, Query(ge=0, le=MAX_DB_INT)] = None,
@@ -67,14 +69,15 @@ def list_contributions(
     kind = f"contributions.{order}"
     after = None if cursor is None else decode_cursor(kind, cursor)
     q = history_query(task_id, round, contributor, status, order, after).limit(limit + 1)
-    rows = s.execute(q).mappings().all()
+    rows = await read(ctx, lambda c: c.execute(q).all())
     more = len(rows) > limit
-    items = [
-        Contribution.model_validate({**r, "contributor": checksum(r["contributor"])})
-        for r in rows[:limit]
-    ]
-    nxt = encode_cursor(kind, items[-1].update_id) if more else None
-    return json_response(Page[Contribution](items=items, next_cursor=nxt))
+    items = row_items(rows[:limit], COLUMNS, addresses=("contributor",))
+    nxt = encode_cursor(kind, items[-1]["update_id"]) if more else None
+    return page_response(items, nxt)
+
+
+COLUMNS = tuple(ContributionRow.__table__.columns.keys())
+"""The contributions table's columns, in order: also the fields of ``Contribution``."""
 
 
 def history_query(

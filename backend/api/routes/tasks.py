@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.api.addresses import checksum
 from backend.api.deps import (
     MAX_DB_INT,
+    CtxDep,
     Cursor,
     Limit,
     SessionDep,
     decode_cursor,
     encode_cursor,
+    page_response,
+    read,
+    row_items,
 )
 from backend.api.schemas import Page, Task, TaskDetail
 from backend.db import MemberRow, RoundRow, TaskRow
@@ -38,17 +42,21 @@ def get_task_row(s: Session, task_id: int) -> TaskRow:
     return row
 
 
+COLUMNS = tuple(TaskRow.__table__.columns.keys())
+"""The tasks table's columns, in order: also the fields of ``Task``."""
+
+
 @router.get("", response_model=Page[Task])
-def list_tasks(s: SessionDep, limit: Limit = 50, cursor: Cursor = None) -> Page[Task]:
+async def list_tasks(ctx: CtxDep, limit: Limit = 50, cursor: Cursor = None) -> Response:
     """Tasks by id."""
-    q = select(TaskRow).order_by(TaskRow.task_id).limit(limit + 1)
+    q = select(*TaskRow.__table__.columns).order_by(TaskRow.task_id).limit(limit + 1)
     if cursor is not None:
         q = q.where(TaskRow.task_id > decode_cursor("tasks", cursor))
-    rows = list(s.scalars(q))
+    rows = await read(ctx, lambda c: c.execute(q).all())
     more = len(rows) > limit
-    rows = rows[:limit]
-    nxt = encode_cursor("tasks", rows[-1].task_id) if more else None
-    return Page[Task](items=[task_model(r) for r in rows], next_cursor=nxt)
+    items = row_items(rows[:limit], COLUMNS, addresses=("owner",))
+    nxt = encode_cursor("tasks", items[-1]["task_id"]) if more else None
+    return page_response(items, nxt)
 
 
 @router.get("/{task_id}", response_model=TaskDetail)
