@@ -598,6 +598,14 @@ def main() -> None:
         "rss_end_mib": round(samples[-1][1], 1) if samples else None,
         "rss_max_mib": round(max(m for _, m in samples), 1) if samples else None,
         "rss_growth_after_steady_mib": round(steady[-1] - steady[0], 1) if steady else None,
+        # RSS at each quarter of the steady period, and its growth over the second half: caches
+        # (SQLite pages, the allocator's arenas) fill early; a leak keeps growing to the end.
+        "rss_quarters_mib": [round(steady[(len(steady) - 1) * q // 4], 1) for q in (1, 2, 3, 4)]
+        if steady
+        else None,
+        "rss_growth_second_half_mib": round(steady[-1] - steady[(len(steady) - 1) // 2], 1)
+        if steady
+        else None,
         **server,
         "lost": lost,
         "duplicated": duplicated,
@@ -621,6 +629,11 @@ def main() -> None:
             f"{summary['rss_start_mib']} / {summary['rss_steady_mib']} / {summary['rss_end_mib']}",
         ),
         ("RSS growth once steady (MiB)", f"{summary['rss_growth_after_steady_mib']}"),
+        (
+            "RSS at each quarter once steady (MiB)",
+            " / ".join(str(x) for x in summary["rss_quarters_mib"] or []),
+        ),
+        ("RSS growth over its second half (MiB)", f"{summary['rss_growth_second_half_mib']}"),
         (
             "server-side GET: p99 bucket / share <= 50 ms",
             f"<= {server.get('server_p99_bucket_ms')} ms / {server.get('server_share_le_50ms')}",
