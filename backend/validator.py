@@ -66,6 +66,8 @@ class Validator:
         self.last_error: str | None = None
         self.skipped: dict[tuple[int, int], str] = {}
         """Why a ready round was not attested on the last pass (lagging index, reorg...)."""
+        self._published: dict[int, tuple[str, str, bytes]] = {}
+        """Per task, the last aggregate this validator stored: (CID, sha256, bytes)."""
 
     def my_tasks(self) -> list[int]:
         with self.db.session() as s:
@@ -126,7 +128,9 @@ class Validator:
             self.skipped[(task_id, rnd)] = "the index has not reached the confirmed seal yet"
             return None
         state = load_task(led, self.store, task_id)
-        base = fetch_verified(self.store, state.global_cid, state.global_hash)
+        base = self._own_aggregate(task_id, state.global_cid, state.global_hash)
+        if base is None:
+            base = fetch_verified(self.store, state.global_cid, state.global_hash)
         previous = (
             verdicts.parse(self.store.get(state.last_verdict_cid))
             if state.last_verdict_cid is not None
@@ -144,6 +148,7 @@ class Validator:
             updates=refs,
             deadline=deadline,
             previous=previous,
+            base_hash=state.global_hash,  # fetch_verified checked it
         )
         self._publish(j)
         why = self._unsafe_to_attest(task_id, rnd, len(refs))
@@ -212,6 +217,15 @@ class Validator:
             raise FedledgerError(
                 f"store returned CIDs {agg_cid}, {ver_cid}; computed {j.aggregate_cid}, {j.verdict_cid}"
             )
+        self._published[j.verdict_file.task_id] = (j.aggregate_cid, j.aggregate_hash, j.aggregate)
+
+    def _own_aggregate(self, task_id: int, cid: str, content_hash: str) -> bytes | None:
+        """The task's global model, if it is the aggregate this validator published last (the
+        round was finalised with it): the bytes are in hand, no need to read them back."""
+        mine = self._published.get(task_id)
+        if mine is None or mine[0] != cid or mine[1] != content_hash.lower():
+            return None
+        return mine[2]
 
     def _sealed_updates(self, task_id: int, rnd: int, count: int) -> list[UpdateRef] | None:
         with self.db.session() as s:

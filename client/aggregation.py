@@ -106,11 +106,51 @@ def flatten(
     problem = layout.matches(tensors)
     if problem is not None:
         raise FormatError(f"tensors do not match the model layout: {problem}")
+    adjacent = _adjacent(tensors, layout)
+    if adjacent is not None:
+        return adjacent, layout
     flat = np.empty(layout.size, dtype=np.float32)
     for name, off in zip(layout.names, layout.offsets, strict=True):
         arr = tensors[name]
         flat[off : off + arr.size] = arr.reshape(-1)
     return flat, layout
+
+
+def _adjacent(tensors: Mapping[str, np.ndarray], layout: TensorLayout) -> Vector | None:
+    """A read-only view of the tensors as one vector when they already lie end to end in
+    ``layout``'s order in one buffer (a decoded fp32 file, :func:`client.codec.decode`); else
+    ``None``. Read-only, so the vector can never change the tensors it shares memory with."""
+    arrays = [tensors[name] for name in layout.names]
+    if not arrays or any(a.size == 0 or not a.flags.c_contiguous for a in arrays):
+        return None
+    owner = _owner(arrays[0])
+    start = arrays[0].__array_interface__["data"][0]
+    for a, off in zip(arrays, layout.offsets, strict=True):
+        if a.__array_interface__["data"][0] != start + 4 * off or _owner(a) is not owner:
+            return None
+    if isinstance(owner, np.ndarray):
+        if owner.dtype != np.uint8 or owner.ndim != 1:
+            return None
+        buffer = owner
+    else:  # views straight into the file's bytes (client.codec.decode(copy=False))
+        try:
+            buffer = np.frombuffer(owner, dtype=np.uint8)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return None
+    begin = start - buffer.__array_interface__["data"][0]
+    if begin < 0 or begin + 4 * layout.size > buffer.size:
+        return None
+    flat = buffer[begin : begin + 4 * layout.size].view(np.float32)
+    flat.flags.writeable = False
+    return flat
+
+
+def _owner(a: np.ndarray) -> object:
+    """The object that owns ``a``'s memory (the end of its chain of views)."""
+    base: object = a
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return base
 
 
 def unflatten(flat: Vector, layout: TensorLayout) -> Tensors:

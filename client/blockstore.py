@@ -37,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from client.cid import CID, DAG_PB, FEDLEDGER, RAW, Block, DagBuilder, Profile, parse_cid
 from client.dagpb import UNIXFS_FILE, UNIXFS_RAW, decode_pbnode, decode_unixfs
@@ -130,6 +130,16 @@ class Blockstore:
 
         The children of each node are read and hashed a node's worth ahead, on a small thread
         pool (file reads and sha256 release the GIL), then joined in order."""
+        return self._read(cid, max_bytes, None)
+
+    def get_hashed(self, cid: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """:meth:`get` and the file's sha256, which this thread computes piece by piece while
+        the pool reads and verifies the blocks ahead (about half the time of hashing after)."""
+        whole = hashlib.sha256()
+        data = self._read(cid, max_bytes, whole)
+        return data, "0x" + whole.hexdigest()
+
+    def _read(self, cid: str, max_bytes: int | None, whole: Any) -> bytes:
         pieces: list[bytes] = []
         size = 0
         with _Prefetcher(self.get_block) as fetch:
@@ -137,6 +147,8 @@ class Blockstore:
                 size += len(piece)
                 if max_bytes is not None and size > max_bytes:
                     raise StoreError(f"{cid} is larger than {max_bytes} bytes")
+                if whole is not None:
+                    whole.update(piece)
                 pieces.append(piece)
         return b"".join(pieces)
 

@@ -268,19 +268,31 @@ class RawFile:
 
 
 def read_safetensors(
-    data: bytes | bytearray | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes | bytearray | memoryview,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    copy: bool = True,
 ) -> RawFile:
-    """Parse a whole safetensors file held in memory; tensors are fresh, writable copies."""
+    """Parse a whole safetensors file held in memory; tensors are fresh, writable copies, or
+    with ``copy=False`` read-only views of ``data`` itself (which they keep alive).
+
+    The data section is copied once, and each tensor is a view of its own bytes in that copy:
+    tensors stored end to end stay end to end in memory, so :func:`client.aggregation.flatten`
+    can take them as one vector without copying again."""
     view = memoryview(data).cast("B")
     header = parse_header(view, len(view), max_bytes=max_bytes)
+    section = np.frombuffer(view, dtype=np.uint8, count=header.data_size, offset=header.data_start)
+    if copy:
+        section = section.copy()
+    else:
+        section.flags.writeable = False
     tensors: dict[str, np.ndarray] = {}
     for info in header.tensors:
         dt = ALLOWED_DTYPES[info.dtype]
-        start = header.data_start + info.begin
-        arr = np.frombuffer(
-            view, dtype=dt, count=(info.end - info.begin) // dt.itemsize, offset=start
-        )
-        tensors[info.name] = arr.reshape(info.shape).copy()
+        piece = section[info.begin : info.end]
+        if info.begin % dt.itemsize:  # unaligned for its dtype (legal, never ours): its own copy
+            piece = piece.copy()
+        tensors[info.name] = piece.view(dt).reshape(info.shape)
     return RawFile(tensors, header.metadata, header)
 
 
@@ -482,13 +494,17 @@ def decode(
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     kind: Kind | None = None,
     canonical: bool = False,
+    copy: bool = True,
 ) -> Decoded:
     """Parse and validate a fedledger file; tensors come back dense float32.
+
+    With ``copy=False`` fp32 tensors are read-only views of ``data`` (no copy of a model's
+    worth of bytes), for a reader that only reads them, like a validator's screen.
 
     Raises :class:`FormatError` for anything that is not a valid fedledger file, or not of
     ``kind`` when given, or (with ``canonical=True``) not in canonical form.
     """
-    raw = read_safetensors(data, max_bytes=max_bytes)
+    raw = read_safetensors(data, max_bytes=max_bytes, copy=copy)
     decoded = _interpret(raw, kind, max_elements)
     if canonical and write_safetensors(raw.tensors, raw.metadata) != bytes(data):
         raise FormatError("file is valid but not in canonical form")

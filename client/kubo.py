@@ -24,6 +24,7 @@ daemon newer than 0.8, and it is unmaintained.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -138,6 +139,11 @@ class KuboStore:
                 hint="the node's data is corrupted, or the content was added with other settings",
             )
         return data
+
+    def get_hashed(self, cid: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """:meth:`get` and the file's sha256 (``0x`` hex)."""
+        data = self.get(cid, max_bytes=max_bytes)
+        return data, "0x" + hashlib.sha256(data).hexdigest()
 
     def open(self, cid: str) -> BinaryIO:
         """A stream of the file; the last read raises :class:`IntegrityError` on a mismatch."""

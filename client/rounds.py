@@ -65,10 +65,17 @@ def _fetch_all(
     timeout_s: float,
     max_bytes: int,
     fetch: Fetcher | None,
-) -> dict[int, bytes | str]:
-    """Bytes per update id, or the reason it could not be fetched."""
-    get = fetch or (lambda r: store.get(r.cid, max_bytes=max_bytes))
-    out: dict[int, bytes | str] = {}
+) -> dict[int, tuple[bytes, str] | str]:
+    """Bytes and their sha256 per update id (hashed on the fetching threads), or the reason
+    the update could not be fetched."""
+
+    def get(r: UpdateRef) -> tuple[bytes, str]:
+        if fetch is None:
+            return store.get_hashed(r.cid, max_bytes=max_bytes)
+        data = fetch(r)
+        return data, codec.sha256_hex(data)
+
+    out: dict[int, tuple[bytes, str] | str] = {}
     if not refs:
         return out
     pool = ThreadPoolExecutor(max_workers=min(8, len(refs)), thread_name_prefix="fetch")
@@ -99,7 +106,7 @@ def _check_file(dec: codec.Decoded, task_id: int, round_: int, base_hash: str) -
 def _candidate(
     r: UpdateRef,
     early: Mapping[int, tuple[Verdict, str]],
-    fetched: Mapping[int, bytes | str],
+    fetched: Mapping[int, tuple[bytes, str] | str],
     task_id: int,
     round_: int,
     base_hash: str,
@@ -115,10 +122,10 @@ def _candidate(
 
     if r.update_id in early:
         return stopped(*early[r.update_id])
-    got = fetched[r.update_id]
-    if isinstance(got, str):
-        return stopped(Verdict.UNAVAILABLE, got)
-    h = codec.sha256_hex(got)  # before any parsing: unverified bytes are never parsed
+    fetched_r = fetched[r.update_id]
+    if isinstance(fetched_r, str):
+        return stopped(Verdict.UNAVAILABLE, fetched_r)
+    got, h = fetched_r  # h was computed before any parsing: unverified bytes are never parsed
     if h != r.content_hash.lower():
         return stopped(
             Verdict.HASH_MISMATCH, f"bytes hash to {h}, the chain records {r.content_hash}"
@@ -126,7 +133,9 @@ def _candidate(
     try:
         # A top-k file declares its dense shape: bounded by the model's size, a 200-byte file
         # cannot make every validator allocate codec.DEFAULT_MAX_ELEMENTS floats (1 GiB).
-        dec = codec.decode(got, kind="update", max_bytes=max_bytes, max_elements=max_elements)
+        dec = codec.decode(
+            got, kind="update", max_bytes=max_bytes, max_elements=max_elements, copy=False
+        )
     except FormatError as exc:
         return stopped(Verdict.MALFORMED, str(exc))
     problem = _check_file(dec, task_id, round_, base_hash)
@@ -147,6 +156,7 @@ def judge_round(
     unavailable: Mapping[int, str] | None = None,
     fetch: Fetcher | None = None,
     previous: verdicts.VerdictFile | None = None,
+    base_hash: str | None = None,
 ) -> Judgement:
     """Every update's verdict and the round's aggregate (see the module docstring).
 
@@ -154,6 +164,8 @@ def judge_round(
     not fetch are judged ``UNAVAILABLE`` with the reason they recorded, whether or not they can
     be fetched now.  ``previous`` is the attested verdict file of round ``round_ - 1`` (``None``
     for round 0): the contributors' standing carries over from it (:mod:`client.screening`).
+    ``base_hash``, when the caller already checked ``base_model`` against the chain's hash (as
+    :func:`client.task.fetch_verified` does), saves hashing it again.
     """
     if round_ > 0 and previous is None:
         raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
@@ -165,8 +177,8 @@ def judge_round(
     prior = previous.standing if previous is not None else None
     rule = agg.RuleSpec.parse(spec.aggregation)
     screen_spec = screening.ScreeningSpec.parse(spec.screening)
-    base_hash = codec.sha256_hex(base_model)
-    global_model = codec.decode(base_model, kind="model").tensors
+    base_hash = (base_hash or codec.sha256_hex(base_model)).lower()
+    global_model = codec.decode(base_model, kind="model", copy=False).tensors  # only read
     layout = agg.TensorLayout.of(global_model)
     max_bytes = 2 * layout.size * 4 + (1 << 20)
     refs = sorted(updates, key=lambda r: r.update_id)

@@ -226,7 +226,9 @@ def screen(
             reject(c, Verdict.SHAPE_MISMATCH, problem)
             continue
         vec, _ = agg.flatten(c.delta, layout)
-        bad = int(vec.size - np.count_nonzero(np.isfinite(vec)))
+        # NaN wins max and min, and an infinity is one of them: two passes, no mask
+        finite = not vec.size or (math.isfinite(vec.max()) and math.isfinite(vec.min()))
+        bad = 0 if finite else int(vec.size - np.count_nonzero(np.isfinite(vec)))
         if bad:
             reject(c, Verdict.NON_FINITE, f"{bad} values are NaN or Inf")
             continue

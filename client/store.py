@@ -34,6 +34,11 @@ class ContentStore(Protocol):
         """The whole file, verified against ``cid``."""
         ...
 
+    def get_hashed(self, cid: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """:meth:`get` and the file's sha256 (``0x`` hex, as the chain records it), hashed as
+        the bytes arrive where the store can."""
+        ...
+
     def open(self, cid: str) -> BinaryIO:
         """The file as a stream (verified as it is read)."""
         ...

@@ -200,6 +200,7 @@ def _verify_round(
         deadline=deadline,
         unavailable=unavailable,
         previous=previous,
+        base_hash=base_hash,  # fetch_verified checked it
     )
     rep.accepted = sum(1 for e in j.verdict_file.entries if e.verdict.name == "ACCEPTED")
     rep.aggregate_ok = (

@@ -265,3 +265,44 @@ def test_aggregate_tensors_of_no_updates_leaves_the_model_unchanged() -> None:
     layout = A.TensorLayout.of({"w": np.ones(3, np.float32)})
     out = A.aggregate_tensors(A.RuleSpec(rule="median"), [], None, layout)
     np.testing.assert_array_equal(out["w"], np.zeros(3, np.float32))
+
+
+def test_a_decoded_fp32_file_flattens_without_a_copy() -> None:
+    """A decoded fp32 file keeps its tensors end to end in one buffer: flatten takes them as one
+    read-only vector, equal to the copying path, and cannot write through to the tensors."""
+    from client import codec
+
+    rng = np.random.default_rng(5)
+    shapes = {"b.weight": (30, 7), "a.bias": (7,), "c": (3, 2, 5)}
+    model = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    delta = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    layout = A.TensorLayout.of(codec.decode(codec.encode_model(model, task_id=1, round=0)).tensors)
+    data = codec.encode_update(delta, task_id=1, round=0, base_hash="0x" + "00" * 32)
+    tensors = codec.decode(data, kind="update").tensors
+
+    flat, _ = A.flatten(tensors, layout)
+    copied, _ = A.flatten({k: v.copy() for k, v in tensors.items()}, layout)
+    assert _bits(flat) == _bits(copied)
+    assert all(np.shares_memory(flat, t) for t in tensors.values())
+    assert not flat.flags.writeable and copied.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        flat[0] = 1.0
+    # tensors in another order than the layout's are copied, as before
+    reordered = A.TensorLayout.of({k: tensors[k] for k in reversed(list(tensors))})
+    again, _ = A.flatten(tensors, reordered)
+    assert again.flags.writeable and not np.shares_memory(again, flat)
+
+
+def test_a_file_decoded_without_a_copy_flattens_to_a_view_of_its_bytes() -> None:
+    from client import codec
+
+    rng = np.random.default_rng(6)
+    delta = {
+        k: rng.standard_normal(s).astype(np.float32) for k, s in {"w": (9, 4), "b": (4,)}.items()
+    }
+    data = codec.encode_update(delta, task_id=1, round=0, base_hash="0x" + "00" * 32)
+    tensors = codec.decode(data, kind="update", copy=False).tensors
+    assert not any(t.flags.writeable for t in tensors.values())
+    flat, layout = A.flatten(tensors)
+    assert np.shares_memory(flat, np.frombuffer(data, dtype=np.uint8))
+    assert _bits(flat) == _bits(A.flatten({k: delta[k] for k in layout.names}, layout)[0])

@@ -43,6 +43,7 @@ def test_put_returns_kubos_cid_and_get_returns_the_bytes(store: Blockstore, size
     cid = store.put(data)
     assert cid == compute_cid(data, FEDLEDGER.with_chunk_size(CHUNK))
     assert store.get(cid) == data
+    assert store.get_hashed(cid) == (data, "0x" + hashlib.sha256(data).hexdigest())
     assert store.open(cid).read() == data
     assert store.has(cid)
     stat = store.stat(cid)
@@ -88,6 +89,8 @@ def test_a_flipped_byte_in_a_stored_block_raises_integrity_error_naming_it(
         store.get(cid)
     bad = parse_cid(str(err.value).split()[1])
     assert victim.name == multihash_key(bad) + ".data"
+    with pytest.raises(IntegrityError):
+        store.get_hashed(cid)  # hashing the whole file does not replace checking each block
     with pytest.raises(IntegrityError):
         store.open(cid).read()
     with pytest.raises(IntegrityError):

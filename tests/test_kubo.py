@@ -195,6 +195,7 @@ def test_get_has_pin_unpin_stat_version(fake) -> None:  # type: ignore[no-untype
     state, store = fake
     cid = store.put(HELLO, pin=False)
     assert store.get(cid) == HELLO
+    assert store.get_hashed(cid) == (HELLO, "0x" + hashlib.sha256(HELLO).hexdigest())
     assert store.open(cid).read() == HELLO
     assert store.has(cid) and not store.has(compute_cid(b"absent"))
     store.pin(cid)
@@ -218,6 +219,8 @@ def test_corrupted_cat_bytes_are_never_returned(fake) -> None:  # type: ignore[n
     state.corrupt_cat = True
     with pytest.raises(IntegrityError):
         store.get(cid)
+    with pytest.raises(IntegrityError):
+        store.get_hashed(cid)
     with pytest.raises(IntegrityError):
         store.open(cid).read()
 

@@ -19,7 +19,7 @@ from backend.validator import Validator
 from client import codec
 from client.chain import Ledger, connect
 from client.devnet import Devnet, start_anvil
-from client.errors import ContractRevert
+from client.errors import ContentNotFoundError, ContractRevert
 from client.store import ContentStore, open_store
 from client.verdicts import parse as parse_verdicts
 from client.verify import verify_task
@@ -251,3 +251,30 @@ def test_a_round_is_not_attested_when_a_reorg_removed_what_was_judged(
     judged = parse_verdicts(sc.store.get(final["verdictCid"]))
     assert last in [e.update_id for e in judged.entries]
     assert verify_task(sc.ledger, sc.store, sc.task_id).ok
+
+
+def test_a_validator_judges_the_next_round_from_the_aggregate_it_published(
+    mledger, dev_accounts, tmp_path
+):
+    """The global model a validator published itself is in its hands: the next round is judged
+    from those bytes (checked against the chain's hash), not read back from the store. Here the
+    store loses them between the rounds, and the round is judged all the same."""
+    store = open_store(None, tmp_path / "own")
+    sc = make_scenario(mledger, store, dev_accounts, n_contributors=4, n_validators=1, quorum=1)
+    backend = backend_for(sc, sc.validators[0], tmp_path / "v.db")
+    for i in range(4):
+        sc.submit_bytes(i, *sc.honest_update(i))
+    _passes(backend)
+    st = sc.state()
+    assert st.current_round == 1
+    updates = [sc.honest_update(i) for i in range(4)]  # trained on the new global model
+    store.unpin(st.global_cid)
+    store.gc()  # type: ignore[attr-defined]
+    with pytest.raises(ContentNotFoundError):
+        store.get(st.global_cid)
+    for i, (data, samples) in enumerate(updates):
+        sc.submit_bytes(i, data, samples)
+    _passes(backend)
+    assert sc.state().current_round == 2
+    final = _attestations(sc, 1)[sc.validators[0].address]
+    assert final["aggregateHash"] == bytes.fromhex(sc.state().global_hash[2:])
