@@ -140,8 +140,10 @@ class KuboStore:
             )
         return data
 
-    def get_hashed(self, cid: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
-        """:meth:`get` and the file's sha256 (``0x`` hex)."""
+    def get_hashed(
+        self, cid: str, *, max_bytes: int | None = None, expect: str | None = None
+    ) -> tuple[bytes, str]:
+        """:meth:`get` and the file's sha256 (``0x`` hex); ``expect`` changes nothing here."""
         data = self.get(cid, max_bytes=max_bytes)
         return data, "0x" + hashlib.sha256(data).hexdigest()
 

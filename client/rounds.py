@@ -71,7 +71,7 @@ def _fetch_all(
 
     def get(r: UpdateRef) -> tuple[bytes, str]:
         if fetch is None:
-            return store.get_hashed(r.cid, max_bytes=max_bytes)
+            return store.get_hashed(r.cid, max_bytes=max_bytes, expect=r.content_hash)
         data = fetch(r)
         return data, codec.sha256_hex(data)
 

@@ -34,9 +34,12 @@ class ContentStore(Protocol):
         """The whole file, verified against ``cid``."""
         ...
 
-    def get_hashed(self, cid: str, *, max_bytes: int | None = None) -> tuple[bytes, str]:
+    def get_hashed(
+        self, cid: str, *, max_bytes: int | None = None, expect: str | None = None
+    ) -> tuple[bytes, str]:
         """:meth:`get` and the file's sha256 (``0x`` hex, as the chain records it), hashed as
-        the bytes arrive where the store can."""
+        the bytes arrive where the store can. ``expect``, the sha256 the caller will hold the
+        bytes to, lets a store skip checks that bytes with that hash cannot fail."""
         ...
 
     def open(self, cid: str) -> BinaryIO:

@@ -55,7 +55,7 @@ def encode(
 
 def check_update(state: TaskState, data: bytes) -> codec.Decoded:
     """Refuse an update file that does not belong to this task's current round and model."""
-    dec = codec.decode(data, kind="update")
+    dec = codec.decode(data, kind="update", copy=False)  # checked, not kept: no copy
     if dec.task_id != state.task_id or dec.round != state.current_round:
         raise FormatError(
             f"update file is for task {dec.task_id} round {dec.round}, "

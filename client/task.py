@@ -40,7 +40,7 @@ def publish(store: ContentStore, data: bytes) -> Published:
 
 def fetch_verified(store: ContentStore, cid: str, content_hash: str) -> bytes:
     """Bytes for ``cid`` whose sha256 must equal ``content_hash`` (else IntegrityError)."""
-    data, got = store.get_hashed(cid)
+    data, got = store.get_hashed(cid, expect=content_hash)
     if got != content_hash.lower():
         raise IntegrityError(
             f"content {cid} hashes to {got}, not the recorded {content_hash}",

@@ -97,6 +97,35 @@ def test_a_flipped_byte_in_a_stored_block_raises_integrity_error_naming_it(
         store.verify(cid)
 
 
+def test_get_hashed_with_the_expected_hash_proves_the_bytes_and_still_names_corruption(
+    store: Blockstore,
+) -> None:
+    """With the sha256 the chain records, the blocks are read unhashed: a match proves the
+    bytes; a mismatch is read again block by block, so a corrupted store is reported as such
+    and a file that is not what its hash says comes back with its own hash."""
+    data = data_of(175 * CHUNK + 7)  # two levels of dag-pb nodes
+    cid = store.put(data)
+    right = "0x" + hashlib.sha256(data).hexdigest()
+    assert store.get_hashed(cid, expect=right.upper().replace("0X", "0x")) == (data, right)
+    other = "0x" + hashlib.sha256(b"another file").hexdigest()
+    assert store.get_hashed(cid, expect=other) == (data, right)
+    for victim in (block_files(store.root)[3], _largest_node(store)):
+        raw = bytearray(victim.read_bytes())
+        saved = bytes(raw)
+        raw[len(raw) // 3] ^= 0x40
+        victim.write_bytes(bytes(raw))
+        with pytest.raises(IntegrityError, match="corrupted"):
+            store.get_hashed(cid, expect=right)
+        victim.write_bytes(saved)
+    assert store.get_hashed(cid, expect=right) == (data, right)
+
+
+def _largest_node(store: Blockstore) -> Path:
+    """A dag-pb node's file (the leaves are raw blocks of exactly CHUNK bytes)."""
+    nodes = [p for p in block_files(store.root) if p.stat().st_size != CHUNK]
+    return max(nodes, key=lambda p: p.stat().st_size)
+
+
 def test_a_missing_block_raises_content_not_found(store: Blockstore) -> None:
     cid = store.put(data_of(3 * CHUNK))
     block_files(store.root)[0].unlink()
