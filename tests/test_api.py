@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -700,3 +701,44 @@ def test_a_served_app_leaves_its_startup_heap_out_of_the_collector(tmp_path: Pat
     )
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) > 50_000  # the imports and the app, not a handful of objects
+
+
+def test_an_unhandled_error_is_a_bare_500_and_the_connection_stays_usable(tmp_path: Path) -> None:
+    """One keep-alive connection: a route that raises answers a bare 500, and the next request
+    on the same socket is answered (uvicorn closes a connection whose app raised)."""
+    db = Database(f"sqlite:///{tmp_path / 'i.db'}").create()
+    app = create_app(db)
+
+    def boom() -> None:
+        raise RuntimeError("disk on fire at /secret/path")
+
+    app.add_api_route("/boom", boom)
+    with BackgroundServer(app) as srv, socket.create_connection((srv.host, srv.port)) as sock:
+        replies = []
+        for path in ("/boom", "/tasks"):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            replies.append(_read_response(sock))
+    (status, body), (status2, _) = replies
+    assert status == 500 and json.loads(body) == {"detail": "internal server error"}
+    assert status2 == 200
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":", 1)[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        body += chunk
+    return int(head.split()[1]), body

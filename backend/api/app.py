@@ -131,6 +131,36 @@ async def _too_large(send: Send, detail: str, status: int = 413) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+class UnexpectedErrors:
+    """An exception no handler took becomes a bare 500 here, logged with its traceback, and goes
+    no further. Starlette's outermost middleware would answer the same 500 but then re-raise,
+    and uvicorn closes a connection whose app raised: a keep-alive client's next request could
+    meet a reset. Answered here, the connection stays usable."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # part of a response is out: nothing clean can follow
+                raise
+            log.exception("unhandled error", exc_info=exc)
+            response = JSONResponse({"detail": "internal server error"}, status_code=500)
+            await response(scope, receive, send)
+
+
 class RequestLatency:
     """Observes every request's latency by route template (not raw path: bounded labels)."""
 
@@ -215,6 +245,7 @@ def create_app(
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(UnexpectedErrors)  # the innermost: inside the latency histogram
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, per_path=per_path)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestLatency, histogram=metrics.register_metrics(ctx.registry, db))
