@@ -100,6 +100,7 @@ class Sim:
     model: str = "mlp_digits"
     error_feedback: bool = False  # a codec.Residual per client (for lossy encodings)
     screening: Mapping[str, Any] = field(default_factory=dict)
+    attack_from: int = 0  # a sleeper: the attackers send honest updates before this round
 
     def spec(self) -> TaskSpec:
         return TaskSpec(
@@ -227,7 +228,8 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
             )
             deltas[i] = r.delta
         sent = dict(deltas)
-        sent.update(_malicious_deltas(sim, deltas, bad))
+        acting = bad if rnd >= sim.attack_from else []  # before: honest, and counted so
+        sent.update(_malicious_deltas(sim, deltas, acting))
         refs: list[UpdateRef] = []
         files: dict[int, bytes] = {}
         for i in range(sim.clients):
@@ -266,7 +268,7 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
             for e in j.verdict_file.entries:
                 i = e.update_id - rnd * sim.clients - 1
                 rejected = e.verdict != Verdict.ACCEPTED
-                if i in bad:
+                if i in acting:
                     res.malicious += 1
                     res.malicious_rejected += rejected
                 else:
@@ -280,8 +282,8 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
             decoded = [codec.decode(files[i], kind="update").tensors for i in range(sim.clients)]
             delta = agg.aggregate_tensors(rule, decoded, [len(d[1]) for d in data], layout)
             new_global = agg.apply_delta(global_t, delta)
-            res.malicious += len(bad)
-            res.honest += sim.clients - len(bad)
+            res.malicious += len(acting)
+            res.honest += sim.clients - len(acting)
         global_t = new_global
         acc, _ = evaluate(model, global_t, ds.X_test, ds.y_test)
         res.accuracy.append(acc)
@@ -405,6 +407,48 @@ def exp_robustness(
                     row += f"{acc:9.3f} {_pct(rec):>4s} {_pct(fr):>4s}"
             print(row, flush=True)
     return {"cells": cells}
+
+
+def exp_sleeper(base: Sim, seeds: Sequence[int], workdir: Path) -> dict[str, Any]:
+    """30 % of the clients send honest updates for the first half of the rounds, earning good
+    standing, then sign-flip to the end. Recall counts only the flipped updates; an attacker's
+    honest updates count as honest ones."""
+    k = max(1, round(0.3 * base.clients))
+    start = base.rounds // 2
+    print(
+        f"\n(b2) sleeper — {k} of {base.clients} clients honest for rounds 0-{start - 1}, then "
+        f"sign_flip to round {base.rounds - 1}; final accuracy / flipped updates rejected / "
+        f"honest updates rejected; mean over seeds {list(seeds)}"
+    )
+    out: dict[str, Any] = {}
+    for rule in ("fedavg", "multi_krum", "unscreened"):
+        rs = [
+            simulate(
+                replace(
+                    base,
+                    seed=seed,
+                    attackers=k,
+                    attack="sign_flip",
+                    attack_from=start,
+                    rule="fedavg" if rule == "unscreened" else rule,
+                    screened=rule != "unscreened",
+                ),
+                workdir,
+            )
+            for seed in seeds
+        ]
+        acc = float(np.mean([r.final for r in rs]))
+        mal = sum(r.malicious for r in rs)
+        rec = sum(r.malicious_rejected for r in rs) / mal if mal else 0.0
+        hon = sum(r.honest for r in rs)
+        fr = sum(r.honest_rejected for r in rs) / hon if hon else 0.0
+        shown = rule if rule != "fedavg" else "fedavg (screened)"
+        if rule == "unscreened":
+            print(f"  {'fedavg, unscreened':20s} {acc:.3f}")
+        else:
+            print(f"  {shown:20s} {acc:.3f} / {_pct(rec)} / {_pct(fr)}", flush=True)
+        out[rule] = {"acc": round(acc, 4), "recall": round(rec, 4), "false": round(fr, 4)}
+    return out
 
 
 def robust_headline(
@@ -726,7 +770,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small run (fewer seeds, rounds, cells)")
     ap.add_argument(
         "--only",
-        default="baseline,robustness,overhead,compression,scale",
+        default="baseline,robustness,sleeper,overhead,compression,scale",
         help="comma-separated sections to run",
     )
     ap.add_argument("--clients", type=int, default=10)
@@ -773,6 +817,12 @@ def main() -> None:
                 f"{a}/{r}/{int(s * 100)}": {k: round(v, 3) for k, v in c.items()}
                 for (a, r, s), c in cells.items()
             }
+        if "sleeper" in only:
+            sl = exp_sleeper(replace(base, rounds=robust_rounds), seeds, work)
+            figs["sleeper"] = sl
+            figs["sleeper_recall_30"] = sl["fedavg"]["recall"]
+            figs["sleeper_false_reject_30"] = sl["fedavg"]["false"]
+            figs["sleeper_acc_30"] = sl["fedavg"]["acc"]
         if "compression" in only:
             d = exp_compression(base, seeds[:1] if quick else seeds[:2], work)
             figs["compression"] = d
