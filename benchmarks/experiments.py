@@ -356,6 +356,33 @@ RULES = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum")
 ATTACK_NAMES = tuple(attack_lib.ATTACKS)  # every registered attack, in its order
 
 
+def _cell(
+    base: Sim, seeds: Sequence[int], workdir: Path, rule: str, **changes: Any
+) -> dict[str, float]:
+    """``base`` with ``changes`` under ``rule`` (or ``"unscreened"`` FedAvg), over ``seeds``:
+    mean final accuracy, and recall and false rejections over all the seeds' updates."""
+    rs = [
+        simulate(
+            replace(
+                base,
+                seed=seed,
+                rule="fedavg" if rule == "unscreened" else rule,
+                screened=rule != "unscreened",
+                **changes,
+            ),
+            workdir,
+        )
+        for seed in seeds
+    ]
+    mal = sum(r.malicious for r in rs)
+    hon = sum(r.honest for r in rs)
+    return {
+        "acc": float(np.mean([r.final for r in rs])),
+        "recall": sum(r.malicious_rejected for r in rs) / mal if mal else 0.0,
+        "false": sum(r.honest_rejected for r in rs) / hon if hon else 0.0,
+    }
+
+
 def exp_robustness(
     base: Sim,
     attacks: Sequence[str],
@@ -381,26 +408,9 @@ def exp_robustness(
         for attack in attacks:
             row = f"{attack:17s}"
             for rule in (*RULES, "unscreened"):
-                rs = [
-                    simulate(
-                        replace(
-                            base,
-                            seed=seed,
-                            attackers=k,
-                            attack=attack,
-                            rule="fedavg" if rule == "unscreened" else rule,
-                            screened=rule != "unscreened",
-                        ),
-                        workdir,
-                    )
-                    for seed in seeds
-                ]
-                acc = float(np.mean([r.final for r in rs]))
-                mal = sum(r.malicious for r in rs)
-                rec = sum(r.malicious_rejected for r in rs) / mal if mal else 0.0
-                hon = sum(r.honest for r in rs)
-                fr = sum(r.honest_rejected for r in rs) / hon if hon else 0.0
-                cells[(attack, rule, share)] = {"acc": acc, "recall": rec, "false": fr}
+                cell = _cell(base, seeds, workdir, rule, attackers=k, attack=attack)
+                acc, rec, fr = cell["acc"], cell["recall"], cell["false"]
+                cells[(attack, rule, share)] = cell
                 if rule == "unscreened":
                     row += f"{acc:20.3f}"
                 else:
@@ -422,26 +432,8 @@ def exp_sleeper(base: Sim, seeds: Sequence[int], workdir: Path) -> dict[str, Any
     )
     out: dict[str, Any] = {}
     for rule in ("fedavg", "multi_krum", "unscreened"):
-        rs = [
-            simulate(
-                replace(
-                    base,
-                    seed=seed,
-                    attackers=k,
-                    attack="sign_flip",
-                    attack_from=start,
-                    rule="fedavg" if rule == "unscreened" else rule,
-                    screened=rule != "unscreened",
-                ),
-                workdir,
-            )
-            for seed in seeds
-        ]
-        acc = float(np.mean([r.final for r in rs]))
-        mal = sum(r.malicious for r in rs)
-        rec = sum(r.malicious_rejected for r in rs) / mal if mal else 0.0
-        hon = sum(r.honest for r in rs)
-        fr = sum(r.honest_rejected for r in rs) / hon if hon else 0.0
+        cell = _cell(base, seeds, workdir, rule, attackers=k, attack="sign_flip", attack_from=start)
+        acc, rec, fr = cell["acc"], cell["recall"], cell["false"]
         shown = rule if rule != "fedavg" else "fedavg (screened)"
         if rule == "unscreened":
             print(f"  {'fedavg, unscreened':20s} {acc:.3f}")
