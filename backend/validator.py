@@ -29,6 +29,7 @@ practical reorg depth.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -42,6 +43,26 @@ from client.store import ContentStore
 from client.task import fetch_verified, load_task
 
 log = logging.getLogger("fedledger.validator")
+
+KEEP_PUBLISHED_BYTES = 256 << 20
+"""How many bytes of its own last aggregates (one per task, the newest) a validator keeps to
+judge the next round from, instead of reading them back from the store."""
+
+
+def remember(
+    kept: OrderedDict[int, tuple[str, str, bytes]],
+    task_id: int,
+    entry: tuple[str, str, bytes],
+    cap: int,
+) -> None:
+    """Keep ``entry`` (CID, sha256, bytes) as ``task_id``'s newest; drop the oldest tasks'
+    entries while they hold more than ``cap`` bytes in all (the newest is always kept)."""
+    kept.pop(task_id, None)
+    kept[task_id] = entry
+    held = sum(len(data) for _, _, data in kept.values())
+    while held > cap and len(kept) > 1:
+        _, (_, _, dropped) = kept.popitem(last=False)
+        held -= len(dropped)
 
 
 @dataclass(frozen=True)
@@ -66,8 +87,9 @@ class Validator:
         self.last_error: str | None = None
         self.skipped: dict[tuple[int, int], str] = {}
         """Why a ready round was not attested on the last pass (lagging index, reorg...)."""
-        self._published: dict[int, tuple[str, str, bytes]] = {}
-        """Per task, the last aggregate this validator stored: (CID, sha256, bytes)."""
+        self._published: OrderedDict[int, tuple[str, str, bytes]] = OrderedDict()
+        """Per task, the last aggregate this validator stored: (CID, sha256, bytes), the most
+        recent last, at most :data:`KEEP_PUBLISHED_BYTES` in all."""
 
     def my_tasks(self) -> list[int]:
         with self.db.session() as s:
@@ -217,7 +239,8 @@ class Validator:
             raise FedledgerError(
                 f"store returned CIDs {agg_cid}, {ver_cid}; computed {j.aggregate_cid}, {j.verdict_cid}"
             )
-        self._published[j.verdict_file.task_id] = (j.aggregate_cid, j.aggregate_hash, j.aggregate)
+        entry = (j.aggregate_cid, j.aggregate_hash, j.aggregate)
+        remember(self._published, j.verdict_file.task_id, entry, KEEP_PUBLISHED_BYTES)
 
     def _own_aggregate(self, task_id: int, cid: str, content_hash: str) -> bytes | None:
         """The task's global model, if it is the aggregate this validator published last (the

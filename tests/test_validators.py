@@ -278,3 +278,18 @@ def test_a_validator_judges_the_next_round_from_the_aggregate_it_published(
     assert sc.state().current_round == 2
     final = _attestations(sc, 1)[sc.validators[0].address]
     assert final["aggregateHash"] == bytes.fromhex(sc.state().global_hash[2:])
+
+
+def test_a_validator_keeps_its_newest_aggregates_within_a_byte_cap():
+    from collections import OrderedDict
+
+    from backend.validator import remember
+
+    kept: OrderedDict[int, tuple[str, str, bytes]] = OrderedDict()
+    for task in (1, 2, 3):
+        remember(kept, task, (f"cid{task}", f"h{task}", b"x" * 100), cap=250)
+    assert list(kept) == [2, 3]  # task 1's, the oldest, went over the cap
+    remember(kept, 2, ("cid2b", "h2b", b"y" * 100), cap=250)
+    assert list(kept) == [3, 2] and kept[2][0] == "cid2b"  # republished: the newest
+    remember(kept, 4, ("cid4", "h4", b"z" * 1000), cap=250)
+    assert list(kept) == [4]  # alone over the cap, the newest is still kept
