@@ -170,7 +170,7 @@ class Validator:
             updates=refs,
             deadline=deadline,
             previous=previous,
-            base_hash=state.global_hash,  # fetch_verified checked it
+            base_hash=state.global_hash,  # both ways of getting ``base`` checked it
         )
         self._publish(j)
         why = self._unsafe_to_attest(task_id, rnd, len(refs))

@@ -24,7 +24,6 @@ daemon newer than 0.8, and it is unmaintained.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -36,6 +35,7 @@ import httpx
 
 from client.blockstore import ContentStat, Source
 from client.cid import FEDLEDGER, KUBO_V0, DagBuilder, Profile, parse_cid
+from client.codec import sha256_hex
 from client.errors import ContentNotFoundError, IntegrityError, StoreError
 
 RETRY_STATUS = (502, 503, 504)
@@ -145,7 +145,7 @@ class KuboStore:
     ) -> tuple[bytes, str]:
         """:meth:`get` and the file's sha256 (``0x`` hex); ``expect`` changes nothing here."""
         data = self.get(cid, max_bytes=max_bytes)
-        return data, "0x" + hashlib.sha256(data).hexdigest()
+        return data, sha256_hex(data)
 
     def open(self, cid: str) -> BinaryIO:
         """A stream of the file; the last read raises :class:`IntegrityError` on a mismatch."""

@@ -156,8 +156,7 @@ class UnexpectedErrors:
         except Exception as exc:
             if started:  # part of a response is out: nothing clean can follow
                 raise
-            log.exception("unhandled error", exc_info=exc)
-            response = JSONResponse({"detail": "internal server error"}, status_code=500)
+            response = await _unexpected_error(Request(scope), exc)
             await response(scope, receive, send)
 
 

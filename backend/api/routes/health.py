@@ -34,13 +34,13 @@ def _fresh_reading(ctx: Any) -> tuple[int, int] | None:
 
 
 def _probe(ctx: Any) -> tuple[int, int]:
-    now = time.monotonic()
+    fresh = _fresh_reading(ctx)  # another probe may have read it meanwhile
+    if fresh is not None:
+        return fresh
     hit = ctx.head_reading
-    if hit is not None and now - hit[0] < HEAD_TTL_S:  # another probe read it meanwhile
-        return hit[1], hit[2]
     chain_id = hit[1] if hit is not None else int(ctx.w3.eth.chain_id)
     head = int(ctx.w3.eth.block_number)
-    ctx.head_reading = (now, chain_id, head)
+    ctx.head_reading = (time.monotonic(), chain_id, head)
     return chain_id, head
 
 
