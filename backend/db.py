@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     create_engine,
     event,
 )
@@ -31,8 +33,51 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from client.errors import ConfigError, StoreError
 
-# Postgres BIGINT is signed 64-bit; uint256 ids and uint64 rounds fit in practice, hashes are hex text.
+# Which chain numbers can be large.  Every number in an event is attacker-chosen on the
+# attacker's own (open) task unless the contract derives it, and one value a column cannot hold
+# must never stop the index (see backend.indexer, "Isolation"):
+#
+# * derived by the contract, so bounded by the number of transactions ever sent (far below
+#   2**63): task ids and update ids (counters), rounds (the contract takes only the current
+#   round, which counts finalisations), updateCount (at most one per submission): ``Id``,
+#   a signed 64-bit integer;
+# * chosen by whoever sends the transaction: numSamples (uint64, any value), roundDuration
+#   (uint64 in the event; the contract refuses more than 2**32 - 1, but the event type is
+#   wider), minUpdates / maxUpdates (uint32, beyond Postgres' 32-bit INTEGER): ``Uint64``,
+#   which stores every uint64 exactly;
+# * anything else out of range (a uint256 where an Id is expected) fails that event's handler
+#   and quarantines that one event, visibly.
+# Hashes and addresses are hex text.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+
+_TWO_63 = 1 << 63
+_TWO_64 = 1 << 64
+
+
+class Uint64(TypeDecorator[int]):
+    """An unsigned 64-bit integer, stored exactly in a signed 64-bit column.
+
+    SQLite's INTEGER and Postgres' BIGINT are signed, so ``2**64 - 1`` (a legal ``numSamples``)
+    overflowed the write.  The value is stored as the int64 with the same 64 bits (two's
+    complement: values from 2**63 up are stored negative), which leaves every value below 2**63
+    (all rows written before this type) as it was, and reads back exactly.  SQL that compares
+    or sums the column sees the stored int64: nothing does (the column is only read)."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _TWO_64:
+            raise ValueError(f"{value!r} is not an unsigned 64-bit integer")
+        return value - _TWO_64 if value >= _TWO_63 else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> int | None:
+        if value is None:
+            return None
+        v = int(value)
+        return v + _TWO_64 if v < 0 else v
 
 
 class Base(DeclarativeBase):
@@ -77,10 +122,10 @@ class TaskRow(Base):
     model_hash: Mapped[str] = mapped_column(String(66))
     model_cid: Mapped[str] = mapped_column(String(128))
     spec_cid: Mapped[str] = mapped_column(String(128))
-    min_updates: Mapped[int] = mapped_column(Integer)
-    max_updates: Mapped[int] = mapped_column(Integer)
+    min_updates: Mapped[int] = mapped_column(Uint64)
+    max_updates: Mapped[int] = mapped_column(Uint64)
     quorum: Mapped[int] = mapped_column(Integer)
-    round_duration: Mapped[int] = mapped_column(Id)
+    round_duration: Mapped[int] = mapped_column(Uint64)
     open: Mapped[bool] = mapped_column(Boolean)
     current_round: Mapped[int] = mapped_column(Id, default=0)
     global_hash: Mapped[str] = mapped_column(String(66))
@@ -131,7 +176,7 @@ class ContributionRow(Base):
     contributor: Mapped[str] = mapped_column(String(42))
     content_hash: Mapped[str] = mapped_column(String(66))
     cid: Mapped[str] = mapped_column(String(128))
-    num_samples: Mapped[int] = mapped_column(Id)
+    num_samples: Mapped[int] = mapped_column(Uint64)
     tx_hash: Mapped[str] = mapped_column(String(66))
     block_number: Mapped[int] = mapped_column(Id)
     block_hash: Mapped[str] = mapped_column(String(66))
@@ -162,6 +207,45 @@ class AttestationRow(Base):
     verdict_cid: Mapped[str] = mapped_column(String(128))
     block_number: Mapped[int] = mapped_column(Id)
     tx_hash: Mapped[str] = mapped_column(String(66))
+
+
+class QuarantineRow(Base):
+    """Something that could not be processed, and what became of it (:mod:`backend.quarantine`).
+
+    ``stage`` says which part of the worker met it: ``index`` (an event whose handler failed:
+    its block, log index and transaction are kept, the event stays in ``events``), or a
+    per-task stage (``validate``, ``verdicts``, ``evaluate``).  ``state`` is ``retrying`` (a
+    later pass tries again, after a backoff), ``running`` (being worked on now: still there
+    after a restart means the worker died on it) or ``quarantined`` (given up).  Like every
+    other table, a cache: rebuilt with the index."""
+
+    __tablename__ = "quarantine"
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    task_id: Mapped[int | None] = mapped_column(Id, nullable=True, index=True)
+    round: Mapped[int | None] = mapped_column(Id, nullable=True)
+    update_id: Mapped[int | None] = mapped_column(Id, nullable=True)
+    event: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(Id, nullable=True)
+    log_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class TaskNodeStatusRow(Base):
+    """Whether this node builds a task's model (:mod:`backend.projections`): ``ok``, or
+    ``skipped`` with the reason (a factory its operator did not allow, a pin mismatch, an
+    invalid description).  The node's own judgement of the spec at ``spec_cid``, under its own
+    allow list: rewritten by every worker process, ignored when the task's spec differs."""
+
+    __tablename__ = "task_node_status"
+    task_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    spec_cid: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # ok | skipped
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class VerdictFileRow(Base):

@@ -27,6 +27,7 @@ _DIGESTS = "fedledger.digests"
 def _round(s: Session, task_id: int, rnd: int) -> RoundRow:
     # The session's identity map holds clean rows only weakly, so a round touched by every
     # event of a chunk would be SELECTed again each time; this per-session map keeps them.
+    # The indexer empties ``s.info`` when it rolls a failed event back (backend.indexer).
     cache: dict[tuple[int, int], RoundRow] = s.info.setdefault(_ROUNDS, {})
     row = cache.get((task_id, rnd))
     if row is None:
@@ -188,6 +189,10 @@ HANDLERS = {
     "RoundAttested": on_round_attested,
     "RoundFinalized": on_round_finalized,
 }
+
+
+SUBJECT = {"task_id": "taskId", "round": "round", "update_id": "updateId"}
+"""Which event args say what an event is about, for the indexer's quarantine records."""
 
 
 def rebuild(s: Session) -> None:

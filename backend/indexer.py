@@ -13,7 +13,15 @@ The framework part, written once (after Ponder / The Graph):
   now points at another chain): :class:`ChainReplaced`, and the index is left as it was;
 * writes the events, their projections and the new checkpoint in ONE database transaction, and
   checks that the chunk still hangs off the checkpoint's block, so a crash or a reorg at any
-  point leaves either all of a chunk or none of it: nothing lost, nothing twice.
+  point leaves either all of a chunk or none of it: nothing lost, nothing twice;
+* isolates each event (see :mod:`backend.quarantine`): an event whose handler fails, on any
+  value an attacker can put in an event, is quarantined -- its projection changes undone (a
+  SAVEPOINT), a ``quarantine`` row with its block, log index, transaction, subject (task,
+  round, update, when its args name them) and reason, a structured log line -- and the chunk
+  goes on and commits with its checkpoint.  Handlers are pure functions of the event, so a
+  second try would fail the same way.  A transient database error (locked, disk full) is not
+  the event's fault: it fails the chunk, which the next pass retries.  The same isolation
+  applies when events are replayed after a reorg or ``--reindex``.
 
 What the events mean lives in the handlers passed in (see :mod:`backend.handlers`).
 """
@@ -28,7 +36,8 @@ from typing import Any, Protocol
 from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from backend.db import BlockSeen, Checkpoint, Database, EventRow
+from backend import quarantine
+from backend.db import BlockSeen, Checkpoint, Database, EventRow, QuarantineRow
 from client.chain import rpc_batch
 from client.errors import ChainError, ConfigError
 
@@ -42,6 +51,8 @@ KEEP_BLOCK_HASHES = 256
 """Contiguous block hashes kept below the checkpoint; deeper forks are found via the events."""
 FORK_SEARCH_PAGE = 256
 REPLAY_PAGE = 1000
+INDEX_STAGE = "index"
+"""The quarantine stage of events whose handler failed."""
 
 
 class LogSource(Protocol):
@@ -140,6 +151,11 @@ class Indexer:
     chunk: int = 2000
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     reorgs: int = 0
+    subject: Mapping[str, str] = field(default_factory=dict)
+    """Which event args name what a quarantined event was about: ``{"task_id": "taskId",
+    "round": "round", "update_id": "updateId"}`` (the quarantine row's columns)."""
+    quarantined: int = 0
+    """Events this indexer quarantined since it started."""
 
     # -- state --------------------------------------------------------------------------------
 
@@ -222,10 +238,7 @@ class Indexer:
                 raise ReorgDuringRead(f"block {cp.block_number} was reorganised; will roll back")
             if rows:
                 s.execute(insert(EventRow), rows)
-                for r in rows:
-                    handler = self.handlers.get(r["name"])
-                    if handler is not None:
-                        handler(s, EventRow(**r))
+                self._apply(s, [EventRow(**r) for r in rows])
             keep_from = max(start, end - KEEP_BLOCK_HASHES + 1)
             s.execute(delete(BlockSeen).where(BlockSeen.number >= start))
             recorded = [(n, headers[n][0]) for n in range(keep_from, end + 1)]
@@ -345,6 +358,9 @@ class Indexer:
         with self.db.transaction() as s:
             s.execute(delete(EventRow).where(EventRow.block_number > fork))
             s.execute(delete(BlockSeen).where(BlockSeen.number > fork))
+            s.execute(  # the replay below quarantines again whatever still fails
+                delete(QuarantineRow).where(QuarantineRow.stage == INDEX_STAGE)
+            )
             cp = self.checkpoint(s)
             if cp is not None:
                 if fork < self.start_block:
@@ -356,6 +372,73 @@ class Indexer:
             s.flush()
             self.rebuild(s)
             self._replay(s)
+
+    # -- isolation ------------------------------------------------------------------------------
+
+    def _apply(self, s: Session, events: Sequence[EventRow]) -> None:
+        """Run ``events`` through their handlers, quarantining any that fails (module docstring).
+
+        All of them first go in one SAVEPOINT (the common case costs one); only if that fails
+        are they applied again one SAVEPOINT each, to find the one that failed."""
+        todo = [(ev, h) for ev in events if (h := self.handlers.get(ev.name)) is not None]
+        if not todo:
+            return
+        try:
+            with s.begin_nested():  # flushed on exit: a value a column refuses fails here
+                for ev, handler in todo:
+                    handler(s, ev)
+            return
+        except Exception as exc:
+            if quarantine.is_transient_db(exc):
+                raise
+            s.info.clear()  # handlers' per-session caches may hold rows the rollback discarded
+        for ev, handler in todo:
+            try:
+                with s.begin_nested():
+                    handler(s, ev)
+            except Exception as exc:
+                if quarantine.is_transient_db(exc):
+                    raise
+                s.info.clear()
+                self._quarantine(s, ev, exc)
+
+    def _quarantine(self, s: Session, ev: EventRow, exc: Exception) -> None:
+        args = ev.args if isinstance(ev.args, Mapping) else {}
+
+        def about(column: str) -> int | None:
+            value = args.get(self.subject.get(column, ""))
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        reason = (
+            f"event {ev.name} (block {ev.block_number}, log {ev.log_index}, tx {ev.tx_hash}) "
+            f"could not be indexed: {quarantine.describe(exc)}"
+        )
+        with s.begin_nested():
+            quarantine.put(
+                s,
+                quarantine.event_key(ev.block_number, ev.log_index),
+                stage=INDEX_STAGE,
+                state=quarantine.QUARANTINED,
+                reason=reason,
+                event=ev,
+                task_id=about("task_id"),
+                round=about("round"),
+                update_id=about("update_id"),
+            )
+        self.quarantined += 1
+        log.warning(
+            "event quarantined",
+            extra={
+                "event_name": ev.name,
+                "block": ev.block_number,
+                "log_index": ev.log_index,
+                "tx": ev.tx_hash,
+                "task": about("task_id"),
+                "update": about("update_id"),
+                "error": quarantine.describe(exc),
+            },
+            exc_info=exc,
+        )
 
     def _replay(self, s: Session) -> None:
         """Run every stored event through its handler again, in chain order, page by page."""
@@ -371,10 +454,7 @@ class Indexer:
             )
             if not page:
                 return
-            for row in page:
-                handler = self.handlers.get(row.name)
-                if handler is not None:
-                    handler(s, row)
+            self._apply(s, page)
             last = (page[-1].block_number, page[-1].log_index)
             for row in page:
                 s.expunge(row)

@@ -25,19 +25,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 from client.chain import SignedUpdate
 from client.errors import FedledgerError
+from client.relay import RELAY_STATES as STATES
+from client.relay import EntryKey, RelayState, entry_key
 
 log = logging.getLogger("fedledger.relay")
 
-RelayState = Literal["queued", "submitted", "failed"]
-STATES: tuple[RelayState, ...] = ("queued", "submitted", "failed")
 SCHEMA_VERSION = 1
 
-EntryKey = tuple[str, int, int]
-"""(contributor address in lower case, task id, round): one relayed update per key."""
+__all__ = ["EntryKey", "JournalEntry", "RelayJournal", "RelayJournalError", "RelayState", "entry_key"]
 
 _SCHEMA = (
     """
@@ -94,10 +93,6 @@ class JournalEntry:
     @property
     def key(self) -> EntryKey:
         return entry_key(self.update)
-
-
-def entry_key(su: SignedUpdate) -> EntryKey:
-    return (su.contributor.lower(), su.task_id, su.round)
 
 
 def _hint_for(exc: sqlite3.Error, path: Path) -> str:

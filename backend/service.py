@@ -4,6 +4,10 @@
 thread loops: index confirmed events → apply verdict files → evaluate new global models →
 attest ready rounds (with a validator key).  Errors are logged and retried with backoff;
 they never kill the API, and /health shows them.
+
+Isolation (:mod:`backend.quarantine`): inside each stage one event, round or task that fails
+is marked, retried with a bound and quarantined, and the stage goes on with the rest; a stage
+that fails as a whole (its database read, say) does not keep the later stages from running.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
+from backend import quarantine
 from backend.db import Database
-from backend.handlers import HANDLERS, rebuild
+from backend.handlers import HANDLERS, SUBJECT, rebuild
 from backend.indexer import Indexer, LedgerSource
 from backend.projections import Evaluator, apply_verdicts
 from backend.validator import Attested, Validator
@@ -38,6 +43,7 @@ class Backend:
     account: LocalAccount | None = None
     confirmations: int = 0
     evaluate: bool = True
+    allow_models: tuple[str, ...] = ()  # factories this node may import (client.architecture)
     poll_s: float = 0.25
     chunk: int = 2000
     attested: list[Attested] = field(default_factory=list)
@@ -57,8 +63,10 @@ class Backend:
             start_block=self.ledger.from_block,
             confirmations=self.confirmations,
             chunk=self.chunk,
+            subject=SUBJECT,
         )
-        self.evaluator = Evaluator(self.store) if self.evaluate else None
+        self.verdict_retries = quarantine.Retries()
+        self.evaluator = Evaluator(self.store, self.allow_models) if self.evaluate else None
         self.validator = (
             Validator(self.ledger.with_account(self.account), self.store, self.db)
             if self.account is not None
@@ -66,18 +74,44 @@ class Backend:
         )
 
     def run_pass(self) -> int:
-        """One full pass; returns events indexed."""
+        """One full pass; returns events indexed.  A failing projection stage does not keep
+        the validator from its rounds: the pass runs on and raises the first failure after."""
         n = self.indexer.run_once()
-        apply_verdicts(self.db, self.store)
+        failed: list[Exception] = []
+        self._stage(failed, "verdicts", apply_verdicts, self.db, self.store, self.verdict_retries)
         if self.evaluator is not None:
-            self.evaluator.run(self.db)
+            self._stage(failed, "evaluate", self.evaluator.run, self.db)
         if self.validator is not None:
             done = self.validator.step()
             self.attested += done
             if done:
                 n += self.indexer.run_once()
-                apply_verdicts(self.db, self.store)
+                self._stage(
+                    failed, "verdicts", apply_verdicts, self.db, self.store, self.verdict_retries
+                )
+        if failed:
+            raise failed[0]
         return n
+
+    @staticmethod
+    def _stage(failed: list[Exception], name: str, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - reported by run_pass once the others ran
+            log.warning("stage failed", extra={"stage": name, "error": str(exc)})
+            failed.append(exc)
+
+    def reindex(self) -> None:
+        """Drop the whole database, a cache of the chain, and build it again (``--reindex``):
+        the schema this version defines, every event indexed again, and every quarantined
+        item tried again."""
+        self.db.drop()
+        self.db.create()
+        if self.validator is not None:
+            self.validator.retries = quarantine.Retries()
+        self.verdict_retries = quarantine.Retries()
+        if self.evaluator is not None:
+            self.evaluator.retries = quarantine.Retries()
 
     def status(self) -> dict[str, Any]:
         """The worker's own report, shown on /health (a ``last_error`` makes it degraded)."""
@@ -85,6 +119,7 @@ class Backend:
             "confirmations": self.confirmations,
             "last_indexed_block": self.indexer.last_indexed(),
             "reorgs": self.indexer.reorgs,
+            "events_quarantined": self.indexer.quarantined,
             "passes": self.passes,
             "validator": self.validator.address if self.validator else None,
             "validator_error": self.validator.last_error if self.validator else None,
@@ -174,18 +209,24 @@ def run_service(
         account=None if worker_process else account,
         confirmations=settings.confirmations,
         evaluate=evaluate,
+        allow_models=settings.allowed_models,
         chunk=settings.log_chunk,
     )
     if reindex:
         log.warning("reindexing from the deployment block", extra={"db": "reset"})
-        backend.indexer.reset()
+        backend.reindex()
     relayer = None
     if relay_account is not None:
-        from backend.relay_service import RelayService
+        from backend.relay_service import RelayLimits, RelayPolicy, RelayService
 
         relayer = RelayService(
             ledger.with_account(relay_account),
             backend.store,
+            limits=RelayLimits.from_settings(settings),
+            # The relay serves the tasks this node validates and the ones its operator names.
+            policy=RelayPolicy.from_settings(
+                settings, account.address if account is not None else None
+            ),
             journal_path=settings.home / "relay-journal.sqlite3",  # acknowledged updates survive
         )
     worker: Backend | WorkerProcess
@@ -200,6 +241,7 @@ def run_service(
                 ipfs=settings.ipfs,
                 confirmations=settings.confirmations,
                 evaluate=evaluate,
+                allow_models=settings.allowed_models,
                 chunk=settings.log_chunk,
             ),
             private_key=bytes(account.key) if account is not None else None,
@@ -210,6 +252,8 @@ def run_service(
     app = backend.app(relayer, worker.status)
     freeze_startup_heap()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; only the
+        # proxies in FEDLEDGER_TRUSTED_PROXIES are believed (backend.api.client_ip).
+        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
     finally:
         worker.stop()

@@ -24,6 +24,16 @@ pass and the round is judged again on what the chain now holds.  What no client-
 close is a reorg *after* the attestation is mined that drops the seal but keeps the attestation
 transaction: that is what ``confirmations`` is for, and why it should exceed the chain's
 practical reorg depth.
+
+Isolation (:mod:`backend.quarantine`).  Tasks are processed one by one, and an exception of any
+type from one of them (reading it, fetching its files, judging, publishing, attesting) marks
+that task ``retrying`` (``GET /tasks/{id}``, ``/health``, a log line) and the pass goes on with
+the next task.  The task is tried again after a doubling backoff; after ``max_attempts``
+failures on the same round it is quarantined until its round moves on chain (or the index is
+rebuilt).  Unreachable infrastructure (RPC endpoint, store, database) backs off the same way
+but never quarantines.  Judging is first marked ``running`` in the database, so a task whose
+round kills the worker process outright counts an attempt on every restart and is quarantined
+instead of crash-looping the worker.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from backend import quarantine
 from backend.db import Checkpoint, ContributionRow, Database, MemberRow, RoundRow
 from client import verdicts
 from client.chain import Ledger, to_hex
@@ -43,6 +54,9 @@ from client.store import ContentStore
 from client.task import fetch_verified, load_task
 
 log = logging.getLogger("fedledger.validator")
+
+STAGE = "validate"
+"""This stage's name in the quarantine table."""
 
 KEEP_PUBLISHED_BYTES = 256 << 20
 """How many bytes of its own last aggregates (one per task, the newest) a validator keeps to
@@ -90,6 +104,41 @@ class Validator:
         self._published: OrderedDict[int, tuple[str, str, bytes]] = OrderedDict()
         """Per task, the last aggregate this validator stored: (CID, sha256, bytes), the most
         recent last, at most :data:`KEEP_PUBLISHED_BYTES` in all."""
+        self.retries = quarantine.Retries()
+        """Per task id, its failures in a row (module docstring, "Isolation")."""
+        self._round: dict[int, int] = {}  # the round each task was last seen at
+        self._marked: set[int] = set()  # tasks marked ``running`` in the database
+        self._resume()
+
+    def _resume(self) -> None:
+        """Take up the failures recorded by earlier workers; a task still ``running`` is one a
+        worker died judging: that death counts as a failed attempt."""
+        try:
+            rows = quarantine.entries(self.db, STAGE)
+        except Exception as exc:  # noqa: BLE001 - no history is no reason not to validate
+            log.warning("cannot read the quarantine table", extra={"error": str(exc)})
+            return
+        for row in rows:
+            if row.task_id is None:
+                continue
+            died = row.state == quarantine.RUNNING
+            reason = "the worker process died while judging it" if died else row.reason
+            f = self.retries.failed(
+                row.task_id,
+                reason,
+                transient=row.state == quarantine.RETRYING,  # restored as it was, not counted
+                round=row.round,
+                attempts=row.attempts,
+            )
+            f.quarantined = f.quarantined or row.state == quarantine.QUARANTINED
+            if not f.quarantined:  # one death may be a deploy or a kill: try again at once
+                f.next_at = self.retries.clock()
+            if died:
+                self._save(row.task_id, f)
+                log.error(
+                    "the previous worker died judging a task",
+                    extra={"task": row.task_id, "round": row.round, "attempts": row.attempts},
+                )
 
     def my_tasks(self) -> list[int]:
         with self.db.session() as s:
@@ -102,19 +151,100 @@ class Validator:
             )
 
     def step(self) -> list[Attested]:
-        """Attest every round that is ready now; returns what was attested."""
+        """Attest every round that is ready now; returns what was attested.  One task's
+        failure, of any kind, is that task's (module docstring, "Isolation")."""
         done = []
         self.last_error = None
         for task_id in self.my_tasks():
+            if not self._due(task_id):
+                continue
             try:
                 res = self.process(task_id)
-            except FedledgerError as exc:
-                self.last_error = f"task {task_id}: {exc}"
-                log.warning("validator step failed", extra={"task": task_id, "error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - one task never stops the others
+                self._failed(task_id, exc)
                 continue
+            self._succeeded(task_id)
             if res is not None:
                 done.append(res)
         return done
+
+    # -- isolation ------------------------------------------------------------------------------
+
+    def _due(self, task_id: int) -> bool:
+        f = self.retries.get(task_id)
+        if f is None:
+            return True
+        if not self.retries.due(task_id):
+            return False
+        if not f.quarantined:
+            return True
+        try:  # quarantined: back only once the round it failed on is over
+            moved = f.round is None or self.ledger.current_round(task_id) != f.round
+        except Exception:  # noqa: BLE001 - cannot tell now: look again later
+            moved = False
+        if not moved:
+            self.retries.parole(task_id)
+            return False
+        self._succeeded(task_id)
+        return True
+
+    def _failed(self, task_id: int, exc: Exception) -> None:
+        reason = quarantine.describe(exc)
+        transient = quarantine.is_transient(exc)
+        f = self.retries.failed(
+            task_id, reason, transient=transient, round=self._round.get(task_id)
+        )
+        self._marked.discard(task_id)
+        self._save(task_id, f)
+        self.last_error = f"task {task_id}: {reason}"
+        log.warning(
+            "task quarantined" if f.quarantined else "task failed; will retry",
+            extra={
+                "task": task_id,
+                "round": f.round,
+                "attempts": f.attempts,
+                "transient": transient,
+                "retry_in_s": round(max(0.0, f.next_at - self.retries.clock()), 3),
+                "error": reason,
+            },
+            exc_info=None if transient else exc,
+        )
+
+    def _save(self, task_id: int, f: quarantine.Failing) -> None:
+        until = ", quarantined until the round moves on" if f.quarantined else ""
+        quarantine.record(
+            self.db,
+            quarantine.task_key(STAGE, task_id),
+            stage=STAGE,
+            state=quarantine.QUARANTINED if f.quarantined else quarantine.RETRYING,
+            reason=f"round {f.round}: {f.reason} (attempt {f.attempts}{until})",
+            attempts=f.attempts,
+            task_id=task_id,
+            round=f.round,
+        )
+
+    def _succeeded(self, task_id: int) -> None:
+        had = self.retries.succeeded(task_id)
+        if had or task_id in self._marked:
+            self._marked.discard(task_id)
+            quarantine.forget(self.db, quarantine.task_key(STAGE, task_id))
+            if had:
+                log.info("task recovered", extra={"task": task_id})
+
+    def _mark_running(self, task_id: int, rnd: int) -> None:
+        """Say in the database that this task's round is being judged: if the process dies
+        before :meth:`_succeeded` or :meth:`_failed`, the next worker knows."""
+        quarantine.record(
+            self.db,
+            quarantine.task_key(STAGE, task_id),
+            stage=STAGE,
+            state=quarantine.RUNNING,
+            reason=f"judging round {rnd}",
+            attempts=self.retries.attempts(task_id, rnd) + 1,
+            task_id=task_id,
+            round=rnd,
+        )
+        self._marked.add(task_id)
 
     def _ready(self, t: dict, now: int) -> bool:  # type: ignore[type-arg]
         count, dur = int(t["updateCount"]), int(t["roundDuration"])
@@ -130,6 +260,7 @@ class Validator:
         led = self.ledger
         t = led.get_task(task_id)
         rnd = int(t["currentRound"])
+        self._round[task_id] = rnd
         if led.has_attested(task_id, rnd, self.address):
             return None
         now = int(led.w3.eth.get_block("latest")["timestamp"])
@@ -149,6 +280,7 @@ class Validator:
         if refs is None:
             self.skipped[(task_id, rnd)] = "the index has not reached the confirmed seal yet"
             return None
+        self._mark_running(task_id, rnd)
         state = load_task(led, self.store, task_id)
         base = self._own_aggregate(task_id, state.global_cid, state.global_hash)
         if base is None:
@@ -168,6 +300,7 @@ class Validator:
             spec=state.spec,
             base_model=base,
             updates=refs,
+            max_samples=state.config.max_samples,  # the chain's bound: fedavg's weight cap
             deadline=deadline,
             previous=previous,
             base_hash=state.global_hash,  # both ways of getting ``base`` checked it

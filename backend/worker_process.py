@@ -15,7 +15,11 @@ stalls every request for the length of a GIL slice.  :class:`WorkerProcess` runs
 * if the child exits, the parent says so on ``/health`` (``last_error``) and starts a new one
   with backoff (1 s doubling to 30 s).  Restarting is safe at any moment: the indexer commits
   each chunk with its checkpoint, and the validator's attestations are idempotent (it checks
-  the chain before attesting; see :mod:`backend.validator`).
+  the chain before attesting; see :mod:`backend.validator`);
+* a child killed by one task (a crash no ``except`` catches) does not crash-loop: the validator
+  marks a task ``running`` before judging it, and each new child counts a task it finds still
+  marked as a failed attempt, quarantining it after a few (:mod:`backend.quarantine`), so the
+  other tasks are validated again.
 
 The child's logs go to its stderr, which is the parent's.
 """
@@ -34,10 +38,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from client import safejson
+from client.errors import FormatError
+
 log = logging.getLogger("fedledger.worker")
 
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 30.0
+MAX_REPORT_BYTES = 4 << 20
+"""Largest status line read from the child (a report is a few KiB)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class WorkerConfig:
     ipfs: str | None = None
     confirmations: int = 0
     evaluate: bool = True
+    allow_models: tuple[str, ...] = ()  # the operator's --allow-model list (names, no secrets)
     poll_s: float = 0.25
     chunk: int = 2000
     log_level: str = "INFO"
@@ -154,9 +164,11 @@ class WorkerProcess:
             backoff = min(backoff * 2, RESTART_MAX_S)
 
     def _on_line(self, line: str) -> None:
+        # The child prints whatever code it runs prints, and its reports quote error messages
+        # from outside: parsed within bounds (client.safejson), a stray line cannot crash us.
         try:
-            report = json.loads(line)
-        except ValueError:
+            report = safejson.loads(line, what="worker report", max_bytes=MAX_REPORT_BYTES)
+        except FormatError:
             return  # not a report (a stray print): ignore it
         if not isinstance(report, dict):
             return
@@ -200,6 +212,7 @@ def child_main(argv: list[str]) -> int:
             account=Account.from_key(bytes.fromhex(key)) if key else None,
             confirmations=cfg.confirmations,
             evaluate=cfg.evaluate,
+            allow_models=tuple(cfg.allow_models),
             poll_s=cfg.poll_s,
             chunk=cfg.chunk,
         )

@@ -233,11 +233,13 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
         refs: list[UpdateRef] = []
         files: dict[int, bytes] = {}
         for i in range(sim.clients):
+            who = "0x" + f"{i + 1:040x}"
             f = codec.encode_update(
                 sent[i],
                 task_id=1,
                 round=rnd,
                 base_hash=base_hash,
+                contributor=who,
                 encoding=sim.encoding,  # type: ignore[arg-type]
                 residual=residuals[i],
             )
@@ -247,7 +249,7 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
             refs.append(
                 UpdateRef(
                     update_id=rnd * sim.clients + i + 1,
-                    contributor="0x" + f"{i + 1:040x}",
+                    contributor=who,
                     content_hash=codec.sha256_hex(f),
                     cid=cid,
                     num_samples=len(data[i][1]),
@@ -261,6 +263,7 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
                 spec=spec,
                 base_model=base,
                 updates=refs,
+                max_samples=max(len(d[1]) for d in data),  # the largest share
                 previous=previous,
             )
             previous = j.verdict_file
@@ -567,8 +570,16 @@ def chain_rounds(
             fetch_timeout_s=120,
         )
         initial = state_to_numpy(build_model(model, seed=seed))
+        data = [LocalData(X, y) for X, y in shares(clients, _DEMO.alpha, seed)]
         task_id = create_task(
-            ledger, store, spec, initial, min_updates=clients, max_updates=clients, quorum=1
+            ledger,
+            store,
+            spec,
+            initial,
+            max_samples=max(len(d.y) for d in data),  # the largest share: no honest claim is cut
+            min_updates=clients,
+            max_updates=clients,
+            quorum=1,
         )
         for c in contributors:
             ledger.add_contributor(task_id, c.address)
@@ -580,14 +591,18 @@ def chain_rounds(
             account=validator,
             evaluate=False,
         )
-        data = [LocalData(X, y) for X, y in shares(clients, _DEMO.alpha, seed)]
         ledgers = [ledger.with_account(c) for c in contributors]
         for rnd in range(rounds):
             b0 = w3.eth.block_number
             t = time.perf_counter()
             for i in range(clients):
                 work = make_update(
-                    ledgers[i], store, task_id, data[i], ContributorOptions(seed=i + 1)
+                    ledgers[i],
+                    store,
+                    task_id,
+                    data[i],
+                    ContributorOptions(seed=i + 1),
+                    contributor=contributors[i].address,
                 )
                 submit(ledgers[i], store, work.state, work.data, work.num_samples)
             for _ in range(200):
@@ -744,7 +759,12 @@ def file_sizes(models: Sequence[str] = ("mlp_digits", "mlp_wide")) -> dict[str, 
         out[model] = {
             enc: len(
                 codec.encode_update(
-                    delta, task_id=1, round=0, base_hash="0x" + "00" * 32, encoding=enc
+                    delta,
+                    task_id=1,
+                    round=0,
+                    base_hash="0x" + "00" * 32,
+                    contributor="0x" + "11" * 20,
+                    encoding=enc,
                 )
             )
             for enc in ("fp32", "fp16", "int8")

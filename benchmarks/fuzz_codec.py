@@ -1,11 +1,17 @@
-"""Coverage-guided fuzzing of the update-file parser and decoders (client.codec) with atheris.
+"""Coverage-guided fuzzing of the decoders of untrusted files with atheris: update files
+(client.codec), task specs (client.taskspec) and verdict files (client.verdicts), and the bounded
+JSON parser under them (client.safejson).
 
-libFuzzer mutates a seed corpus (a valid file of every encoding, and a model) for ``--seconds``
-(default 60), guided by the coverage of the instrumented ``client.codec``.  Every input goes
-through ``codec.decode`` (in memory) and ``codec.read_safetensors_stream`` (streamed).  A
-*crash* is any exception other than :class:`FormatError`, or an input that takes longer than
-``--case-seconds``; crashes are recorded (deduplicated by exception type and line) and the run
-goes on.  ``-rss_limit_mb`` turns a runaway allocation into a libFuzzer crash report.
+libFuzzer mutates a seed corpus for ``--seconds`` (default 60), guided by the coverage of the
+instrumented modules. The seeds are a valid file of every encoding, a model, a task spec and a
+verdict file, plus structure-aware extremes (issue #14): headers nested thousands deep, a top-k
+``::shape`` of hundreds of dims near 2**62, numbers of a thousand digits, a header of thousands
+of tiny values. Every input goes through ``codec.decode`` (in memory),
+``codec.read_safetensors_stream`` (streamed), ``TaskSpec.from_bytes`` and ``verdicts.parse``. A
+*crash* is any exception other than :class:`FormatError` (a RecursionError included: under
+web3's recursion limit it is a SIGSEGV), or an input that takes longer than ``--case-seconds``;
+crashes are recorded (deduplicated by exception type and line) and the run goes on.
+``-rss_limit_mb`` turns a runaway allocation into a libFuzzer crash report.
 
 Prints a table; the last line is one JSON object (``executions``, ``exec_per_s``, ``crashes``,
 ``unique_crashes``, ``slow``...); libFuzzer's own progress (coverage) goes to stderr.
@@ -18,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -30,12 +37,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-with atheris.instrument_imports(include=["client.codec"]):
-    from client import codec  # noqa: E402
+with atheris.instrument_imports(
+    include=["client.codec", "client.safejson", "client.taskspec", "client.verdicts"]
+):
+    from client import codec, safejson, verdicts  # noqa: E402, F401
+    from client.taskspec import TaskSpec  # noqa: E402
 
+from client.aggregation import RuleSpec  # noqa: E402
 from client.errors import FormatError  # noqa: E402
 
 BASE = "0x" + "cd" * 32
+WHO = "0x" + "11" * 20
 MAX_ELEMENTS = 1 << 16
 
 
@@ -47,10 +59,59 @@ def seeds() -> list[bytes]:
         "scalar": np.array(0.5, np.float32),
     }
     files = [
-        codec.encode_update(delta, task_id=1, round=0, base_hash=BASE, encoding=enc)  # type: ignore[arg-type]
+        codec.encode_update(
+            delta,
+            task_id=1,
+            round=0,
+            base_hash=BASE,
+            contributor=WHO,
+            encoding=enc,  # type: ignore[arg-type]
+        )
         for enc in codec.ENCODINGS
     ]
-    return [*files, codec.encode_model(delta, task_id=1, round=0)]
+    return [*files, codec.encode_model(delta, task_id=1, round=0), *json_seeds(), *extremes()]
+
+
+def json_seeds() -> list[bytes]:
+    spec = TaskSpec().to_bytes()
+    vf = verdicts.build(
+        task_id=1,
+        round=0,
+        rule=RuleSpec(rule="fedavg"),
+        base_model_hash=BASE,
+        aggregate_hash=BASE,
+        aggregate_cid="bafkreia",
+        entries=[],
+    ).to_bytes()
+    return [spec, vf, spec[:-1] + b',"model_kwargs":' + b'{"a":' * 500]
+
+
+def _file(header: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def extremes() -> list[bytes]:
+    """Structure-aware seeds: nesting depth, huge integers, huge counts (issue #14)."""
+    meta = codec.decode(seeds_topk()).metadata
+    shape = np.full(400, 2**62 - 1, "<i8")
+    huge_shape = codec.write_safetensors(
+        {"w::shape": shape, "w::indices": np.zeros(0, "<i4"), "w::values": np.zeros(0, "<f4")},
+        meta,
+    )
+    return [
+        _file(b"{" + b'"a":[' * 800),
+        _file(b'{"w":{"dtype":"F32","shape":' + b"[" * 1500 + b"]" * 1500 + b"}}"),
+        huge_shape,
+        _file(b'{"w":{"dtype":"F32","shape":[' + b"9" * 1000 + b'],"data_offsets":[0,0]}}'),
+        _file(b'{"a":[' + b"0," * 1500 + b"0]}"),
+    ]
+
+
+def seeds_topk() -> bytes:
+    delta = {"w": np.arange(8, dtype=np.float32)}
+    return codec.encode_update(
+        delta, task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding="topk"
+    )
 
 
 class Stats:
@@ -93,6 +154,13 @@ def one_input(stats: Stats, data: bytes, seconds: float) -> None:
         pass
     except Exception as exc:  # noqa: BLE001
         stats.record_crash(data, exc)
+    for decode in (TaskSpec.from_bytes, verdicts.parse):
+        try:
+            decode(data)
+        except FormatError:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            stats.record_crash(data, exc)
     took = time.perf_counter() - start
     stats.slowest = max(stats.slowest, took)
     if took > stats.case_seconds:

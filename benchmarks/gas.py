@@ -214,7 +214,7 @@ class Bench:
         self.rows.append(Row("deploy", tx, [(f"code deposit {code:,} B x 200", 200 * code)]))
 
     def task(self, *, max_updates: int, quorum: int, measure: str | None = None) -> int:
-        cfg = TaskConfig(h("model"), CID, CID, 1, max_updates, quorum)
+        cfg = TaskConfig(h("model"), CID, CID, 1, max_updates, quorum, max_samples=10_000)
         s = self.led.sender
         assert s is not None
         r = s.transact(self.led.contract.functions.createTask(cfg.as_tuple()), label="createTask")

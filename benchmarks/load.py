@@ -240,9 +240,10 @@ class RssSampler(threading.Thread):
 
 
 def make_update(
-    template: dict[str, np.ndarray], task_id: int, round_: int, base: str, seed: int
+    template: dict[str, np.ndarray], task_id: int, round_: int, base: str, seed: int, who: str
 ) -> bytes:
-    """A delta near the round's common direction (so the screen accepts it), with its own noise."""
+    """A delta near the round's common direction (so the screen accepts it), with its own noise,
+    bound to ``who``, its submitter."""
     common = np.random.default_rng((task_id, round_))
     rng = np.random.default_rng(seed)
     delta = {
@@ -251,7 +252,9 @@ def make_update(
         )
         for k, v in template.items()
     }
-    return codec.encode_update(delta, task_id=task_id, round=round_, base_hash=base)
+    return codec.encode_update(
+        delta, task_id=task_id, round=round_, base_hash=base, contributor=who
+    )
 
 
 def drive_task(
@@ -275,18 +278,18 @@ def drive_task(
         mine: list[Sent] = []
         pendings = []
         for i, c in enumerate(sdk):
-            data = make_update(template, task_id, round_, base, hash((task_id, round_, i)) % 2**32)
+            assert c.sender is not None
+            seed = hash((task_id, round_, i)) % 2**32
+            data = make_update(template, task_id, round_, base, seed, c.sender.address)
             cid = store.put(data)
             h = codec.sha256_hex(data)
             fn = c.submit_update_fn(task_id, round_, h, cid, 100)
-            assert c.sender is not None
             pendings.append((c, c.sender.send(fn, label="submitUpdate", gas=400_000)))
             mine.append(Sent(task_id, round_, c.sender.address, h, "sdk"))
 
         def relay_one(j: int, acct: LocalAccount, round_: int = round_, base: str = base) -> Sent:
-            data = make_update(
-                template, task_id, round_, base, hash((task_id, round_, 1000 + j)) % 2**32
-            )
+            seed = hash((task_id, round_, 1000 + j)) % 2**32
+            data = make_update(template, task_id, round_, base, seed, acct.address)
             h = codec.sha256_hex(data)
             su = ledger.sign_update(
                 acct, task_id, round_, h, compute_cid(data), 100, int(time.time()) + 3600
@@ -416,6 +419,7 @@ def main() -> None:
                 store,
                 spec,
                 initial,
+                max_samples=1000,  # every update below claims 100
                 min_updates=args.contributors,
                 max_updates=args.contributors,
                 open_=True,

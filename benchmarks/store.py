@@ -179,6 +179,7 @@ def bench_encodings() -> list[dict[str, object]]:
             task_id=1,
             round=0,
             base_hash=BASE,
+            contributor="0x" + "11" * 20,
             encoding=encoding,  # type: ignore[arg-type]
             topk_ratio=ratio or 0.01,
         )

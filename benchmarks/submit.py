@@ -33,7 +33,14 @@ def make_tasks(led: Ledger, n: int) -> list[int]:
     sender = led.sender
     assert sender is not None
     cfg = TaskConfig(
-        h(0, "model"), "bafkmodel", "bafkspec", min_updates=1, max_updates=1000, quorum=1, open=True
+        h(0, "model"),
+        "bafkmodel",
+        "bafkspec",
+        min_updates=1,
+        max_updates=1000,
+        quorum=1,
+        open=True,
+        max_samples=1000,
     )
     fn = led.contract.functions.createTask(cfg.as_tuple())
     gas = int(fn.estimate_gas({"from": sender.address}) * 1.3)

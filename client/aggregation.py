@@ -654,6 +654,23 @@ class RuleSpec(BaseModel):
         """The spec as a JSON object with unset parameters left out (used in verdict files)."""
         return self.model_dump(exclude_none=True)
 
+    def with_task_cap(self, max_samples: int) -> RuleSpec:
+        """This rule as a task with ``maxSamples = max_samples`` runs it: fedavg's weight cap
+        becomes ``min(sample_cap, max_samples)`` (each update's weight is its own claim, and the
+        task bounds the claim; the chain refuses more, validators cap again here).  The rule is
+        returned unchanged when the task's bound is not the tighter one, and for the rules that
+        do not weigh updates.  :func:`client.rounds.judge_round` judges with this rule and
+        writes it into the verdict file, so the file names the cap the aggregate used.
+        """
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+            raise ConfigError(f"a task's maxSamples is at least 1, got {max_samples!r}")
+        if self.rule != "fedavg":
+            return self
+        current = MAX_SAMPLE_CAP if self.sample_cap is None else self.sample_cap
+        if max_samples >= current:
+            return self
+        return self.model_copy(update={"sample_cap": max_samples})
+
 
 # --------------------------------------------------------------------------- registry
 

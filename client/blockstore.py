@@ -29,6 +29,7 @@ import base64
 import fcntl
 import hashlib
 import io
+import logging
 import os
 import secrets
 from collections import deque
@@ -48,6 +49,8 @@ from client.errors import (
     IntegrityError,
     StoreError,
 )
+
+log = logging.getLogger("fedledger.blockstore")
 
 MAX_DAG_DEPTH = 32
 MAX_BLOCK_SIZE = 2 * 1024 * 1024  # bitswap carries blocks up to 2 MiB; nothing here is bigger
@@ -211,9 +214,10 @@ class Blockstore:
         c = parse_cid(cid)
         data = self._read_block(c)
         if hashlib.sha256(data).digest() != c.digest:
+            log.warning("corrupted block", extra={"cid": str(c), "file": str(self._path(c))})
             raise IntegrityError(
-                f"block {c} is corrupted: its bytes do not hash to its CID ({self._path(c)})",
-                hint="delete the file and fetch the block again",
+                f"block {c} is corrupted: its bytes do not hash to its CID",
+                hint="delete its file in the store (logged) and fetch the block again",
             )
         return data
 
@@ -223,12 +227,17 @@ class Blockstore:
         try:
             return path.read_bytes()
         except FileNotFoundError:
+            # The message may end up in a public verdict reason: the store's directory only
+            # goes to this node's log.
+            log.debug("block not in the store", extra={"cid": str(c), "store": str(self.root)})
             raise ContentNotFoundError(
-                f"block {c} is not in the store at {self.root}",
+                f"block {c} is not in the content store",
                 hint="fetch it from a node that has it or import a CAR",
             ) from None
         except OSError as exc:
-            raise StoreError(f"cannot read block {c}: {exc}") from exc
+            log.warning("cannot read block", extra={"cid": str(c), "error": str(exc)})
+            why = exc.strerror or type(exc).__name__  # str(exc) names the file: logged only
+            raise StoreError(f"cannot read block {c}: {why}") from exc
 
     def put_block(self, cid: str | CID, data: bytes) -> None:
         """Store one block after checking that ``data`` hashes to ``cid``."""

@@ -34,8 +34,8 @@ from web3.exceptions import (
 )
 from web3.types import RPCEndpoint
 
-from client import contracts
-from client.errors import ChainError, ConfigError, ContractRevert, NotFoundError
+from client import contracts, safejson
+from client.errors import ChainError, ConfigError, ContractRevert, FormatError, NotFoundError
 
 EVENT_NAMES = (
     "TaskCreated",
@@ -419,6 +419,10 @@ class Sender:
 
 @dataclass(frozen=True)
 class TaskConfig:
+    """``ITrainingLedger.TaskConfig``.  ``max_samples`` (keyword, no default) is the largest
+    ``numSamples`` one update may claim: fedavg weighs updates by their own claims, so every
+    task bounds them (the contract refuses more, validators cap weights at it)."""
+
     model_hash: str
     model_cid: str
     spec_cid: str
@@ -427,6 +431,7 @@ class TaskConfig:
     quorum: int = 1
     round_duration: int = 0
     open: bool = False
+    max_samples: int = field(kw_only=True)
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
@@ -438,6 +443,7 @@ class TaskConfig:
             self.quorum,
             self.round_duration,
             self.open,
+            self.max_samples,
         )
 
 
@@ -478,19 +484,39 @@ class SignedUpdate:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SignedUpdate:
+        """From :meth:`to_json`'s dict; every number an int in its Solidity type's range."""
         try:
+            if not isinstance(d, dict):
+                raise TypeError("a signed update is a JSON object")
             return cls(
-                task_id=int(d["taskId"]),
-                round=int(d["round"]),
+                task_id=_uint_field(d, "taskId", 256),
+                round=_uint_field(d, "round", 64),
                 content_hash=str(d["contentHash"]),
                 cid=str(d["cid"]),
-                num_samples=int(d["numSamples"]),
+                num_samples=_uint_field(d, "numSamples", 64),
                 contributor=to_checksum_address(d["contributor"]),
-                deadline=int(d["deadline"]),
+                deadline=_uint_field(d, "deadline", 256),
                 signature=bytes(HexBytes(d["signature"])),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"not a signed update: {exc}") from exc
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> SignedUpdate:
+        """A signed update file (:meth:`to_json` as JSON), as a contributor sends it to a
+        relayer: outside input, so parsed within bounds (:mod:`client.safejson`)."""
+        try:
+            doc = safejson.loads(data, what="signed update", max_bytes=64 << 10, max_depth=4)
+        except FormatError as exc:
+            raise ConfigError(f"not a signed update: {exc.message}", hint=exc.hint) from exc
+        return cls.from_json(doc)
+
+
+def _uint_field(d: dict[str, Any], key: str, bits: int) -> int:
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
+        raise ValueError(f"{key} must be an integer in [0, 2**{bits}), got {str(value)[:40]}")
+    return value
 
 
 @dataclass(frozen=True)

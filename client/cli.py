@@ -75,10 +75,25 @@ ContractOpt = Annotated[
 DbOpt = Annotated[str | None, typer.Option("--db", help="database URL [FEDLEDGER_DB]")]
 KeyOpt = Annotated[str, typer.Option("--key", "-k", help="keystore name or address to sign with")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+AllowModelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-model",
+        help="let this node import this module:factory when a task names it (repeatable; "
+        "adds to FEDLEDGER_ALLOW_MODELS); tasks naming any other code are refused",
+    ),
+]
 
 
 def _settings(**kw: Any) -> Settings:
     return load_settings(**kw)
+
+
+def _allowed(settings: Settings, flags: list[str] | None) -> tuple[str, ...]:
+    """The factories this node may import: FEDLEDGER_ALLOW_MODELS plus every --allow-model."""
+    from client.architecture import allow_list
+
+    return tuple(sorted(allow_list([*settings.allowed_models, *(flags or [])])))
 
 
 def _password(settings: Settings, name: str, *, confirm: bool = False) -> str:
@@ -252,7 +267,22 @@ def keys_list(home: HomeOpt = None, keystore: KeystoreOpt = None, as_json: JsonO
 @task_app.command("create")
 def task_create(
     key: KeyOpt,
-    model: Annotated[str, typer.Option(help="built-in model or module:factory")] = "mlp_digits",
+    max_samples: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2**64 - 1,
+            help="largest numSamples one update may claim (its fedavg weight): about your "
+            "largest contributor's data set; the chain refuses more",
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="built-in model, a JSON description ({\"kind\": \"mlp\", ...}) or "
+            "module:factory (with --allow-model)"
+        ),
+    ] = "mlp_digits",
     dataset: Annotated[str, typer.Option(help="data set contributors train on")] = "digits",
     rule: Annotated[
         str, typer.Option(help="fedavg | median | trimmed_mean | krum | multi_krum")
@@ -273,10 +303,12 @@ def task_create(
     home: HomeOpt = None,
     keystore: KeystoreOpt = None,
     contract: ContractOpt = None,
+    allow_model: AllowModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a training task: publish the initial model and spec, then createTask."""
-    from client.models import build_model, state_to_numpy
+    from client.architecture import admit
+    from client.models import build_task_model, state_to_numpy
     from client.task import create_task
     from client.taskspec import TaskSpec, TrainingParams
 
@@ -289,21 +321,32 @@ def task_create(
     from client.aggregation import RuleSpec
 
     RuleSpec.parse(agg)
+    allowed = _allowed(s, allow_model)
+    described: str | dict[str, Any] = model
+    if model.lstrip().startswith("{"):
+        try:
+            described = json.loads(model)
+        except ValueError as exc:
+            raise ConfigError(f"--model is not a JSON description: {exc}") from exc
+    # ModelNotAllowed unless allowed; the pin is the description's or the factory source's hash.
+    admitted = admit(described, {}, pinned=None, allow=allowed, require_pin=False)
     spec = TaskSpec(
-        model=model,
+        model=described,
+        model_sha256=admitted.sha256,
         dataset=dataset,
         aggregation=agg,
         screening=scr,
         seed=seed,
         training=TrainingParams(epochs=epochs, lr=lr, batch_size=batch_size),
     )
+    initial = state_to_numpy(build_task_model(spec, allow=allowed))  # before any transaction
     led = _ledger(s, key)
-    initial = state_to_numpy(build_model(model, seed=seed))
     tid = create_task(
         led,
         _store(s),
         spec,
         initial,
+        max_samples=max_samples,
         min_updates=min_updates,
         max_updates=max_updates,
         quorum=quorum,
@@ -314,7 +357,8 @@ def task_create(
         _emit({"task_id": tid}, True)
     else:
         out.print(
-            f"task [bold]{tid}[/] created ({model} on {dataset}, rule {rule}, quorum {quorum})"
+            f"task [bold]{tid}[/] created ({admitted.label} on {dataset}, rule {rule}, "
+            f"quorum {quorum})"
         )
 
 
@@ -436,24 +480,34 @@ def relay(
 ) -> None:
     """Submit signed updates for their contributors, in batches (the relayer pays the gas)."""
     from client.chain import SignedUpdate
-    from client.errors import NotFoundError
-    from client.relay import Relayer
+    from client.errors import ChainError, NotFoundError
+    from client.relay import BatchRelayer
 
     signed = []
     for f in files:  # every file readable before anything is sent
         if not f.is_file():
             raise NotFoundError(f"signed update {f} does not exist")
         try:
-            signed.append(SignedUpdate.from_json(json.loads(f.read_text())))
-        except (OSError, ValueError) as exc:
+            signed.append(SignedUpdate.from_bytes(f.read_bytes()))  # a contributor's: bounded
+        except OSError as exc:
             raise ConfigError(f"cannot read signed update {f}: {exc}") from exc
+        except ConfigError as exc:
+            raise ConfigError(
+                f"cannot read signed update {f}: {exc.message}", hint=exc.hint
+            ) from exc
     s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
-    r = Relayer(_ledger(s, key), batch_size=batch)
-    ids: list[int] = []
-    for su in signed:
-        ids += r.add(su) or []
-    ids += r.flush()
+    if not 1 <= batch <= 256:
+        raise ConfigError("--batch must be between 1 and 256")
+    # One entry landed by someone else never sinks the rest: see client.relay.BatchRelayer.
+    done = BatchRelayer(_ledger(s, key), batch_size=batch).send_all(signed)
+    ids = [st.update_id for st in done if st.update_id is not None]
     _emit({"update_ids": ids}, True) if as_json else out.print(f"relayed updates {ids}")
+    failed = [st for st in done if st.state != "submitted"]
+    if failed:
+        raise ChainError(
+            f"{len(failed)} of {len(done)} signed updates were not submitted: "
+            + "; ".join(f"{st.contributor} task {st.task_id}: {st.reason}" for st in failed)
+        )
 
 
 @app.command()
@@ -483,11 +537,13 @@ def train(
     home: HomeOpt = None,
     keystore: KeystoreOpt = None,
     contract: ContractOpt = None,
+    allow_model: AllowModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train on local data against the current global model and submit the update."""
     from rich.progress import Progress
 
+    from client.architecture import admit_spec
     from client.contribute import ContributorOptions, contribute, contribute_signed
     from client.local_data import load_local_data
     from client.privacy import DPConfig, PrivacyAccountant
@@ -499,6 +555,8 @@ def train(
     led = _ledger(s, key)
     store = _store(s)
     state = load_task(led, store, task_id)
+    allowed = _allowed(s, allow_model)
+    admit_spec(state.spec, allowed)  # ModelNotAllowed / ModelPinMismatch before anything runs
     local = load_local_data(state.spec.dataset, data, partition, alpha, seed=state.spec.seed)
     dp = DPConfig(dp_clip, dp_noise, dp_delta) if dp_clip is not None else None
     acct = PrivacyAccountant(s.home / "privacy" / f"{led.sender.address}.json") if dp else None  # type: ignore[union-attr]
@@ -508,7 +566,7 @@ def train(
         def cb(p: Any) -> None:
             prog.update(bar, completed=p.step, total=p.total_steps)
 
-        opts = ContributorOptions(encoding=encoding, dp=dp, accountant=acct, seed=seed, progress=cb)  # type: ignore[arg-type]
+        opts = ContributorOptions(encoding=encoding, dp=dp, accountant=acct, seed=seed, progress=cb, allow_models=allowed)  # type: ignore[arg-type]
         if relay_out is not None:
             su = contribute_signed(led, led.sender.account, store, task_id, local, opts)  # type: ignore[union-attr]
             relay_out.write_text(json.dumps(su.to_json(), indent=2))
@@ -594,6 +652,7 @@ def verify(
     ipfs: IpfsOpt = None,
     home: HomeOpt = None,
     contract: ContractOpt = None,
+    allow_model: AllowModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-verify from the chain and the store alone: hashes, verdicts, aggregates, roots."""
@@ -610,6 +669,7 @@ def verify(
             task_id,
             round_,
             progress=lambda done, total: prog.update(bar, completed=done, total=total),
+            allow_models=_allowed(s, allow_model),
         )
     if as_json:
         _emit(report.to_json(), True)
@@ -627,6 +687,7 @@ def verify(
                 "; ".join(r.problems) or "-",
             )
         out.print(t)
+        out.print(f"model: {report.model}", markup=False, highlight=False)
     if not report.ok:
         raise VerificationError(
             f"verification found {len(report.problems)} problem(s); the first: {report.problems[0]}"
@@ -668,7 +729,32 @@ def serve(
     relay_key: Annotated[
         str | None,
         typer.Option(
-            help="also serve POST /relay/updates, paying gas with this key (gasless contributors)"
+            help="also serve POST /relay/updates, paying gas with this key (gasless "
+            "contributors) for the admitted contributors of the tasks --key validates"
+        ),
+    ] = None,
+    relay_task: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--relay-task",
+            min=1,
+            help="relay for this task too (repeatable; adds to FEDLEDGER_RELAY_TASKS)",
+        ),
+    ] = None,
+    relay_open_budget: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="updates per round of a served open task relayed for contributors it never "
+            "admitted [FEDLEDGER_RELAY_OPEN_BUDGET, 0: none]",
+        ),
+    ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="CIDR of a reverse proxy whose X-Forwarded-For names the client (repeatable; "
+            "adds to FEDLEDGER_TRUSTED_PROXIES); from other peers the header is ignored",
         ),
     ] = None,
     worker_process: Annotated[
@@ -678,6 +764,7 @@ def serve(
             "never waits on their GIL); --no-worker-process runs them as a thread"
         ),
     ] = True,
+    allow_model: AllowModelOpt = None,
 ) -> None:
     """Run the backend: indexer, validator (with --key) and the REST API with its dashboard."""
     from backend.service import run_service
@@ -690,6 +777,12 @@ def serve(
         keystore=keystore,
         contract=contract,
         confirmations=confirmations,
+    )
+    s = s.with_overrides(allow_models=",".join(_allowed(s, allow_model)))
+    s = s.with_overrides(
+        relay_tasks=",".join([*map(str, s.relay_task_ids), *map(str, relay_task or [])]),
+        relay_open_budget=relay_open_budget,
+        trusted_proxies=",".join([*s.trusted_proxy_list, *(trusted_proxy or [])]),
     )
     account = _account(s, key) if key else None
     relay_account = _account(s, relay_key) if relay_key else None

@@ -25,15 +25,26 @@ sorted by name. Callers that need the torch ``state_dict`` order look the names 
 
 Parser (:func:`read_safetensors`, used by :func:`decode`) accepts any valid safetensors layout and
 rejects everything else with :class:`~client.errors.FormatError` (the ``MALFORMED`` verdict):
-file and header size caps, header must be a UTF-8 JSON object with no duplicate keys, dtype in
-:data:`ALLOWED_DTYPES`, shapes of non-negative ints with at most :data:`MAX_NDIM` dims, offsets
-matching ``shape × itemsize``, all tensors tiling ``[0, len(buffer))`` exactly (no overlap, no
-gap, no trailing junk), names matching :data:`NAME_RE`.
+file and header size caps, header must be a UTF-8 JSON object with no duplicate keys, nested
+at most :data:`MAX_HEADER_DEPTH` deep, numbers of at most :data:`MAX_HEADER_DIGITS` digits and
+at most :data:`MAX_HEADER_VALUES` values (bounds checked before parsing: :mod:`client.safejson`),
+dtype in :data:`ALLOWED_DTYPES`, shapes of non-negative ints with at most :data:`MAX_NDIM` dims,
+offsets matching ``shape × itemsize``, all tensors tiling ``[0, len(buffer))`` exactly (no
+overlap, no gap, no trailing junk), names matching :data:`NAME_RE`. Every number a file
+declares (dims, offsets, a top-k ``::shape``) is bounded before it is used in arithmetic, so
+decoding costs CPU and memory in proportion to the file and the ``max_elements`` allowed.
 
 fedledger metadata (all strings): ``fedledger.version`` (``"1"``), ``fedledger.kind``
 (``model`` | ``update``), ``fedledger.task``, ``fedledger.round`` (decimal), ``fedledger.base``
 (updates: ``0x`` sha256 of the base model file), ``fedledger.encoding`` (``fp32`` | ``fp16`` |
-``int8`` | ``topk``), plus any extra ``str → str`` keys (e.g. ``fedledger.dp.epsilon``).
+``int8`` | ``topk``), ``fedledger.contributor`` (updates: the address that submits it on chain,
+written ``0x`` + 40 lowercase hex and compared case-insensitively), plus any extra ``str → str``
+keys (e.g. ``fedledger.dp.epsilon``).
+
+The contributor binds an update to its author: ``contentHash`` covers it, so a copy of another's
+pending update (its ``contentHash`` and ``cid`` landed first from another address) names someone
+else, and validators judge it ``COPIED`` (:func:`client.rounds.judge_round`); an update that
+names no contributor is ``MALFORMED``. :func:`decode` reads the key, the judge requires it.
 
 Encodings, per tensor ``<name>`` (``::`` is reserved for auxiliary tensors; model names never
 contain it):
@@ -63,6 +74,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
+from client import safejson
 from client.errors import FormatError
 
 FORMAT_VERSION = "1"
@@ -76,6 +88,12 @@ MAX_HEADER_BYTES = 16 * 1024**2
 MAX_TENSORS = 100_000
 MAX_NDIM = 8
 MAX_METADATA_KEYS = 1024
+MAX_HEADER_DEPTH = 3
+"""A header nests exactly this deep (object → tensor entry → shape list): deeper is invalid."""
+MAX_HEADER_DIGITS = 19
+"""Every number in a header is a dim or an offset, below 2**62: at most 19 digits."""
+MAX_HEADER_VALUES = MAX_TENSORS * (6 + MAX_NDIM) + MAX_METADATA_KEYS + 2
+"""Values a valid header can hold: per tensor its entry, dtype, shape, dims, offsets."""
 DEFAULT_MAX_ELEMENTS = 2**28
 """Cap on the dense float32 elements a decoded file may expand to (top-k expands)."""
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,254}")
@@ -100,7 +118,10 @@ K_TASK: MetaKey = "fedledger.task"
 K_ROUND: MetaKey = "fedledger.round"
 K_BASE: MetaKey = "fedledger.base"
 K_ENCODING: MetaKey = "fedledger.encoding"
-_RESERVED = (K_VERSION, K_KIND, K_TASK, K_ROUND, K_BASE, K_ENCODING)
+K_CONTRIBUTOR: MetaKey = "fedledger.contributor"
+_RESERVED = (K_VERSION, K_KIND, K_TASK, K_ROUND, K_BASE, K_ENCODING, K_CONTRIBUTOR)
+ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+"""An address as ``fedledger.contributor`` holds it (written lowercase, read in any case)."""
 
 
 def sha256_hex(data: bytes | bytearray | memoryview) -> str:
@@ -141,19 +162,6 @@ class Header:
     data_size: int
 
 
-def _reject_constant(token: str) -> Any:
-    raise FormatError(f"header holds a non-JSON number {token}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise FormatError(f"duplicate key {key!r} in header")
-        out[key] = value
-    return out
-
-
 def parse_header(
     prefix: bytes | memoryview, total_size: int, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Header:
@@ -173,13 +181,14 @@ def parse_header(
     raw = bytes(prefix[8 : 8 + n]).rstrip(b" ")
     if not raw.startswith(b"{"):
         raise FormatError("header is not a JSON object")
-    try:
-        text = raw.decode("utf-8")
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except FormatError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FormatError(f"header is not valid JSON: {exc}") from exc
+    obj = safejson.loads(
+        raw,
+        what="safetensors header",
+        max_bytes=MAX_HEADER_BYTES,
+        max_depth=MAX_HEADER_DEPTH,
+        max_number_digits=MAX_HEADER_DIGITS,
+        max_items=MAX_HEADER_VALUES,
+    )
     if not isinstance(obj, dict):
         raise FormatError("header is not a JSON object")
 
@@ -212,18 +221,18 @@ def _parse_metadata(meta: object) -> dict[str, str]:
         raise FormatError(f"more than {MAX_METADATA_KEYS} metadata keys")
     for key, value in meta.items():
         if not isinstance(value, str):
-            raise FormatError(f"metadata value for {key!r} is not a string")
+            raise FormatError(f"metadata value for {_shown(key)} is not a string")
     return dict(meta)
 
 
 def _parse_entry(name: str, entry: object, max_bytes: int) -> TensorInfo:
     if not _valid_name(name):
-        raise FormatError(f"invalid tensor name {name!r}")
+        raise FormatError(f"invalid tensor name {_shown(name)}")
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise FormatError(f"tensor {name!r}: entry must hold exactly dtype, shape, data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
-        raise FormatError(f"tensor {name!r}: dtype {dtype!r} not allowed ({_allowed()})")
+        raise FormatError(f"tensor {name!r}: dtype {_shown(dtype)} not allowed ({_allowed()})")
     if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_uint(d) for d in shape):
         raise FormatError(f"tensor {name!r}: shape must be at most {MAX_NDIM} non-negative ints")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_uint(o) for o in offsets):
@@ -252,6 +261,12 @@ def _valid_name(name: str) -> bool:
     if not NAME_RE.fullmatch(base):
         return False
     return not sep or suffix in ("scale", "indices", "values", "shape")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr`` of a value read from a file, cut short: a reason must not carry megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _allowed() -> str:
@@ -416,6 +431,13 @@ class Decoded:
         return self.metadata.get(K_BASE)
 
     @property
+    def contributor(self) -> str | None:
+        """The address the file names as its contributor (lowercased), ``None`` if it names none;
+        whether it is an address at all is the judge's check (:mod:`client.rounds`)."""
+        named = self.metadata.get(K_CONTRIBUTOR)
+        return None if named is None else named.lower()
+
+    @property
     def extra(self) -> dict[str, str]:
         return {k: v for k, v in self.metadata.items() if k not in _RESERVED}
 
@@ -465,6 +487,7 @@ def encode_update(
     task_id: int,
     round: int,
     base_hash: str,
+    contributor: str,
     encoding: Encoding = "fp32",
     extra: Mapping[str, str] | None = None,
     residual: Residual | None = None,
@@ -472,14 +495,18 @@ def encode_update(
 ) -> bytes:
     """An update file holding ``delta = trained − global`` for ``round``.
 
-    ``base_hash`` is the ``0x`` sha256 of the global model file the delta is relative to. With
-    ``residual``, error feedback is applied before encoding and the residual updated after.
+    ``base_hash`` is the ``0x`` sha256 of the global model file the delta is relative to.
+    ``contributor`` is the address that will submit it (any case; written lowercase): the file
+    is bound to it, and submitted by anyone else it is judged ``COPIED``. With ``residual``,
+    error feedback is applied before encoding and the residual updated after.
     """
     if not (isinstance(base_hash, str) and _HASH_RE.fullmatch(base_hash)):
         raise ValueError("base_hash must be 0x followed by 64 lowercase hex digits")
+    if not (isinstance(contributor, str) and ADDRESS_RE.fullmatch(contributor)):
+        raise ValueError(f"contributor must be an address, 0x + 40 hex digits, got {contributor!r}")
     if encoding == "topk" and not 0.0 < topk_ratio <= 1.0:
         raise ValueError("topk_ratio must be in (0, 1]")
-    meta = _metadata("update", task_id, round, base_hash, encoding, extra)
+    meta = _metadata("update", task_id, round, base_hash, encoding, extra, contributor.lower())
     corrected = residual.apply(_check_float32(delta)) if residual is not None else delta
     stored = _encode_tensors(corrected, encoding, topk_ratio)
     if residual is not None:
@@ -504,9 +531,13 @@ def decode(
     Raises :class:`FormatError` for anything that is not a valid fedledger file, or not of
     ``kind`` when given, or (with ``canonical=True``) not in canonical form.
     """
-    raw = read_safetensors(data, max_bytes=max_bytes, copy=copy)
-    decoded = _interpret(raw, kind, max_elements)
-    if canonical and write_safetensors(raw.tensors, raw.metadata) != bytes(data):
+    try:
+        raw = read_safetensors(data, max_bytes=max_bytes, copy=copy)
+        decoded = _interpret(raw, kind, max_elements)
+        rewritten = write_safetensors(raw.tensors, raw.metadata) if canonical else None
+    except (ValueError, OverflowError) as exc:
+        raise _unforeseen(exc) from exc
+    if rewritten is not None and rewritten != bytes(data):
         raise FormatError("file is valid but not in canonical form")
     return decoded
 
@@ -519,7 +550,17 @@ def decode_file(
     kind: Kind | None = None,
 ) -> Decoded:
     """:func:`decode` streamed from a file (no in-memory copy of the whole file)."""
-    return _interpret(read_safetensors_file(path, max_bytes=max_bytes), kind, max_elements)
+    try:
+        return _interpret(read_safetensors_file(path, max_bytes=max_bytes), kind, max_elements)
+    except (ValueError, OverflowError) as exc:
+        raise _unforeseen(exc) from exc
+
+
+def _unforeseen(exc: Exception) -> FormatError:
+    """A file that slipped past every check above into numpy or int arithmetic is still only a
+    bad file: a verdict (MALFORMED), never an exception that stalls its round. (None is known;
+    the fuzzers in tests/test_codec_fuzz.py and benchmarks/fuzz_codec.py look for them.)"""
+    return FormatError(f"file cannot be decoded: {type(exc).__name__}: {_shown(str(exc), 160)}")
 
 
 def _metadata(
@@ -529,6 +570,7 @@ def _metadata(
     base_hash: str | None,
     encoding: str,
     extra: Mapping[str, str] | None,
+    contributor: str | None = None,
 ) -> dict[str, str]:
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r} (one of {', '.join(ENCODINGS)})")
@@ -544,6 +586,8 @@ def _metadata(
     }
     if base_hash is not None:
         meta[K_BASE] = base_hash
+    if contributor is not None:
+        meta[K_CONTRIBUTOR] = contributor
     for key, value in (extra or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValueError("extra metadata must map str to str")
@@ -632,6 +676,29 @@ def _decode_tensors(stored: Mapping[str, np.ndarray], encoding: str) -> dict[str
     return out
 
 
+def _declared_size(base: str, shape: np.ndarray, max_elements: int) -> int:
+    """The dense size a top-k ``<base>::shape`` tensor declares, once it is known to be a shape:
+    an I64 vector of at most :data:`MAX_NDIM` non-negative dims whose non-zero ones multiply
+    to at most ``max_elements`` (``[0, 2**62]`` holds nothing, yet numpy cannot shape it).
+
+    The file chooses these numbers, so they are bounded before any Python int arithmetic: a
+    ``::shape`` of 80 000 dims near 2**62 would otherwise multiply into a million-digit int
+    (seconds of CPU, then a ValueError from the int digit limit when printed)."""
+    if shape.dtype != ALLOWED_DTYPES["I64"] or shape.ndim != 1 or shape.size > MAX_NDIM:
+        raise FormatError(
+            f"topk tensor {base!r}: ::shape must be an I64 vector of at most {MAX_NDIM} dims, "
+            f"got {_DTYPE_NAMES.get(shape.dtype, shape.dtype)} of shape {list(shape.shape)}"
+        )
+    dims = [int(d) for d in shape.tolist()]
+    if any(d < 0 for d in dims):
+        raise FormatError(f"topk tensor {base!r}: bad dense shape {dims}")
+    if math.prod(d for d in dims if d) > max_elements:
+        raise FormatError(
+            f"topk tensor {base!r}: dense shape {dims} is over the {max_elements}-element limit"
+        )
+    return math.prod(dims)
+
+
 def _interpret(raw: RawFile, kind: Kind | None, max_elements: int) -> Decoded:
     meta = raw.metadata
     version = meta.get(K_VERSION)
@@ -662,9 +729,13 @@ def _check_layout(raw: RawFile, encoding: str, max_elements: int) -> None:
     """Each encoding's tensor set and dtypes, exactly (see the module docstring)."""
     dtypes = {info.name: info.dtype for info in raw.header.tensors}
     t = raw.tensors
-    dense = sum(
-        math.prod(t[n].tolist()) if n.endswith("::shape") and t[n].ndim == 1 else 0 for n in dtypes
-    ) + sum(arr.size for n, arr in t.items() if "::" not in n)
+    dense = sum(arr.size for n, arr in t.items() if "::" not in n)
+    if encoding == "topk":  # (in any other encoding a ::shape tensor is refused below)
+        dense += sum(
+            _declared_size(n.partition("::")[0], t[n], max_elements)
+            for n in dtypes
+            if n.endswith("::shape")
+        )
     if dense > max_elements:
         raise FormatError(f"file expands to {dense} elements, over the {max_elements} limit")
     if encoding in ("fp32", "fp16"):
@@ -688,12 +759,8 @@ def _check_layout(raw: RawFile, encoding: str, max_elements: int) -> None:
             raise FormatError(f"topk tensor {base!r} needs ::indices, ::values (F32) and ::shape")
         if parts["indices"] not in ("I32", "I64") or parts["shape"] != "I64":
             raise FormatError(f"topk tensor {base!r}: indices must be I32/I64, shape I64")
-        idx, vals, shape = t[f"{base}::indices"], t[f"{base}::values"], t[f"{base}::shape"]
-        if shape.ndim != 1 or shape.size > MAX_NDIM or (shape < 0).any():
-            raise FormatError(f"topk tensor {base!r}: bad dense shape {shape.tolist()}")
-        if math.prod(int(d) for d in shape.tolist() if d) > max_elements:  # e.g. [0, 2**62]
-            raise FormatError(f"topk tensor {base!r}: dense shape {shape.tolist()} too large")
-        size = math.prod(shape.tolist())
+        idx, vals = t[f"{base}::indices"], t[f"{base}::values"]
+        size = _declared_size(base, t[f"{base}::shape"], max_elements)
         if idx.ndim != 1 or vals.shape != idx.shape:
             raise FormatError(f"topk tensor {base!r}: indices and values differ in shape")
         # every index in range first: np.diff of int32 wraps, so [1, -2**31] would look

@@ -17,7 +17,8 @@ from eth_account.signers.local import LocalAccount
 from client import attacks as attack_lib
 from client import codec
 from client.chain import Ledger, SignedUpdate
-from client.models import build_architecture
+from client.errors import ConfigError
+from client.models import build_task_architecture
 from client.privacy import DPConfig, PrivacyAccountant, dp_metadata, privatize
 from client.store import ContentStore
 from client.submit import Submitted, encode, sign, submit
@@ -41,6 +42,7 @@ class ContributorOptions:
     seed: int = 0
     residual: codec.Residual | None = None
     progress: ProgressCallback | None = None
+    allow_models: tuple[str, ...] = ()  # the factories this node may import (client.architecture)
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,20 @@ class RoundWork:
 
 
 def make_update(
-    ledger: Ledger, store: ContentStore, task_id: int, local: LocalData, opts: ContributorOptions
+    ledger: Ledger,
+    store: ContentStore,
+    task_id: int,
+    local: LocalData,
+    opts: ContributorOptions,
+    *,
+    contributor: str,
 ) -> RoundWork:
-    """Train one round against the task's current global model; return the encoded update."""
+    """Train one round against the task's current global model; return the encoded update,
+    bound to ``contributor`` (the address that will submit or sign it)."""
     state = load_task(ledger, store, task_id)
     spec = state.spec
-    model = build_architecture(spec.model, **spec.model_kwargs)  # the global weights go in next
+    # Raises ModelNotAllowed before anything is imported unless this node allowed the factory.
+    model = build_task_architecture(spec, allow=opts.allow_models)  # global weights go in next
     current = global_model(store, state)
     attack = attack_lib.ATTACKS[opts.attack] if opts.attack else None
     n_classes = int(local.y.max()) + 1 if local.y.size else 1
@@ -92,8 +102,17 @@ def make_update(
         acct = opts.accountant or PrivacyAccountant(None)
         eps = acct.record(task_id, state.current_round, opts.dp)
         extra.update(dp_metadata(opts.dp, eps))
-    data = encode(state, delta, encoding=opts.encoding, extra=extra, residual=opts.residual)
-    return RoundWork(state, data, result.num_samples, result.loss, eps)
+    data = encode(
+        state,
+        delta,
+        contributor=contributor,
+        encoding=opts.encoding,
+        extra=extra,
+        residual=opts.residual,
+    )
+    # The task caps the weight one update may claim; more local data than that counts as the cap.
+    claimed = min(result.num_samples, state.config.max_samples)
+    return RoundWork(state, data, claimed, result.loss, eps)
 
 
 def _n_out(tensors: dict[str, np.ndarray]) -> int:
@@ -104,8 +123,10 @@ def _n_out(tensors: dict[str, np.ndarray]) -> int:
 def contribute(
     ledger: Ledger, store: ContentStore, task_id: int, local: LocalData, opts: ContributorOptions
 ) -> Submitted:
-    """Train and submit one update for the task's current round."""
-    work = make_update(ledger, store, task_id, local, opts)
+    """Train and submit one update for the task's current round (as the ledger's sender)."""
+    if ledger.sender is None:
+        raise ConfigError("contributing sends a transaction and needs a key", hint="pass --key")
+    work = make_update(ledger, store, task_id, local, opts, contributor=ledger.sender.address)
     return submit(ledger, store, work.state, work.data, work.num_samples)
 
 
@@ -118,5 +139,5 @@ def contribute_signed(
     opts: ContributorOptions,
 ) -> SignedUpdate:
     """Train and sign one update for a relayer (the contributor pays no gas)."""
-    work = make_update(ledger, store, task_id, local, opts)
+    work = make_update(ledger, store, task_id, local, opts, contributor=account.address)
     return sign(ledger, account, store, work.state, work.data, work.num_samples)

@@ -125,6 +125,16 @@ def _attack_params(attack: str | None, index: int) -> dict[str, Any]:
     return params
 
 
+def _largest_share(n: int, alpha: float, seed: int) -> int:
+    """The task's ``maxSamples``: the largest share any demo contributor trains on, so no
+    contributor's claim to the fedavg weight can exceed what the owner knows it holds."""
+    from client.data import load_dataset, partition_dirichlet, partition_iid
+
+    y = load_dataset("digits", seed=seed).y_train
+    parts = partition_dirichlet(y, n, alpha, seed) if alpha > 0 else partition_iid(y, n, seed)
+    return max(1, max(len(p) for p in parts))
+
+
 def _contributor_main(args: dict[str, Any]) -> None:
     """One contributor, in its own process: wait for each round, train, submit."""
     import torch
@@ -173,7 +183,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
     from client.chain import Ledger, connect
     from client.devnet import dev_private_keys, start_anvil
     from client.keys import DEV_SCRYPT_N, load_key, new_key
-    from client.models import build_model, state_to_numpy
+    from client.models import build_task_model, state_to_numpy
     from client.store import open_store
     from client.task import create_task
     from client.taskspec import TaskSpec, TrainingParams
@@ -226,8 +236,17 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
             ),
             aggregation=rule_spec(cfg.rule, n, k),
         )
-        initial = state_to_numpy(build_model(spec.model, seed=spec.seed))
-        task_id = create_task(ledger, store, spec, initial, min_updates=n, max_updates=n, quorum=2)
+        initial = state_to_numpy(build_task_model(spec))
+        task_id = create_task(
+            ledger,
+            store,
+            spec,
+            initial,
+            max_samples=_largest_share(n, cfg.alpha, cfg.seed),
+            min_updates=n,
+            max_updates=n,
+            quorum=2,
+        )
         for c in contributors:
             ledger.add_contributor(task_id, c.address)
         ledger.add_validator(task_id, v1.address)
@@ -453,11 +472,11 @@ def _attacker_rows(b: Any, task_id: int, attackers: set[str]) -> list[dict[str, 
 
 def _centralized(spec: Any, cfg: DemoConfig) -> float:
     from client.data import load_dataset
-    from client.models import build_model
+    from client.models import build_task_model
     from client.train import train_centralized
 
     ds = load_dataset(spec.dataset, seed=spec.seed)
-    model = build_model(spec.model, seed=spec.seed)
+    model = build_task_model(spec)
     res = train_centralized(
         model,
         ds.X_train,

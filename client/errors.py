@@ -92,3 +92,18 @@ class VerificationError(FedledgerError):
 
     exit_code = 7
     http_status = 409
+
+
+class ModelNotAllowed(FedledgerError):
+    """A task names a user's ``module:factory`` that this node's operator has not allowed: the
+    node runs no code named by a task (``--allow-model`` / ``FEDLEDGER_ALLOW_MODELS``)."""
+
+    exit_code = 10
+    http_status = 403
+
+
+class ModelPinMismatch(FedledgerError):
+    """The architecture this node would build is not the one the task spec pins."""
+
+    exit_code = 11
+    http_status = 409

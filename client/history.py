@@ -8,10 +8,13 @@ from typing import Any
 
 import httpx
 
-from client import verdicts
+from client import safejson, verdicts
 from client.chain import Ledger, to_checksum, to_hex
-from client.errors import ChainError, ConfigError, FedledgerError, NotFoundError
+from client.errors import ChainError, ConfigError, FedledgerError, FormatError, NotFoundError
 from client.store import ContentStore
+
+MAX_ANSWER_BYTES = 64 << 20
+"""Largest answer read from a backend (a page of at most 500 contributions is ~250 KiB)."""
 
 
 def history_from_api(
@@ -37,13 +40,19 @@ def history_from_api(
         r = httpx.get(api.rstrip("/") + "/contributions", params=params, timeout=10)
     except httpx.HTTPError as exc:
         raise ChainError(f"backend at {api} did not answer: {exc}", hint="check --api") from exc
-    if r.status_code == 404:
-        raise NotFoundError(str(r.json().get("detail")))
-    if r.status_code == 422:
-        raise ConfigError(f"backend refused the query: {r.json().get('detail')}")
-    if r.status_code != 200:
+    if r.status_code not in (200, 404, 422):
         raise FedledgerError(f"backend answered {r.status_code}: {r.text[:200]}")
-    return list(r.json()["items"])
+    body = safejson.loads(r.content, what=f"the answer of {api}", max_bytes=MAX_ANSWER_BYTES)
+    if not isinstance(body, dict):
+        raise FormatError(f"the answer of {api} is not a JSON object", hint="check --api")
+    if r.status_code == 404:
+        raise NotFoundError(str(body.get("detail"))[:500])
+    if r.status_code == 422:
+        raise ConfigError(f"backend refused the query: {str(body.get('detail'))[:500]}")
+    items = body.get("items")
+    if not isinstance(items, list):
+        raise FormatError(f"the answer of {api} holds no list of items", hint="check --api")
+    return items
 
 
 def history_from_chain(

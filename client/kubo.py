@@ -25,7 +25,6 @@ daemon newer than 0.8, and it is unmaintained.
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,12 +32,15 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from client import safejson
 from client.blockstore import ContentStat, Source
 from client.cid import FEDLEDGER, KUBO_V0, DagBuilder, Profile, parse_cid
 from client.codec import sha256_hex
-from client.errors import ContentNotFoundError, IntegrityError, StoreError
+from client.errors import ContentNotFoundError, FormatError, IntegrityError, StoreError
 
 RETRY_STATUS = (502, 503, 504)
+MAX_ANSWER_BYTES = 1 << 20
+"""Largest JSON answer read from the node (they are a few hundred bytes: a CID, sizes)."""
 
 
 class KuboStore:
@@ -220,9 +222,9 @@ class KuboStore:
     def _json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         response = self._request(path, params)
         try:
-            body = response.json()
-        except ValueError as exc:
-            raise StoreError(f"Kubo at {self.url} answered {path} with non-JSON") from exc
+            body = _answer(response.content, path)
+        except FormatError as exc:
+            raise StoreError(f"Kubo at {self.url} answered {path} oddly: {exc.message}") from exc
         if not isinstance(body, dict):
             raise StoreError(f"Kubo at {self.url} answered {path} with {body!r}")
         return body
@@ -248,12 +250,20 @@ def _is_not_found(message: str) -> bool:
 
 def _error_message(response: httpx.Response) -> str:
     try:
-        body = response.json()
+        body = _answer(response.content, "an error")
         if isinstance(body, dict) and isinstance(body.get("Message"), str):
-            return str(body["Message"])
-    except ValueError:
+            return str(body["Message"])[:500]
+    except FormatError:
         pass
     return response.text[:200] or f"HTTP {response.status_code}"
+
+
+def _answer(data: bytes | str, path: str) -> Any:
+    """One JSON answer of the node, parsed within bounds (client.safejson): the node is not
+    trusted, and a deeply nested answer would crash this process, not just this call."""
+    return safejson.loads(
+        data, what=f"Kubo's answer to {path}", max_bytes=MAX_ANSWER_BYTES, max_depth=8
+    )
 
 
 def _last_hash(response: httpx.Response, url: str) -> str:
@@ -262,9 +272,9 @@ def _last_hash(response: httpx.Response, url: str) -> str:
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-        except ValueError as exc:
-            raise StoreError(f"Kubo at {url} answered add with non-JSON: {line[:100]!r}") from exc
+            entry = _answer(line, "add")
+        except FormatError as exc:
+            raise StoreError(f"Kubo at {url} answered add oddly: {exc.message}") from exc
         if isinstance(entry, dict) and isinstance(entry.get("Hash"), str):
             last = entry["Hash"]
     if last is None:

@@ -1,8 +1,27 @@
-"""Built-in models, user models by ``module:factory``, and the model <-> numpy bridge.
+"""Building a task's model (from data, or from a factory this node allowed) and the
+model <-> numpy bridge.
 
-A task names its model in its spec; every contributor and validator must build the *same*
-architecture with the *same* initial weights, so :func:`build_model` seeds torch's generator
-around the factory call (without disturbing the caller's global RNG state).
+**No code from content.**  A task names its model as data (:mod:`client.architecture`: a
+built-in name or a layer description), and fedledger's own code here builds it.  A user's own
+``package.module:factory`` is imported only on a node whose operator allowed that exact name
+(``--allow-model custom_model:make_model`` on ``train``, ``serve``, ``verify`` and ``task
+create``, or ``FEDLEDGER_ALLOW_MODELS=custom_model:make_model,…``); anywhere else
+:func:`build_task_model` raises :class:`~client.errors.ModelNotAllowed` before anything is
+imported.  Nothing a spec, an event or a file names is ever imported, evaluated or unpickled.
+
+A factory is named by an importable module, never a path: ``m2.py:make_model`` means a file
+on one machine only, so it is refused; put the file's directory on ``PYTHONPATH`` (or install
+it) and name ``m2:make_model``.  The operator allows the same ``module:factory`` string the
+spec holds.
+
+**The pin.**  The spec's ``model_sha256`` pins the architecture (a description's canonical
+sha256, or a factory module's source sha256); :func:`build_task_model` checks it before
+building, and a factory's source is hashed *before* its module is imported, so every node
+proves it builds the same model (:class:`~client.errors.ModelPinMismatch` otherwise).
+
+Every contributor and validator must build the *same* architecture with the *same* initial
+weights, so building seeds torch's generator (without disturbing the caller's global RNG
+state).
 
 Tensors cross process and file boundaries as ``dict[str, np.ndarray]`` (float32, C-contiguous,
 names in ``state_dict`` order; see ``docs/interfaces.md``).  :func:`state_to_numpy` and
@@ -13,205 +32,230 @@ silent partial load.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.util
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from client.errors import ConfigError, FormatError
+from client import architecture as arch
+from client.errors import ConfigError, FormatError, ModelPinMismatch
+
+if TYPE_CHECKING:
+    from client.taskspec import TaskSpec
 
 Tensors = dict[str, NDArray[np.float32]]
 
 __all__ = [
     "MLP",
-    "ModelSpec",
     "Tensors",
     "available_models",
+    "build_architecture",
     "build_model",
+    "build_task_architecture",
+    "build_task_model",
     "count_parameters",
     "numpy_to_state",
-    "register_model",
     "state_to_numpy",
 ]
 
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+
 
 class MLP(nn.Module):
-    """A multi-layer perceptron with ReLU between layers; logits out.
+    """A multi-layer perceptron with one activation between layers; logits out.
 
     ``hidden=()`` makes it a linear model, i.e. multinomial logistic regression.
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         sizes = [in_features, *hidden, out_features]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
+                layers.append(_ACTIVATIONS[activation]())
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered model: how to build it and what it is for."""
+class Layered(nn.Module):
+    """A ``sequential`` description's layers, applied in order (tensors named ``net.N.*``)."""
 
-    name: str
-    factory: Callable[..., nn.Module]
-    description: str
-    dataset: str | None = None
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*layers)
 
-
-_REGISTRY: dict[str, ModelSpec] = {}
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
-def register_model(
-    name: str, *, description: str, dataset: str | None = None
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a factory under ``name`` so tasks can refer to it by that name."""
-
-    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ConfigError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, factory, description, dataset)
-        return factory
-
-    return decorate
-
-
-@register_model("mlp_digits", description="64-64-10 MLP (4,810 parameters)", dataset="digits")
-def mlp_digits(
-    in_features: int = 64, hidden: int = 64, n_classes: int = 10, depth: int = 1
-) -> nn.Module:
-    return MLP(in_features, [hidden] * depth, n_classes)
-
-
-@register_model(
-    "mlp_wide",
-    description="64-2048-2048-10 MLP (4,349,962 parameters), for benchmarks of ~17 MB updates",
-    dataset="digits",
-)
-def mlp_wide(
-    in_features: int = 64, hidden: int = 2048, n_classes: int = 10, depth: int = 2
-) -> nn.Module:
-    return MLP(in_features, [hidden] * depth, n_classes)
+def _layer(layer: Any) -> nn.Module:
+    if isinstance(layer, arch.Linear):
+        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
+    if isinstance(layer, arch.Conv2d):
+        return nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            bias=layer.bias,
+        )
+    if isinstance(layer, arch.MaxPool2d):
+        return nn.MaxPool2d(layer.kernel_size, stride=layer.stride)
+    if isinstance(layer, arch.Activation):
+        return _ACTIVATIONS[layer.type]()
+    if isinstance(layer, arch.Dropout):
+        return nn.Dropout(layer.p)
+    if isinstance(layer, arch.Flatten):
+        return nn.Flatten(1)
+    if isinstance(layer, arch.Unflatten):
+        return nn.Unflatten(1, tuple(layer.shape))
+    raise AssertionError(f"no builder for layer {layer!r}")  # architecture.Layer is closed
 
 
-@register_model(
-    "logreg_breast_cancer",
-    description="logistic regression, 30 features -> 2 logits (62 parameters)",
-    dataset="breast_cancer",
-)
-def logreg_breast_cancer(in_features: int = 30, n_classes: int = 2) -> nn.Module:
-    # Two logits under softmax are logistic regression; keeping the multi-class form lets one
-    # cross-entropy training loop serve every built-in model.
-    return MLP(in_features, [], n_classes)
+def _from_description(desc: arch.MLPDescription | arch.SequentialDescription) -> nn.Module:
+    if isinstance(desc, arch.MLPDescription):
+        return MLP(desc.in_features, desc.hidden, desc.out_features, desc.activation)
+    return Layered([_layer(layer) for layer in desc.layers])
 
 
-def available_models() -> dict[str, ModelSpec]:
-    """The registered models, by name."""
-    return dict(_REGISTRY)
+def available_models() -> dict[str, arch.Builtin]:
+    """The built-in models, by name."""
+    return dict(arch.BUILTINS)
 
 
-def _load_module(module_ref: str) -> object:
-    """Import ``package.module``, or load a ``path/to/file.py`` directly."""
-    if module_ref.endswith(".py"):
-        path = Path(module_ref).expanduser().resolve()
-        if not path.is_file():
-            raise ConfigError(f"model file {module_ref!r} does not exist")
-        mod_name = f"_fedledger_user_model_{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"cannot load model file {module_ref!r}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(mod_name, None)
-            raise ConfigError(f"model file {module_ref!r} failed to load: {exc!r}") from exc
-        return module
+def _import_factory(f: arch.Factory) -> Callable[..., nn.Module]:
+    """Import an admitted factory's module (its source already located and hashed) and check
+    that the file imported is the file that was pinned."""
     try:
-        return importlib.import_module(module_ref)
-    except ImportError as exc:
+        module = importlib.import_module(f.ref.module)
+    except Exception as exc:  # the operator's own code: any failure is a setup problem
         raise ConfigError(
-            f"cannot import model module {module_ref!r}: {exc}",
+            f"model module {f.ref.module!r} failed to import: {type(exc).__name__}: {exc}",
             hint="is the package installed, or its directory on PYTHONPATH?",
         ) from exc
-
-
-def _resolve_factory(name_or_factory: str) -> Callable[..., nn.Module]:
-    spec = _REGISTRY.get(name_or_factory)
-    if spec is not None:
-        return spec.factory
-    if ":" not in name_or_factory:
-        raise ConfigError(
-            f"unknown model {name_or_factory!r}",
-            hint=f"use one of {', '.join(sorted(_REGISTRY))} or 'package.module:factory'",
+    file = getattr(module, "__file__", None)
+    if file is None or Path(file).resolve() != f.source:
+        raise ModelPinMismatch(
+            f"importing {f.ref.module!r} loaded another file than the one whose source was "
+            "hashed",
+            hint="remove the other copy of the module from sys.path",
         )
-    module_ref, _, attr = name_or_factory.rpartition(":")
-    if not module_ref or not attr:
-        raise ConfigError(f"model reference {name_or_factory!r} must be 'package.module:factory'")
-    module = _load_module(module_ref)
-    factory = getattr(module, attr, None)
+    factory = getattr(module, f.ref.attr, None)
     if factory is None:
-        raise ConfigError(f"module {module_ref!r} has no attribute {attr!r}")
+        raise ConfigError(f"module {f.ref.module!r} has no attribute {f.ref.attr!r}")
     if not callable(factory):
-        raise ConfigError(f"{name_or_factory!r} is not callable")
-    return factory
+        raise ConfigError(f"{f.ref.ref!r} is not callable")
+    return factory  # type: ignore[no-any-return]
 
 
-def build_model(name_or_factory: str, *, seed: int = 0, **kwargs: object) -> nn.Module:
-    """Build a model by registry name or ``package.module:factory`` (or ``file.py:factory``).
-
-    The factory is called with ``kwargs`` while torch's CPU generator is seeded with ``seed``;
-    the caller's RNG state is restored afterwards, so building a model has no side effect on
-    later randomness.  Same name, kwargs and seed give bit-identical weights.
-    """
-    factory = _resolve_factory(name_or_factory)
+def build_admitted(admitted: arch.Admitted, *, seed: int = 0) -> nn.Module:
+    """Build what :func:`client.architecture.admit` admitted, with torch's CPU generator seeded
+    by ``seed``; the caller's RNG state is restored afterwards, so building a model has no side
+    effect on later randomness.  Same model and seed give bit-identical weights."""
+    factory = _import_factory(admitted) if isinstance(admitted, arch.Factory) else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if factory is None:
+            assert isinstance(admitted, arch.Described)
+            return _from_description(admitted.description)
+        assert isinstance(admitted, arch.Factory)
         try:
-            model = factory(**kwargs)
+            model = factory(**admitted.kwargs)
         except TypeError as exc:
             raise ConfigError(
-                f"model factory {name_or_factory!r} rejected {kwargs}: {exc}"
+                f"model factory {admitted.ref.ref!r} rejected {dict(admitted.kwargs)}: {exc}"
             ) from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(
-            f"model factory {name_or_factory!r} returned {type(model).__name__}, "
+            f"model factory {admitted.ref.ref!r} returned {type(model).__name__}, "
             "not a torch.nn.Module"
         )
     return model
 
 
-def build_architecture(name_or_factory: str, **kwargs: object) -> nn.Module:
-    """The model's architecture with *uninitialised* weights, for a caller that loads weights
-    next (a contributor loading the global model): the factory runs on torch's ``meta`` device
-    and the tensors are then allocated without the random initialisation, which for a
-    4.3M-parameter MLP is most of the cost of building it.  A factory that cannot run on the
-    meta device, or whose module holds state that loading its ``state_dict`` would not set
-    (a non-persistent buffer), is built normally."""
+def build_model(
+    model: str | Mapping[str, Any],
+    *,
+    seed: int = 0,
+    allow: Iterable[str] = (),
+    pin: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model by built-in name (with ``kwargs``), description, or ``module:factory``
+    (only if listed in ``allow``; checked against ``pin`` when one is given).
+
+    For a task, use :func:`build_task_model`: it takes everything from the spec and requires
+    a factory's pin.
+    """
+    admitted = arch.admit(model, kwargs, pinned=pin, allow=arch.allow_list(allow), require_pin=False)
+    return build_admitted(admitted, seed=seed)
+
+
+def build_task_model(
+    spec: TaskSpec, *, allow: Iterable[str] = (), seed: int | None = None
+) -> nn.Module:
+    """The task's model with its initial weights (seeded by the spec's ``seed``), after the
+    spec's pin is checked.  Raises :class:`~client.errors.ModelNotAllowed` before anything is
+    imported when the spec names a factory that ``allow`` does not list."""
+    admitted = arch.admit_spec(spec, arch.allow_list(allow))
+    return build_admitted(admitted, seed=spec.seed if seed is None else seed)
+
+
+def _architecture(admitted: arch.Admitted) -> nn.Module:
+    """The model with *uninitialised* weights, for a caller that loads weights next (a
+    contributor loading the global model): the builder runs on torch's ``meta`` device and the
+    tensors are then allocated without the random initialisation, which for a 4.3M-parameter
+    MLP is most of the cost of building it.  A factory that cannot run on the meta device, or
+    whose module holds state that loading its ``state_dict`` would not set (a non-persistent
+    buffer), is built normally."""
     try:
         with torch.device("meta"):
-            model = build_model(name_or_factory, seed=0, **kwargs)
+            model = build_admitted(admitted, seed=0)
     except (RuntimeError, NotImplementedError):
-        return build_model(name_or_factory, seed=0, **kwargs)
+        return build_admitted(admitted, seed=0)
     loaded = set(model.state_dict())
     if any(name not in loaded for name, _ in model.named_buffers()):
-        return build_model(name_or_factory, seed=0, **kwargs)
+        return build_admitted(admitted, seed=0)
     return model.to_empty(device="cpu")
+
+
+def build_architecture(
+    model: str | Mapping[str, Any],
+    *,
+    allow: Iterable[str] = (),
+    pin: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """:func:`build_model`'s architecture with uninitialised weights (see :func:`_architecture`)."""
+    admitted = arch.admit(model, kwargs, pinned=pin, allow=arch.allow_list(allow), require_pin=False)
+    return _architecture(admitted)
+
+
+def build_task_architecture(spec: TaskSpec, *, allow: Iterable[str] = ()) -> nn.Module:
+    """The task's architecture, pin checked, weights uninitialised (the global model goes in
+    next)."""
+    return _architecture(arch.admit_spec(spec, arch.allow_list(allow)))
 
 
 def count_parameters(module: nn.Module) -> int:

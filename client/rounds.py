@@ -11,7 +11,14 @@ Order of checks per update (the first failure decides; see also :mod:`client.scr
 ``LATE`` (block time after the round deadline) → ``UNAVAILABLE`` (not fetched within the spec's
 ``fetch_timeout_s``) → ``HASH_MISMATCH`` (sha256 of the bytes differs from the on-chain
 ``contentHash``: checked *before* the bytes are parsed) → ``MALFORMED`` (not a valid update file
-for this task, round and base model) → the screen.
+for this task, round and base model, or naming no contributor) → ``COPIED`` (the file names
+another contributor than the address that submitted it) → the screen.
+
+An update file names its contributor (``fedledger.contributor``, :mod:`client.codec`) and
+``contentHash`` covers it, so copying another's pending ``(contentHash, cid)`` and landing it
+first earns the copier ``COPIED``, while the contributor the file names is judged on its merits:
+among updates of the same ``contentHash`` (same bytes, so the file names at most one of their
+submitters) only the one it names can be accepted, whichever landed first.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ import numpy as np
 from client import aggregation as agg
 from client import codec, screening, verdicts
 from client.cid import compute_cid
-from client.errors import FedledgerError, FormatError
+from client.errors import FormatError
+from client.redact import public_reason, public_text
 from client.store import ContentStore
 from client.taskspec import TaskSpec
 from client.verdicts import Verdict
@@ -86,20 +94,45 @@ def _fetch_all(
                 out[uid] = fut.result(timeout=timeout_s)
             except FutureTimeout:
                 out[uid] = f"not retrievable within {timeout_s:g}s"
-            except FedledgerError as exc:
-                out[uid] = f"not retrievable: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any failure to fetch one is its verdict
+                out[uid] = f"not retrievable: {public_reason(exc)}"
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return out
 
 
-def _check_file(dec: codec.Decoded, task_id: int, round_: int, base_hash: str) -> str | None:
+def _check_file(
+    dec: codec.Decoded, task_id: int, round_: int, base_hash: str, contributor: str
+) -> tuple[Verdict, str] | None:
+    """The file's own claims against the chain's record: ``MALFORMED`` if it is not an update
+    of this task, round and base model or names no contributor; ``COPIED`` if it names another
+    contributor than the address that submitted it (see the module docstring)."""
     if dec.task_id != task_id or dec.round != round_:
-        return (
+        return Verdict.MALFORMED, (
             f"file is for task {dec.task_id} round {dec.round}, not task {task_id} round {round_}"
         )
     if dec.base_hash != base_hash:
-        return f"delta was computed against model {dec.base_hash}, not the global model {base_hash}"
+        return Verdict.MALFORMED, (
+            f"delta was computed against model {dec.base_hash}, not the global model {base_hash}"
+        )
+    named = dec.contributor
+    if named is None:
+        return Verdict.MALFORMED, (
+            f"update file names no contributor ({codec.K_CONTRIBUTOR}): rebuild it with this "
+            "fedledger (`fedledger train` or `fedledger submit`), which binds an update to the "
+            "address that submits it"
+        )
+    if not codec.ADDRESS_RE.fullmatch(named):
+        shown = named if len(named) <= 60 else named[:60] + "..."
+        return Verdict.MALFORMED, (
+            f"{codec.K_CONTRIBUTOR} {shown!r} is not an address (0x + 40 hex digits): rebuild "
+            "the update with this fedledger"
+        )
+    if named != contributor.lower():
+        return Verdict.COPIED, (
+            f"the file names contributor {named}, not {contributor.lower()} who submitted it: "
+            "a copy of another's update earns nothing"
+        )
     return None
 
 
@@ -136,11 +169,13 @@ def _candidate(
         dec = codec.decode(
             got, kind="update", max_bytes=max_bytes, max_elements=max_elements, copy=False
         )
+        problem = _check_file(dec, task_id, round_, base_hash, r.contributor)
     except FormatError as exc:
         return stopped(Verdict.MALFORMED, str(exc))
-    problem = _check_file(dec, task_id, round_, base_hash)
+    except Exception as exc:  # noqa: BLE001 - whatever escapes the decoder judges this update
+        return stopped(Verdict.MALFORMED, f"not a valid update file: {public_reason(exc)}")
     if problem is not None:
-        return stopped(Verdict.MALFORMED, problem)
+        return stopped(*problem)
     return screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors)
 
 
@@ -152,6 +187,7 @@ def judge_round(
     spec: TaskSpec,
     base_model: bytes,
     updates: Sequence[UpdateRef],
+    max_samples: int,
     deadline: int | None = None,
     unavailable: Mapping[int, str] | None = None,
     fetch: Fetcher | None = None,
@@ -160,10 +196,14 @@ def judge_round(
 ) -> Judgement:
     """Every update's verdict and the round's aggregate (see the module docstring).
 
+    ``max_samples`` is the task's on-chain ``maxSamples``: fedavg weighs each update by its
+    ``numSamples`` capped at ``min(the rule's sample_cap, max_samples)``
+    (:meth:`client.aggregation.RuleSpec.with_task_cap`), the rule the verdict file records.
     ``unavailable`` (update id → reason) is for re-verification: updates the validators could
     not fetch are judged ``UNAVAILABLE`` with the reason they recorded, whether or not they can
     be fetched now.  ``previous`` is the attested verdict file of round ``round_ - 1`` (``None``
-    for round 0): the contributors' standing carries over from it (:mod:`client.screening`).
+    for round 0): the contributors' standing and the norm history carry over from it
+    (:mod:`client.screening`).
     ``base_hash``, when the caller already checked ``base_model`` against the chain's hash (as
     :func:`client.task.fetch_verified` does), saves hashing it again.
     """
@@ -175,7 +215,8 @@ def judge_round(
             f"not task {task_id} round {round_ - 1}"
         )
     prior = previous.standing if previous is not None else None
-    rule = agg.RuleSpec.parse(spec.aggregation)
+    prior_norms = previous.norm_history if previous is not None else None
+    rule = agg.RuleSpec.parse(spec.aggregation).with_task_cap(max_samples)
     screen_spec = screening.ScreeningSpec.parse(spec.screening)
     base_hash = (base_hash or codec.sha256_hex(base_model)).lower()
     global_model = codec.decode(base_model, kind="model", copy=False).tensors  # only read
@@ -203,7 +244,7 @@ def judge_round(
         for r in refs
     ]
 
-    decisions = screening.screen(candidates, global_model, rule, screen_spec, prior)
+    decisions = screening.screen(candidates, global_model, rule, screen_spec, prior, prior_norms)
     by_id = {c.update_id: c for c in candidates}
     ref_by_id = {r.update_id: r for r in refs}
     accepted = screening.accepted_ids(decisions)
@@ -227,7 +268,8 @@ def judge_round(
             cid=ref_by_id[d.update_id].cid,
             num_samples=ref_by_id[d.update_id].num_samples,
             verdict=d.verdict,
-            reason=d.reason,
+            # Recorded reasons (re-verification) are kept to the byte; new ones are public.
+            reason=d.reason if d.update_id in unavailable else public_text(d.reason),
             score=d.score,
         )
         for d in decisions
@@ -243,6 +285,7 @@ def judge_round(
         standing=screening.next_standing(
             prior, decisions, {r.update_id: r.contributor for r in refs}
         ),
+        norm_history=screening.next_norm_history(prior_norms, decisions, screen_spec),
     )
     vbytes = vf.to_bytes()
     return Judgement(

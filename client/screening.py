@@ -8,16 +8,32 @@ BLAS on floats.
 
 Checks, in order; the first that fails decides (so each update gets exactly one verdict):
 
-1. an early verdict from the caller (``HASH_MISMATCH``, ``UNAVAILABLE``, ``MALFORMED``, ``LATE``);
-2. ``DUPLICATE``: the same ``contentHash`` as an earlier update (lower ``updateId``);
+1. an early verdict from the caller (``HASH_MISMATCH``, ``UNAVAILABLE``, ``MALFORMED``, ``LATE``,
+   ``COPIED``: the file names another contributor than its submitter, :mod:`client.rounds`);
+2. ``DUPLICATE``: the same ``contentHash`` as an earlier update (lower ``updateId``) that passed
+   step 1.  An update stopped at step 1 claims no hash: a copier that lands another's
+   ``(contentHash, cid)`` first (``COPIED``), or the same ``contentHash`` with other bytes
+   (``HASH_MISMATCH``), cannot make the contributor the file names a ``DUPLICATE``.  Since a file
+   names one contributor and the contract takes one update per contributor per round, among
+   updates of one ``contentHash`` only the one the file names can be accepted;
 3. ``SHAPE_MISMATCH``: tensor names, shapes or dtype differ from the global model;
 4. ``NON_FINITE``: a NaN or Inf anywhere;
 5. ``FREE_RIDER``: an all-zero delta, or one whose norm is a negligible fraction of the round's
    median norm (training nothing while claiming credit);
 6. ``DUPLICATE``: cosine >= ``duplicate_cosine`` to an earlier surviving update (a copy, possibly
    rescaled or with a little noise added);
-7. ``NORM_BOUND``: L2 norm above ``norm_bound``, or above ``norm_multiple`` x the median norm of
-   the round's surviving updates (scaling/boosting attacks);
+7. ``NORM_BOUND`` (scaling/boosting attacks), whatever the round's size, even one update: L2
+   norm above the tightest of
+
+   * ``norm_bound``, the task's absolute bound;
+   * ``norm_multiple`` x the median norm of the round's surviving updates (binds from three
+     updates on: the median of one or two updates is pulled up by a boosted one);
+   * ``norm_multiple`` x the median of the *norm history*: each of the last ``norm_history``
+     rounds' median accepted norm, carried from round to round in the verdict file
+     (:attr:`client.verdicts.VerdictFile.norm_history`, :func:`next_norm_history`) as the
+     standing is.  This is what bounds a round of one or two updates, where nothing in the
+     round can be compared; a contributor alone in a round can raise the history by at most
+     ``norm_multiple`` per round it wins, and ``norm_bound`` caps it outright;
 8. ``OUTLIER``, by the task's rule family, with the robust threshold ``median + k * MAD`` (MAD
    scaled by 1.4826 to estimate a standard deviation, ``k = outlier_k``):
 
@@ -74,14 +90,16 @@ from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from client import aggregation as agg
 from client.taskspec import parse_section
 from client.verdicts import Verdict, canonical_float
 
+MAX_NORM_HISTORY = 100
+"""Most rounds :attr:`ScreeningSpec.norm_history` may look back over."""
 EARLY_VERDICTS = frozenset(
-    {Verdict.HASH_MISMATCH, Verdict.UNAVAILABLE, Verdict.MALFORMED, Verdict.LATE}
+    {Verdict.HASH_MISMATCH, Verdict.UNAVAILABLE, Verdict.MALFORMED, Verdict.LATE, Verdict.COPIED}
 )
 MAD_TO_SIGMA = 1.4826
 
@@ -91,6 +109,11 @@ class ScreeningSpec(BaseModel):
     attack scenarios (30% sign-flip / scaling attackers on non-IID clients) and that
     ``benchmarks/experiments.py`` measures (sign flip, scaling and Gaussian noise rejected with
     few honest rejections on Dirichlet(0.5) splits of load_digits).
+
+    The norm bounds combine: ``norm_bound`` (absolute, off by default) and ``norm_multiple``
+    (relative to the round's median norm and to the median of the last ``norm_history``
+    rounds' median accepted norms; ``null`` turns both relative bounds off) all apply, the
+    tightest decides.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -106,14 +129,7 @@ class ScreeningSpec(BaseModel):
     standing_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.7
     noise_sigmas: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 3.0
     min_outlier_pool: Annotated[int, Field(ge=3)] = 4
-
-    @model_validator(mode="after")
-    def _one_norm_rule(self) -> ScreeningSpec:
-        if self.norm_bound is not None and self.norm_multiple is not None:
-            if "norm_multiple" in self.model_fields_set:
-                raise ValueError("give norm_bound (absolute) or norm_multiple, not both")
-            object.__setattr__(self, "norm_multiple", None)
-        return self
+    norm_history: Annotated[int, Field(ge=0, le=MAX_NORM_HISTORY)] = 5
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any] | str | bytes | None) -> ScreeningSpec:
@@ -150,6 +166,7 @@ class Decision:
     reason: str
     score: float | None = None
     standing: float | None = None  # the contributor's standing after this round, if judged
+    norm: float | None = None  # the update's L2 norm, once it reached the norm check
 
 
 @dataclass
@@ -188,11 +205,14 @@ def screen(
     rule: agg.RuleSpec,
     spec: ScreeningSpec | None = None,
     standing: Mapping[str, float] | None = None,
+    norm_history: Sequence[float] | None = None,
 ) -> list[Decision]:
     """Decide every candidate's verdict; returns one :class:`Decision` per update, by updateId.
 
-    ``standing`` (lowercase contributor address → standing) is the task's history before this
-    round: the previous round's :attr:`~client.verdicts.VerdictFile.standing`.
+    ``standing`` (lowercase contributor address → standing) and ``norm_history`` (earlier
+    rounds' median accepted norms, oldest first) are the task's history before this round: the
+    previous round's :attr:`~client.verdicts.VerdictFile.standing` and
+    :attr:`~client.verdicts.VerdictFile.norm_history`.
     """
     spec = spec or ScreeningSpec()
     prior = {k.lower(): v for k, v in (standing or {}).items()}
@@ -209,8 +229,6 @@ def screen(
         decided[c.update_id] = Decision(c.update_id, verdict, reason, score)
 
     for c in ordered:
-        h = c.content_hash.lower()
-        first = seen_hashes.setdefault(h, c.update_id)
         if c.early is not None:
             if c.early not in EARLY_VERDICTS:
                 raise ValueError(f"{c.early.name} is decided by the screen, not the caller")
@@ -218,6 +236,7 @@ def screen(
             continue
         if c.delta is None:
             raise ValueError(f"update {c.update_id} has neither a delta nor an early verdict")
+        first = seen_hashes.setdefault(c.content_hash.lower(), c.update_id)
         if first != c.update_id:
             reject(c, Verdict.DUPLICATE, f"same content hash as update {first}")
             continue
@@ -240,10 +259,10 @@ def screen(
         x.index = pos
     gram = agg.exact_gram([x.vec for x in live]) if live else None
     live = _near_duplicates(live, gram, spec, reject)
-    live = _norm_bound(live, spec, reject)
+    live = _norm_bound(live, spec, reject, norm_history or ())
     for item, verdict, reason, score, now in _outliers(live, gram, rule, spec, layout.size, prior):
         uid = item.cand.update_id
-        decided[uid] = Decision(uid, verdict, reason, score, now)
+        decided[uid] = Decision(uid, verdict, reason, score, now, item.norm)
     return [decided[i] for i in ids]
 
 
@@ -259,6 +278,22 @@ def next_standing(
         if d.standing is not None:
             out[contributors[d.update_id].lower()] = d.standing
     return out
+
+
+def next_norm_history(
+    prior: Sequence[float] | None, decisions: Sequence[Decision], spec: ScreeningSpec
+) -> list[float] | None:
+    """The task's norm history after a round: ``prior`` plus this round's median accepted norm
+    (none when nothing was accepted), the last ``spec.norm_history`` kept, oldest first;
+    ``None`` when the spec keeps no history.  Rounded as the verdict file stores it, so the
+    bound the next round uses is the one every re-verifier reads back."""
+    if spec.norm_history == 0:
+        return None
+    out = list(prior or ())
+    norms = [d.norm for d in decisions if d.verdict == Verdict.ACCEPTED and d.norm is not None]
+    if norms:
+        out.append(canonical_float(_median(norms)))
+    return out[-spec.norm_history :]
 
 
 def updated_standing(
@@ -320,16 +355,26 @@ def _near_duplicates(
     return kept
 
 
-def _norm_bound(live: list[_Live], spec: ScreeningSpec, reject: _Reject) -> list[_Live]:
+def _norm_bound(
+    live: list[_Live], spec: ScreeningSpec, reject: _Reject, history: Sequence[float]
+) -> list[_Live]:
+    """NORM_BOUND above the tightest bound; the absolute one and the history's apply to a
+    round of any size (see the module docstring, check 7)."""
     if not live:
         return live
+    bounds: list[tuple[float, str]] = []
     if spec.norm_bound is not None:
-        bound, how = spec.norm_bound, "the task's bound"
-    elif spec.norm_multiple is not None:
-        med = _median([x.norm for x in live])
-        bound, how = spec.norm_multiple * med, f"{spec.norm_multiple:g} x the median norm"
-    else:
+        bounds.append((spec.norm_bound, "the task's bound"))
+    if spec.norm_multiple is not None:
+        m = spec.norm_multiple
+        bounds.append((m * _median([x.norm for x in live]), f"{m:g} x the round's median norm"))
+        recent = list(history)[-spec.norm_history :] if spec.norm_history else []
+        if recent and _median(recent) > 0.0:
+            why = f"{m:g} x the median accepted norm of the last {len(recent)} rounds"
+            bounds.append((m * _median(recent), why))
+    if not bounds:
         return live
+    bound, how = min(bounds, key=lambda b: b[0])  # ties: the first listed
     kept = []
     for x in live:
         if x.norm > bound:
@@ -411,8 +456,11 @@ def _outliers(
     prior: Mapping[str, float],
 ) -> list[tuple[_Live, Verdict, str, float | None, float | None]]:
     if len(live) < spec.min_outlier_pool or gram is None:
-        # Too few to compare with one another; a contributor's history still counts.
-        note = f"accepted (only {len(live)} updates: too few to judge outliers)"
+        # Too few to compare with one another; the norm bounds applied, the history counts.
+        note = (
+            f"accepted (within the norm bounds; only {len(live)} updates: too few to compare "
+            "as outliers)"
+        )
         small: list[tuple[_Live, Verdict, str, float | None, float | None]] = []
         for x in live:
             was = prior.get(x.cand.contributor.lower())

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from client import codec
+from client import architecture, codec
 from client.chain import Ledger, TaskConfig, to_hex
-from client.errors import IntegrityError, NotFoundError
+from client.errors import IntegrityError, ModelPinMismatch, NotFoundError
 from client.store import ContentStore
 from client.taskspec import TaskSpec
 
@@ -73,13 +73,30 @@ def create_task(
     spec: TaskSpec,
     initial: Mapping[str, np.ndarray],
     *,
+    max_samples: int,
     min_updates: int = 1,
     max_updates: int = 100,
     quorum: int = 1,
     round_duration: int = 0,
     open_: bool = False,
 ) -> int:
-    """Publish the initial model and the spec, then ``createTask``; returns the task id."""
+    """Publish the initial model and the spec, then ``createTask``; returns the task id.
+
+    ``max_samples`` is the largest ``numSamples`` (fedavg weight) one update may claim: about
+    the largest honest contributor's data set.  Contributors state their own counts, so without
+    it one update claiming billions of samples would be the whole aggregate.
+
+    The spec is published with its architecture's pin (``model_sha256``, see
+    :mod:`client.architecture`), computed here if it has none; a pin that does not match is
+    refused, since no node would build that task's model."""
+    pin = architecture.pin(spec.model, spec.model_kwargs)
+    if spec.model_sha256 is None:
+        spec = spec.model_copy(update={"model_sha256": pin})
+    elif spec.model_sha256 != pin:
+        raise ModelPinMismatch(
+            f"the spec pins model architecture {spec.model_sha256}, but its model is {pin}",
+            hint="leave model_sha256 out and create_task fills it in",
+        )
     model = publish(store, codec.encode_model(initial, task_id=0, round=0))
     spec_pub = publish(store, spec.to_bytes())
     cfg = TaskConfig(
@@ -91,6 +108,7 @@ def create_task(
         quorum=quorum,
         round_duration=round_duration,
         open=open_,
+        max_samples=max_samples,
     )
     return ledger.create_task(cfg)
 
@@ -113,6 +131,7 @@ def load_task(ledger: Ledger, store: ContentStore, task_id: int) -> TaskState:
         quorum=int(cfg_raw["quorum"]),
         round_duration=int(cfg_raw["roundDuration"]),
         open=bool(cfg_raw["open"]),
+        max_samples=int(cfg_raw["maxSamples"]),
     )
     spec = TaskSpec.from_bytes(store.get(cfg.spec_cid))
     global_hash = to_hex(t["globalModelHash"])

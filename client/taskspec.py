@@ -7,7 +7,9 @@ contributor, validator and re-verifier reads the same rules, and nobody can chan
 Format ``fedledger.task/1`` (canonical JSON: sorted keys, compact separators)::
 
     {"format": "fedledger.task/1",
-     "model": "mlp_digits", "model_kwargs": {},        # built-in name or "module:factory"
+     "model": "mlp_digits", "model_kwargs": {},        # client.architecture: built-in name,
+                                                        #   description or "module:factory"
+     "model_sha256": "<64 hex>",                        # the architecture's pin
      "dataset": "digits",                               # what contributors train on (simulations)
      "training": {"epochs": 1, "lr": 0.05, "batch_size": 32, "optimizer": "sgd"},
      "aggregation": {"rule": "trimmed_mean", ...},      # client.aggregation.RuleSpec
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from client import safejson
 from client.errors import ConfigError, FormatError
 
 M = TypeVar("M", bound=BaseModel)
@@ -41,10 +44,10 @@ def parse_section(
     one ConfigError.
     """
     if isinstance(obj, str | bytes):
-        try:
-            obj = json.loads(obj)
-        except ValueError as exc:
-            raise ConfigError(f"{what} is not valid JSON: {exc}") from exc
+        try:  # bounded like every JSON from outside (client.safejson); a spec is ~1 KiB
+            obj = safejson.loads(obj, what=what, max_bytes=1 << 20, max_depth=32)
+        except FormatError as exc:
+            raise ConfigError(exc.message, hint=hint or exc.hint) from exc
     if not isinstance(obj, Mapping):
         raise ConfigError(f"{what} must be a JSON object, got {type(obj).__name__}")
     part = obj.get(section, obj) if section in obj else obj
@@ -75,8 +78,9 @@ class TrainingParams(BaseModel):
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: str = FORMAT
-    model: str = "mlp_digits"
+    model: str | dict[str, Any] = "mlp_digits"  # read by client.architecture, never imported
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    model_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
     dataset: str = "digits"
     training: TrainingParams = Field(default_factory=TrainingParams)
     aggregation: dict[str, Any] = Field(default_factory=lambda: {"rule": "fedavg"})
@@ -91,10 +95,8 @@ class TaskSpec(BaseModel):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TaskSpec:
-        try:
-            raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise FormatError(f"task spec is not JSON: {exc}") from exc
+        # bounded like every JSON from outside (client.safejson); a spec is ~1 KiB
+        raw = safejson.loads(data, what="task spec", max_bytes=1 << 20, max_depth=32)
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise FormatError(f"task spec format must be {FORMAT!r}")
         try:

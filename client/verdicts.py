@@ -18,12 +18,14 @@ Document shape (``format`` = :data:`FORMAT`)::
 
     {"format", "taskId", "round", "rule", "baseModelHash", "aggregateHash", "aggregateCid",
      "entries": [{"updateId", "contributor", "contentHash", "cid", "numSamples", "verdict",
-                  "reason", "score"}], "metrics"?, "standing"?}
+                  "reason", "score"}], "metrics"?, "standing"?, "normHistory"?}
 
 ``standing`` maps each contributor seen so far in the task (lowercase address) to its running
 agreement with the round's consensus (:mod:`client.screening`, "standing"): the screen of round
 ``r + 1`` starts from round ``r``'s attested file, so the task's history is carried from file to
-file and every re-verifier recomputes it.
+file and every re-verifier recomputes it.  ``normHistory`` is carried the same way: the median
+norm of the accepted updates of each of the task's last rounds (oldest first, positive), which
+bounds the norms of the next round however few updates it has (:mod:`client.screening`, check 7).
 
 ``parse`` accepts exactly this and nothing else (unknown keys, wrong types, bad hex, duplicate
 or unsorted entries are a :class:`~client.errors.FormatError`).
@@ -41,11 +43,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from client import merkle
+from client import merkle, safejson
 from client.aggregation import RuleSpec
 from client.errors import FormatError
 
 FORMAT = "fedledger.verdicts/1"
+MAX_FILE_BYTES = 64 << 20
+"""Largest verdict file :func:`parse` reads: ~180 000 entries of ~360 bytes."""
+MAX_NORM_HISTORY = 1000
+"""Most entries ``normHistory`` may hold (a task's spec keeps at most 100)."""
+MAX_DEPTH = 16
+"""Deepest nesting :func:`parse` reads (entries are 3 deep; ``metrics`` may nest a little)."""
 SCORE_DIGITS = 9
 
 _HASH = re.compile(r"^0x[0-9a-f]{64}$")
@@ -54,7 +62,8 @@ _MAX_UINT64 = 2**64 - 1
 
 
 class Verdict(IntEnum):
-    """Verdict codes (uint8 in the Merkle leaf), fixed by docs/interfaces.md."""
+    """Verdict codes (uint8 in the Merkle leaf), fixed by docs/interfaces.md; a new verdict is
+    appended with the next code, so no code (and no attested leaf) ever changes meaning."""
 
     ACCEPTED = 0
     HASH_MISMATCH = 1
@@ -67,6 +76,9 @@ class Verdict(IntEnum):
     LATE = 8
     DUPLICATE = 9
     FREE_RIDER = 10
+    COPIED = 11
+    """The update file names another contributor than the address that submitted it: a copy of
+    someone else's update (its ``contentHash`` and ``cid``) landed under the copier's address."""
 
 
 def canonical_float(x: float) -> float:
@@ -148,6 +160,7 @@ class VerdictFile:
     entries: tuple[VerdictEntry, ...]
     metrics: Mapping[str, Any] | None = field(default=None)
     standing: Mapping[str, float] | None = field(default=None)
+    norm_history: Sequence[float] | None = field(default=None)
 
     def __post_init__(self) -> None:
         _uint(self.task_id, "taskId", 2**256 - 1)
@@ -165,6 +178,8 @@ class VerdictFile:
             object.__setattr__(self, "metrics", _canonical_metrics(self.metrics, "metrics"))
         if self.standing is not None:
             object.__setattr__(self, "standing", _canonical_standing(self.standing))
+        if self.norm_history is not None:
+            object.__setattr__(self, "norm_history", _canonical_norms(self.norm_history))
 
     def leaves(self) -> list[bytes]:
         """Merkle leaves in updateId order."""
@@ -202,6 +217,8 @@ class VerdictFile:
             doc["metrics"] = dict(self.metrics)
         if self.standing is not None:
             doc["standing"] = dict(self.standing)
+        if self.norm_history is not None:
+            doc["normHistory"] = list(self.norm_history)
         return doc
 
     def to_bytes(self) -> bytes:
@@ -225,6 +242,23 @@ def _canonical_standing(value: Any) -> dict[str, float]:
             raise ValueError(f"standing[{k!r}] must be a number")
         out[_address(k)] = canonical_float(float(v))
     return out
+
+
+def _canonical_norms(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise ValueError("normHistory must be a JSON list")
+    if len(value) > MAX_NORM_HISTORY:
+        raise ValueError(f"normHistory holds {len(value)} entries, at most {MAX_NORM_HISTORY}")
+    out = []
+    for i, v in enumerate(value):
+        try:
+            x = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
+        except OverflowError:
+            x = math.inf
+        if not 0.0 < x < math.inf:
+            raise ValueError(f"normHistory[{i}] must be a positive number, got {str(v)[:40]}")
+        out.append(canonical_float(x))
+    return tuple(out)
 
 
 def _canonical_metrics(value: Any, where: str) -> Any:
@@ -304,7 +338,7 @@ def _entry_from_json(obj: Any, i: int) -> VerdictEntry:
 def from_json(doc: Any) -> VerdictFile:
     """Validate a decoded verdict document. Raises FormatError naming the first problem."""
     try:
-        d = _keys(doc, _FILE_KEYS, {"metrics", "standing"}, "verdict file")
+        d = _keys(doc, _FILE_KEYS, {"metrics", "standing", "normHistory"}, "verdict file")
         if d["format"] != FORMAT:
             raise ValueError(f"format is {d['format']!r}, expected {FORMAT!r}")
         entries = d["entries"]
@@ -324,6 +358,7 @@ def from_json(doc: Any) -> VerdictFile:
             entries=tuple(parsed),
             metrics=d.get("metrics"),
             standing=d.get("standing"),
+            norm_history=d.get("normHistory"),
         )
     except (ValueError, TypeError) as exc:
         raise FormatError(f"not a valid verdict file: {exc}") from exc
@@ -342,10 +377,7 @@ def parse(data: bytes | str, *, canonical: bool = False) -> VerdictFile:
     """Parse verdict-file bytes. With ``canonical=True`` also require the exact canonical bytes
     (what a re-verifier checks, since the CID and the attested digest commit to the bytes).
     """
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FormatError(f"verdict file is not valid JSON: {exc}") from exc
+    doc = safejson.loads(data, what="verdict file", max_bytes=MAX_FILE_BYTES, max_depth=MAX_DEPTH)
     vf = from_json(doc)
     raw = data.encode() if isinstance(data, str) else data
     if canonical and vf.to_bytes() != raw:
@@ -364,6 +396,7 @@ def build(
     entries: Sequence[VerdictEntry],
     metrics: Mapping[str, Any] | None = None,
     standing: Mapping[str, float] | None = None,
+    norm_history: Sequence[float] | None = None,
 ) -> VerdictFile:
     """Construct a verdict file, turning invalid values into FormatError."""
     try:
@@ -377,6 +410,7 @@ def build(
             entries=tuple(entries),
             metrics=metrics,
             standing=standing,
+            norm_history=norm_history,
         )
     except ValueError as exc:
         raise FormatError(f"cannot build verdict file: {exc}") from exc

@@ -8,7 +8,9 @@ For every final round of a task (or one round) :func:`verify_task`
 * recomputes every verdict and the aggregate with :func:`client.rounds.judge_round` (the
   validators' own code path) and compares ``aggregateHash``, the CIDs and ``verdictRoot`` with
   what ``RoundFinalized`` recorded;
-* fetches the attested aggregate and verdict files and checks them byte for byte.
+* fetches the attested aggregate and verdict files and checks them byte for byte;
+* checks the spec's pinned architecture (:mod:`client.architecture`) against what this node
+  builds, and the initial model's tensor names and shapes against it.
 
 Availability is the one thing that depends on time: an update that the validators could not
 fetch is taken as ``UNAVAILABLE`` as attested.  Every mismatch is reported with the update or
@@ -17,16 +19,16 @@ round it concerns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from client import codec, verdicts
+from client import architecture, codec, verdicts
 from client.chain import Ledger, to_hex
-from client.errors import FedledgerError, NotFoundError
+from client.errors import FedledgerError, ModelNotAllowed, NotFoundError
 from client.rounds import UpdateRef, judge_round
 from client.store import ContentStore
-from client.task import fetch_verified, load_task
+from client.task import TaskState, fetch_verified, load_task
 
 
 @dataclass
@@ -46,10 +48,13 @@ class RoundReport:
 class Report:
     task_id: int
     rounds: list[RoundReport] = field(default_factory=list)
+    model: str = ""  # what became of the architecture check (see _check_model)
+    model_problems: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
-        return [f"round {r.round}: {p}" for r in self.rounds for p in r.problems]
+        rounds = [f"round {r.round}: {p}" for r in self.rounds for p in r.problems]
+        return [*self.model_problems, *rounds]
 
     @property
     def ok(self) -> bool:
@@ -60,6 +65,7 @@ class Report:
             "task_id": self.task_id,
             "ok": self.ok,
             "problems": self.problems,
+            "model": self.model,
             "rounds": [r.to_json() for r in self.rounds],
         }
 
@@ -71,7 +77,11 @@ def verify_task(
     round_: int | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
+    allow_models: Iterable[str] = (),
 ) -> Report:
+    """Re-verify the task's final rounds (or one); also check that the spec's pinned
+    architecture is what this node builds and that the initial model fits it (a factory only
+    if ``allow_models`` lists it: otherwise the check is reported as skipped, not failed)."""
     state = load_task(ledger, store, task_id)  # also: the task exists, its spec parses
     created = next(iter(ledger.events("TaskCreated", task_id=task_id)), None)
     if created is None:
@@ -80,6 +90,7 @@ def verify_task(
     if round_ is not None and not any(int(f["args"]["round"]) == round_ for f in finals):
         raise NotFoundError(f"round {round_} of task {task_id} is not final (yet)")
     report = Report(task_id)
+    report.model, report.model_problems = _check_model(store, state, allow_models)
     prev_hash, prev_cid = state.config.model_hash, state.config.model_cid
     prev_block = int(created["blockNumber"])
     prev_verdicts: str | None = None  # the attested verdict file of the round before
@@ -104,6 +115,7 @@ def verify_task(
                     state.config.round_duration,
                     prev_verdicts,
                     files,
+                    max_samples=state.config.max_samples,
                 )
             )
             done += 1
@@ -113,6 +125,38 @@ def verify_task(
         prev_block = int(f["blockNumber"])
         prev_verdicts = str(a["verdictCid"])
     return report
+
+
+def _check_model(
+    store: ContentStore, state: TaskState, allow: Iterable[str]
+) -> tuple[str, list[str]]:
+    """(what was checked, problems): the pin against what this node builds, and the initial
+    model's tensor names and shapes against the architecture.  Nothing is imported unless the
+    operator allowed the spec's factory."""
+    try:
+        admitted = architecture.admit_spec(state.spec, architecture.allow_list(allow))
+    except ModelNotAllowed as exc:
+        return f"not checked: {exc.message}", []
+    except FedledgerError as exc:
+        return "refused", [f"model: {exc}"]
+    try:
+        initial = fetch_verified(store, state.config.model_cid, state.config.model_hash)
+        got = {k: tuple(v.shape) for k, v in codec.decode(initial, kind="model").tensors.items()}
+        if isinstance(admitted, architecture.Described):
+            want = architecture.tensor_shapes(admitted.description)
+        else:
+            from client.models import build_task_architecture
+
+            built = build_task_architecture(state.spec, allow=[admitted.label])
+            want = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    except FedledgerError as exc:
+        return "refused", [f"model: {exc}"]
+    if got != want:
+        return "refused", [
+            f"model: the initial model's tensors do not fit the pinned architecture "
+            f"{admitted.label} ({admitted.sha256})"
+        ]
+    return f"ok: {admitted.label} pinned to {admitted.sha256}", []
 
 
 def _verdict_file(
@@ -140,6 +184,8 @@ def _verify_round(
     duration: int,
     prev_verdicts: str | None = None,
     files: dict[str, verdicts.VerdictFile] | None = None,
+    *,
+    max_samples: int,
 ) -> RoundReport:
     rep = RoundReport(rnd)
     refs = []
@@ -197,6 +243,7 @@ def _verify_round(
         spec=spec,
         base_model=base,
         updates=refs,
+        max_samples=max_samples,  # the task's, from the chain: fedavg's weight cap
         deadline=deadline,
         unavailable=unavailable,
         previous=previous,

@@ -25,6 +25,9 @@ interface ITrainingLedger is IERC5267 {
     /// @param quorum matching attestations that finalise a round (>= 1)
     /// @param roundDuration seconds a round stays open, 0 = no deadline (< 2**32)
     /// @param open anyone may contribute, not only admitted contributors
+    /// @param maxSamples largest `numSamples` an update may claim (>= 1). Contributors state
+    /// their own sample counts and fedavg weighs updates by them, so the task bounds the weight
+    /// one update can claim; validators cap fedavg weights at it too
     struct TaskConfig {
         bytes32 modelHash;
         string modelCid;
@@ -34,6 +37,7 @@ interface ITrainingLedger is IERC5267 {
         uint8 quorum;
         uint64 roundDuration;
         bool open;
+        uint64 maxSamples;
     }
 
     /// @notice One update relayed on behalf of `contributor`, authorised by its EIP-712
@@ -67,6 +71,7 @@ interface ITrainingLedger is IERC5267 {
         uint8 quorum;
         uint64 roundDuration;
         bool open;
+        uint64 maxSamples;
         uint64 currentRound;
         uint64 roundStart;
         uint32 updateCount;
@@ -107,7 +112,8 @@ interface ITrainingLedger is IERC5267 {
         uint32 maxUpdates,
         uint8 quorum,
         uint64 roundDuration,
-        bool open
+        bool open,
+        uint64 maxSamples
     );
 
     /// @notice The task owner admitted a contributor.
@@ -182,6 +188,12 @@ interface ITrainingLedger is IERC5267 {
     error DuplicateSubmission(uint256 taskId, uint64 round, address contributor);
     /// @notice `round` of task `taskId` already holds `maxUpdates` updates.
     error RoundFull(uint256 taskId, uint64 round, uint32 maxUpdates);
+    /// @notice An update to task `taskId` claims `given` samples, more than the task's
+    /// `maxSamples` (the largest weight one update may claim): claim at most `maxSamples`.
+    error TooManySamples(uint256 taskId, uint64 given, uint64 maxSamples);
+    /// @notice `contributor`'s update to task `taskId` claims 0 samples: an update stands for
+    /// the samples it was trained on, at least one.
+    error ZeroSamples(uint256 taskId, address contributor);
     /// @notice `round` of task `taskId` was sealed by its first attestation and takes no updates.
     error RoundAlreadySealed(uint256 taskId, uint64 round);
     /// @notice `round` of task `taskId` cannot be attested yet: it holds `updateCount` updates,
@@ -218,13 +230,13 @@ interface ITrainingLedger is IERC5267 {
 
     /// @notice Record the caller's update for the current round of task `taskId`.
     /// @dev One update per contributor per round, at most `maxUpdates` per round, none once the
-    /// round is sealed. Updates after the round deadline but before the seal are recorded;
-    /// validators judge them `LATE`.
+    /// round is sealed, `numSamples` in [1, `maxSamples`]. Updates after the round deadline but
+    /// before the seal are recorded; validators judge them `LATE`.
     /// @param taskId the task
     /// @param round must be the task's current round
     /// @param contentHash sha256 of the update file
     /// @param cid CIDv1 of the update file
-    /// @param numSamples number of training samples behind the update
+    /// @param numSamples number of training samples behind the update, 1 to the task's `maxSamples`
     /// @return updateId the update's global id; ids start at 1
     function submitUpdate(uint256 taskId, uint64 round, bytes32 contentHash, string calldata cid, uint64 numSamples)
         external

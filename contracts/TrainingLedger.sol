@@ -11,6 +11,8 @@ import {ITrainingLedger} from "./ITrainingLedger.sol";
 /// @dev Storage is laid out for the hot paths (gas notes below):
 ///  - `_state[taskId]`: ONE slot with everything `submitUpdate` and `attestRound` check
 ///    (round, counters, limits, flags), so a submission reads and writes one task slot.
+///  - `_info[taskId]`: the cold config; its first slot packs the owner with `minUpdates` and
+///    `roundDuration`, which only the seal reads (once per round, and not when the round is full).
 ///  - `_members[taskId][account]`: ONE slot holding the roles and the last round (+1) the
 ///    account submitted to and attested, so admission, one-update-per-round and
 ///    one-attestation-per-round are one SLOAD and one SSTORE.
@@ -39,7 +41,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     uint8 private constant ROLE_CONTRIBUTOR = 1;
     uint8 private constant ROLE_VALIDATOR = 2;
 
-    /// @dev The hot per-task slot: 8 + 5 + 4 + 4 + 4 + 4 + 1 + 1 + 1 = 32 bytes. Slither taints
+    /// @dev The hot per-task slot: 8 + 5 + 4 + 4 + 8 + 1 + 1 + 1 = 32 bytes. Slither taints
     /// the whole struct with `roundStart` (a timestamp) and flags every strict equality on its
     /// other fields as `incorrect-equality`; those comparisons are on counters and config values
     /// that no miner influences, so the flagged lines carry a disable comment that says so.
@@ -48,16 +50,18 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         uint40 roundStart; // timestamp at which the current round opened
         uint32 updateCount; // updates in the current round
         uint32 maxUpdates; // >= 1 for every existing task: 0 means "no such task"
-        uint32 minUpdates;
-        uint32 roundDuration; // seconds, 0 = none (the config's uint64 is bounded to 2**32 - 1)
+        uint64 maxSamples; // largest numSamples an update may claim (>= 1)
         uint8 quorum;
         bool open;
         bool isSealed; // the current round was attested once and takes no more updates
     }
 
-    /// @dev Cold per-task data, read by views and the owner checks only.
+    /// @dev Cold per-task data, read by views, the owner checks and the seal. `owner`,
+    /// `minUpdates` and `roundDuration` share one slot (20 + 4 + 4 bytes).
     struct TaskInfo {
         address owner;
+        uint32 minUpdates;
+        uint32 roundDuration; // seconds, 0 = none (the config's uint64 is bounded to 2**32 - 1)
         bytes32 modelHash;
         bytes32 globalModelHash;
         string modelCid;
@@ -99,6 +103,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         if (cfg.minUpdates > cfg.maxUpdates) revert InvalidConfig("minUpdates exceeds maxUpdates");
         if (cfg.quorum == 0) revert InvalidConfig("quorum is zero");
         if (cfg.roundDuration > type(uint32).max) revert InvalidConfig("roundDuration exceeds 2**32 - 1");
+        if (cfg.maxSamples == 0) revert InvalidConfig("maxSamples is zero");
 
         taskId = ++_taskCount;
         _state[taskId] = TaskState({
@@ -106,14 +111,15 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
             roundStart: uint40(block.timestamp),
             updateCount: 0,
             maxUpdates: cfg.maxUpdates,
-            minUpdates: cfg.minUpdates,
-            roundDuration: uint32(cfg.roundDuration),
+            maxSamples: cfg.maxSamples,
             quorum: cfg.quorum,
             open: cfg.open,
             isSealed: false
         });
         _info[taskId] = TaskInfo({
             owner: msg.sender,
+            minUpdates: cfg.minUpdates,
+            roundDuration: uint32(cfg.roundDuration),
             modelHash: cfg.modelHash,
             globalModelHash: cfg.modelHash,
             modelCid: cfg.modelCid,
@@ -129,7 +135,8 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
             cfg.maxUpdates,
             cfg.quorum,
             cfg.roundDuration,
-            cfg.open
+            cfg.open,
+            cfg.maxSamples
         );
     }
 
@@ -250,11 +257,12 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         t.globalModelHash = info.globalModelHash;
         t.modelCid = info.modelCid;
         t.specCid = info.specCid;
-        t.minUpdates = s.minUpdates;
+        t.minUpdates = info.minUpdates;
         t.maxUpdates = s.maxUpdates;
         t.quorum = s.quorum;
-        t.roundDuration = s.roundDuration;
+        t.roundDuration = info.roundDuration;
         t.open = s.open;
+        t.maxSamples = s.maxSamples;
         t.currentRound = s.round;
         t.roundStart = s.roundStart;
         t.updateCount = s.updateCount;
@@ -273,7 +281,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
             r.isSealed = s.isSealed;
             r.updateCount = s.updateCount;
             r.startedAt = s.roundStart;
-            r.deadline = _deadline(s);
+            r.deadline = _deadline(s, _info[taskId].roundDuration);
         }
     }
 
@@ -369,8 +377,8 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     // Internals: the one door for updates, the one door for attestations
     // ---------------------------------------------------------------------------------------
 
-    /// @dev Every submission path ends here: admission, round, capacity and duplicate checks,
-    /// then the writes, then the event. `cidHash` is `keccak256(bytes(cid))`, computed once by
+    /// @dev Every submission path ends here: admission, round, capacity, sample-count and
+    /// duplicate checks, then the writes, then the event. `cidHash` is `keccak256(bytes(cid))`, computed once by
     /// the caller because signature paths need it too.
     function _recordUpdate(
         uint256 taskId,
@@ -394,6 +402,10 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         if (!st.open && mem.roles & ROLE_CONTRIBUTOR == 0) revert NotContributor(taskId, contributor);
         uint64 roundTag = _plusOne(round);
         if (mem.submittedRound == roundTag) revert DuplicateSubmission(taskId, round, contributor);
+        // The weight fedavg gives an update is its own claim: the task bounds it (validators cap
+        // fedavg weights at maxSamples again, so the bound holds off chain as well).
+        if (numSamples > st.maxSamples) revert TooManySamples(taskId, numSamples, st.maxSamples);
+        if (numSamples == 0) revert ZeroSamples(taskId, contributor);
 
         unchecked {
             // bounded by maxUpdates (uint32) and by the number of transactions respectively
@@ -509,12 +521,14 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     function _checkReady(uint256 taskId, TaskState memory st) internal view {
         // slither-disable-next-line incorrect-equality -- compares counters/config in TaskState, not its timestamp (see TaskState)
         if (st.updateCount == st.maxUpdates) return;
-        // slither-disable-next-line incorrect-equality -- compares counters/config in TaskState, not its timestamp (see TaskState)
-        if (st.roundDuration == 0) {
-            if (st.updateCount >= st.minUpdates) return;
-            revert RoundNotReady(taskId, st.round, st.updateCount, st.minUpdates, 0);
+        TaskInfo storage info = _info[taskId]; // one cold slot: minUpdates and roundDuration
+        uint32 roundDuration = info.roundDuration;
+        if (roundDuration == 0) {
+            uint32 minUpdates = info.minUpdates;
+            if (st.updateCount >= minUpdates) return;
+            revert RoundNotReady(taskId, st.round, st.updateCount, minUpdates, 0);
         }
-        uint256 deadline = _deadline(st);
+        uint256 deadline = _deadline(st, roundDuration);
         // A validator can shift the seal by at most the block-time drift it controls (seconds);
         // late updates are still recorded and judged LATE, so nothing is lost by that drift.
         // slither-disable-next-line timestamp
@@ -546,9 +560,8 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         if (st.maxUpdates == 0) revert UnknownTask(taskId);
     }
 
-    function _deadline(TaskState memory st) internal pure returns (uint64) {
-        // slither-disable-next-line incorrect-equality -- compares counters/config in TaskState, not its timestamp (see TaskState)
-        return st.roundDuration == 0 ? 0 : uint64(st.roundStart) + st.roundDuration;
+    function _deadline(TaskState memory st, uint32 roundDuration) internal pure returns (uint64) {
+        return roundDuration == 0 ? 0 : uint64(st.roundStart) + roundDuration;
     }
 
     function _hashUpdate(

@@ -1,8 +1,21 @@
-"""A user-supplied model, for ``fedledger train --model examples/custom_model.py:make_model``.
+"""A user-supplied model factory: ``custom_model:make_model``.
 
-Any importable ``module:factory`` (or ``path/to/file.py:factory``) works: the factory is called
-with the task's model arguments and must return a ``torch.nn.Module``.  fedledger seeds torch
-around the call, so every participant builds the same initial weights.
+A task names its architecture as data (a built-in name such as ``mlp_digits``, or a layer
+description; see ``client/architecture.py``), and fedledger builds it with its own code.  Code
+such as this factory runs only on a machine whose operator allowed it by name, e.g.::
+
+    export PYTHONPATH=examples        # the module must be importable: a file path is refused
+    fedledger task create --key owner --model custom_model:make_model --allow-model custom_model:make_model
+    fedledger train --task 1 --key alice --partition 0/4 --allow-model custom_model:make_model
+    fedledger serve --key val --allow-model custom_model:make_model   # or
+    export FEDLEDGER_ALLOW_MODELS=custom_model:make_model
+
+Everywhere else a task naming it is refused ("model custom_model:make_model is not allowed on
+this node: allow it with --allow-model ..."), and nothing is imported.  ``task create`` pins the
+sha256 of this file in the spec (``model_sha256``); every node hashes its own copy before
+importing it and refuses a task whose pin differs, so all build the same model.  The factory is
+called with the task's ``model_kwargs`` and must return a ``torch.nn.Module``; fedledger seeds
+torch around the call, so every participant builds the same initial weights.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ class Scenario:
             self.task_id,
             self.local(i),
             ContributorOptions(seed=i + 1, attack=attack, attack_params=dict(params)),
+            contributor=self.contributors[i].address,
         )
         return work.data, work.num_samples
 
@@ -85,6 +86,7 @@ def make_scenario(
     max_updates: int | None = None,
     round_duration: int = 0,
     screening: dict | None = None,
+    max_samples: int = 1000,
 ) -> Scenario:
     owner = accounts[0]
     validators = accounts[1 : 1 + n_validators]
@@ -103,6 +105,7 @@ def make_scenario(
         store,
         spec,
         initial,
+        max_samples=max_samples,
         min_updates=min_updates or n_contributors,
         max_updates=max_updates or n_contributors,
         quorum=quorum,

@@ -52,6 +52,31 @@ def test_fedavg_caps_stated_sample_counts() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("spec", "max_samples", "cap"),
+    [
+        ({"rule": "fedavg"}, 500, 500),  # the task's bound is the cap
+        ({"rule": "fedavg", "sample_cap": 100}, 500, 100),  # the rule's is tighter
+        ({"rule": "fedavg", "sample_cap": 800}, 500, 500),  # the task's is tighter
+        ({"rule": "fedavg"}, 2**64 - 1, None),  # nothing tighter than MAX_SAMPLE_CAP
+    ],
+)
+def test_fedavg_weight_cap_is_the_smaller_of_the_rule_and_the_task(
+    spec: dict, max_samples: int, cap: int | None
+) -> None:
+    assert A.RuleSpec.parse(spec).with_task_cap(max_samples).sample_cap == cap
+
+
+def test_the_task_cap_leaves_rules_that_do_not_weigh_updates_unchanged() -> None:
+    rule = A.RuleSpec(rule="median", clip_norm=2.0)
+    assert rule.with_task_cap(7) is rule
+
+
+def test_a_task_cap_below_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="maxSamples"):
+        A.RuleSpec(rule="fedavg").with_task_cap(0)
+
+
 def test_fedavg_of_known_example() -> None:
     xs = [np.array([1.0, 2.0], np.float32), np.array([3.0, -2.0], np.float32)]
     np.testing.assert_array_equal(A.fedavg(xs, [1, 3]), np.array([2.5, -1.0], np.float32))
@@ -277,7 +302,9 @@ def test_a_decoded_fp32_file_flattens_without_a_copy() -> None:
     model = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     delta = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     layout = A.TensorLayout.of(codec.decode(codec.encode_model(model, task_id=1, round=0)).tensors)
-    data = codec.encode_update(delta, task_id=1, round=0, base_hash="0x" + "00" * 32)
+    data = codec.encode_update(
+        delta, task_id=1, round=0, base_hash="0x" + "00" * 32, contributor="0x" + "11" * 20
+    )
     tensors = codec.decode(data, kind="update").tensors
 
     flat, _ = A.flatten(tensors, layout)
@@ -300,7 +327,9 @@ def test_a_file_decoded_without_a_copy_flattens_to_a_view_of_its_bytes() -> None
     delta = {
         k: rng.standard_normal(s).astype(np.float32) for k, s in {"w": (9, 4), "b": (4,)}.items()
     }
-    data = codec.encode_update(delta, task_id=1, round=0, base_hash="0x" + "00" * 32)
+    data = codec.encode_update(
+        delta, task_id=1, round=0, base_hash="0x" + "00" * 32, contributor="0x" + "11" * 20
+    )
     tensors = codec.decode(data, kind="update", copy=False).tensors
     assert not any(t.flags.writeable for t in tensors.values())
     flat, layout = A.flatten(tensors)

@@ -5,14 +5,21 @@ contract, the relay endpoint.  For every operation schemathesis generates valid 
 requests (bounded: ``MAX_EXAMPLES`` each) and checks that the server never answers 5xx, that
 every status, content type, header and body it answers is the one the schema declares, and
 that invalid input is rejected with a 4xx.
+
+What a schema cannot generate is added by hand (issue #14): a body nested 100 000 deep on every
+operation (json.loads of it would overflow the C stack under web3's recursion limit), and
+cursors holding integers no id can be (2**70, negative, thousands of digits).
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from api_data import populate
@@ -98,3 +105,61 @@ def test_every_operation_answers_as_its_schema_says(
         case.call_and_validate(timeout=10, excluded_checks=excluded)
 
     check()
+
+
+DEEP_BODIES = {
+    "arrays": b"[" * 100_000,
+    "objects": b'{"a":' * 50_000,
+    "a-number-of-100k-digits": b'{"signed":{"taskId":' + b"1" * 100_000 + b"}}",
+}
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+@pytest.mark.parametrize("body", sorted(DEEP_BODIES))
+@pytest.mark.parametrize(("path", "method"), _operations())
+def test_every_operation_refuses_a_deep_or_huge_number_body_and_answers_the_next_request(
+    api_url: str, path: str, method: str, body: str
+) -> None:
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        r = http.request(
+            method,
+            _concrete(path),
+            content=DEEP_BODIES[body],
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 422, r.text
+        assert isinstance(r.json()["detail"], str) and "request body" in r.json()["detail"]
+        assert http.get("/health").status_code == 200
+
+
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+
+
+def _cursor_operations() -> list[tuple[str, str]]:
+    """(path, method) of every operation that takes a ``cursor``, from the app's schema."""
+    app = create_app(Database("sqlite://"), relayer=_RelayShape())  # type: ignore[arg-type]
+    return [
+        (path, method.upper())
+        for path, item in app.openapi()["paths"].items()
+        for method, op in item.items()
+        if any(p["name"] == "cursor" for p in op.get("parameters", []))
+    ]
+
+
+@pytest.mark.parametrize("key", [str(2**70), str(2**63), "-1", "9" * 4000, "1e3", "0x1"])
+@pytest.mark.parametrize(("path", "method"), _cursor_operations())
+def test_a_cursor_holding_a_number_no_id_can_be_is_422_as_the_schema_says(
+    api_schema: schemathesis.BaseSchema, path: str, method: str, key: str
+) -> None:
+    operation = api_schema[path][method]
+    kind = {"/tasks": "tasks", "/contributions": "contributions.asc"}.get(path, "rounds.1")
+    case = operation.Case(
+        path_parameters={name: 1 for name in re.findall(r"\{(\w+)\}", path)},
+        query={"cursor": _cursor(f"{kind}:{key}")},
+    )
+    response = case.call_and_validate(timeout=10, excluded_checks=[positive_data_acceptance])
+    assert response.status_code == 422, response.text

@@ -179,7 +179,8 @@ def deployment(cli: Cli, keys: dict[str, str]) -> dict[str, Any]:
 def task(cli: Cli, keys: dict[str, str], deployment: dict[str, Any]) -> int:
     """Task 1: every contributor's update is needed to close a round (min = max = 4)."""
     created = cli.json(
-        "task", "create", "--key", "owner", "--min-updates", "4", "--max-updates", "4"
+        *("task", "create", "--key", "owner", "--min-updates", "4", "--max-updates", "4"),
+        *("--max-samples", "1000"),
     )
     tid = int(created["task_id"])
     contributors = [keys[name] for name in CONTRIBUTORS]
@@ -202,7 +203,10 @@ class UpdateFile:
 
 @pytest.fixture(scope="module")
 def update_files(
-    sdk: tuple[Ledger, ContentStore], task: int, tmp_path_factory: pytest.TempPathFactory
+    sdk: tuple[Ledger, ContentStore],
+    task: int,
+    keys: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, UpdateFile]:
     """Round-0 update files trained by the SDK for carol and dave (shares 2 and 3)."""
     ledger, store = sdk
@@ -215,6 +219,7 @@ def update_files(
             task,
             partition_share("digits", i, N_PARTS, 0.0, 0),
             ContributorOptions(seed=i),
+            contributor=keys[name],
         )
         path = out / f"{name}.safetensors"
         path.write_bytes(work.data)
@@ -482,6 +487,19 @@ def test_update_for_a_past_round_is_refused(
         "--key", "carol",
     )  # fmt: skip
     assert_one_line_error(r, "round 0", "round 1", code=5)
+
+
+def test_submitting_a_file_that_names_another_contributor_is_refused(
+    cli: Cli, final: str, task: int, update_files: dict[str, UpdateFile]
+) -> None:
+    """carol's file names carol: sent with bob's key it would be judged COPIED, so the CLI
+    refuses it before anything is stored or sent."""
+    theirs = update_files["carol"]
+    r = cli.run(
+        "submit", str(theirs.path), "--task", str(task), "--samples", str(theirs.num_samples),
+        "--key", "bob",
+    )  # fmt: skip
+    assert_one_line_error(r, "names contributor", "COPIED", code=5)
 
 
 def test_unknown_task_is_a_one_line_error(cli: Cli, deployment: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from client import codec
 from client.errors import FormatError
 
 BASE = "0x" + "ab" * 32
+WHO = "0x" + "c0" * 20
 
 
 def model(seed: int = 0) -> dict[str, np.ndarray]:
@@ -65,9 +66,11 @@ def test_model_round_trips_exactly() -> None:
 def test_same_tensors_give_the_same_bytes_whatever_the_dict_order() -> None:
     tensors = model()
     shuffled = dict(reversed(list(tensors.items())))
-    a = codec.encode_update(tensors, task_id=1, round=2, base_hash=BASE, extra={"b": "1", "a": "2"})
+    a = codec.encode_update(
+        tensors, task_id=1, round=2, base_hash=BASE, contributor=WHO, extra={"b": "1", "a": "2"}
+    )
     b = codec.encode_update(
-        shuffled, task_id=1, round=2, base_hash=BASE, extra={"a": "2", "b": "1"}
+        shuffled, task_id=1, round=2, base_hash=BASE, contributor=WHO, extra={"a": "2", "b": "1"}
     )
     assert a == b
     assert codec.is_canonical(a)
@@ -94,7 +97,9 @@ def test_the_safetensors_package_loads_our_files() -> None:
     assert torch.equal(as_torch["fc.weight"], torch.from_numpy(tensors["fc.weight"]))
     for encoding in ("fp16", "int8", "topk"):
         safetensors.numpy.load(
-            codec.encode_update(tensors, task_id=1, round=0, base_hash=BASE, encoding=encoding)
+            codec.encode_update(
+                tensors, task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding=encoding
+            )
         )
 
 
@@ -121,7 +126,9 @@ def test_sha256_hex_is_prefixed_lowercase() -> None:
 
 
 def test_decode_file_streams_the_same_result(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    data = codec.encode_update(model(), task_id=1, round=0, base_hash=BASE, encoding="int8")
+    data = codec.encode_update(
+        model(), task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding="int8"
+    )
     path = tmp_path / "u.safetensors"
     path.write_bytes(data)
     a, b = codec.decode(data), codec.decode_file(path)
@@ -136,7 +143,9 @@ def test_decode_file_streams_the_same_result(tmp_path) -> None:  # type: ignore[
 def test_fp16_decodes_to_the_float16_rounding() -> None:
     tensors = model()
     decoded = codec.decode(
-        codec.encode_update(tensors, task_id=1, round=0, base_hash=BASE, encoding="fp16")
+        codec.encode_update(
+            tensors, task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding="fp16"
+        )
     )
     for name, arr in tensors.items():
         assert np.array_equal(decoded.tensors[name], arr.astype(np.float16).astype(np.float32))
@@ -144,7 +153,9 @@ def test_fp16_decodes_to_the_float16_rounding() -> None:
 
 def test_int8_error_is_at_most_half_a_step_and_the_scale_is_stored_exactly() -> None:
     tensors = model()
-    data = codec.encode_update(tensors, task_id=1, round=0, base_hash=BASE, encoding="int8")
+    data = codec.encode_update(
+        tensors, task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding="int8"
+    )
     raw = codec.read_safetensors(data)
     decoded = codec.decode(data)
     for name, arr in tensors.items():
@@ -158,7 +169,7 @@ def test_int8_error_is_at_most_half_a_step_and_the_scale_is_stored_exactly() -> 
 def test_topk_keeps_the_largest_magnitudes_and_zeros_the_rest() -> None:
     delta = {"w": np.array([[0.1, -5.0, 0.2], [3.0, 0.0, -0.3]], dtype=np.float32)}
     data = codec.encode_update(
-        delta, task_id=1, round=0, base_hash=BASE, encoding="topk", topk_ratio=0.33
+        delta, task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding="topk", topk_ratio=0.33
     )
     decoded = codec.decode(data)
     assert decoded.encoding == "topk"
@@ -168,7 +179,7 @@ def test_topk_keeps_the_largest_magnitudes_and_zeros_the_rest() -> None:
 def test_topk_ties_break_towards_the_lower_index() -> None:
     delta = {"w": np.array([1.0, -1.0, 1.0, 1.0], dtype=np.float32)}
     data = codec.encode_update(
-        delta, task_id=1, round=0, base_hash=BASE, encoding="topk", topk_ratio=0.5
+        delta, task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding="topk", topk_ratio=0.5
     )
     assert np.array_equal(codec.decode(data).tensors["w"], np.array([1, -1, 0, 0], np.float32))
 
@@ -182,6 +193,7 @@ def test_error_feedback_carries_what_topk_dropped_into_the_next_round() -> None:
             task_id=1,
             round=0,
             base_hash=BASE,
+            contributor=WHO,
             encoding="topk",
             topk_ratio=0.25,
             residual=residual,
@@ -195,6 +207,7 @@ def test_error_feedback_carries_what_topk_dropped_into_the_next_round() -> None:
             task_id=1,
             round=1,
             base_hash=BASE,
+            contributor=WHO,
             encoding="topk",
             topk_ratio=0.25,
             residual=residual,
@@ -208,6 +221,7 @@ def test_error_feedback_carries_what_topk_dropped_into_the_next_round() -> None:
             task_id=1,
             round=2,
             base_hash=BASE,
+            contributor=WHO,
             encoding="topk",
             topk_ratio=0.25,
             residual=residual,
@@ -224,13 +238,16 @@ def test_encoder_refuses_what_the_format_cannot_hold() -> None:
     with pytest.raises(ValueError):
         codec.encode_model({"w::scale": np.ones(2, np.float32)}, task_id=1, round=0)
     with pytest.raises(ValueError):
-        codec.encode_update({"w": np.ones(2, np.float32)}, task_id=1, round=0, base_hash="0x12")
+        codec.encode_update(
+            {"w": np.ones(2, np.float32)}, task_id=1, round=0, base_hash="0x12", contributor=WHO
+        )
     with pytest.raises(ValueError):
         codec.encode_update(
             {"w": np.array([np.nan], np.float32)},
             task_id=1,
             round=0,
             base_hash=BASE,
+            contributor=WHO,
             encoding="int8",
         )
     with pytest.raises(ValueError):
@@ -241,7 +258,9 @@ def test_encoder_refuses_what_the_format_cannot_hold() -> None:
 
 def test_fp32_update_keeps_non_finite_values_for_the_screener() -> None:
     delta = {"w": np.array([np.nan, np.inf, -0.0], np.float32)}
-    out = codec.decode(codec.encode_update(delta, task_id=1, round=0, base_hash=BASE)).tensors["w"]
+    out = codec.decode(
+        codec.encode_update(delta, task_id=1, round=0, base_hash=BASE, contributor=WHO)
+    ).tensors["w"]
     assert np.isnan(out[0]) and np.isinf(out[1]) and np.signbit(out[2])
 
 
@@ -397,7 +416,9 @@ arrays = st.builds(
 def test_every_encoding_round_trips_its_shapes(
     tensors: dict[str, np.ndarray], encoding: str
 ) -> None:
-    data = codec.encode_update(tensors, task_id=1, round=0, base_hash=BASE, encoding=encoding)  # type: ignore[arg-type]
+    data = codec.encode_update(
+        tensors, task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding=encoding
+    )  # type: ignore[arg-type]
     decoded = codec.decode(data, canonical=True)
     assert {k: v.shape for k, v in decoded.tensors.items()} == {
         k: v.shape for k, v in tensors.items()
@@ -407,7 +428,7 @@ def test_every_encoding_round_trips_its_shapes(
 
 
 SEED = codec.encode_update(
-    model(), task_id=1, round=0, base_hash=BASE, encoding="topk", topk_ratio=0.2
+    model(), task_id=1, round=0, base_hash=BASE, contributor=WHO, encoding="topk", topk_ratio=0.2
 )
 
 

@@ -1,8 +1,10 @@
 """Hostile update files against the parser and decoders (client.codec), thousands of them.
 
-Three generators — byte mutations of a valid file of every encoding, headers built from hostile
-parts (huge shapes, overflowing offsets, wrong dtypes, bad names, bad metadata), and files that
-are valid safetensors but break fedledger's encoding rules — and four properties for each case:
+Four generators — byte mutations of a valid file of every encoding, headers built from hostile
+parts (huge shapes, overflowing offsets, wrong dtypes, bad names, bad metadata), files that
+are valid safetensors but break fedledger's encoding rules, and structure-aware extremes (nesting
+up to 200 000 deep, numbers of thousands of digits, ``::shape`` tensors of 100 000 huge dims,
+thousands of tensors or metadata keys) — and four properties for each case:
 
 * it raises nothing but :class:`FormatError` (no crash);
 * it finishes within ``CASE_SECONDS`` (no hang);
@@ -10,13 +12,18 @@ are valid safetensors but break fedledger's encoding rules — and four properti
   dense elements allowed (a header that claims a huge tensor does not get it allocated);
 * what it accepts is valid: the reference ``safetensors`` parser reads the same tensors, the
   streaming parser agrees, and every fedledger rule holds of the result.
+
+The other decoders of untrusted JSON, the task spec (:meth:`TaskSpec.from_bytes`) and the
+verdict file (:func:`client.verdicts.parse`), get the same extremes: FormatError, nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import re
 import struct
 import time
 import tracemalloc
@@ -28,10 +35,13 @@ import safetensors.numpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client import codec
+from client import codec, verdicts
+from client.aggregation import RuleSpec
 from client.errors import FormatError
+from client.taskspec import TaskSpec
 
 BASE = "0x" + "cd" * 32
+WHO = "0x" + "c0" * 20
 CASE_SECONDS = 2.0
 MAX_ELEMENTS = 1 << 12
 """Dense elements a fuzzed file may expand to (the validators pass the model's size)."""
@@ -50,7 +60,14 @@ def _delta(seed: int) -> dict[str, np.ndarray]:
 
 
 SEEDS = [
-    codec.encode_update(_delta(1), task_id=3, round=2, base_hash=BASE, encoding=enc)  # type: ignore[arg-type]
+    codec.encode_update(
+        _delta(1),
+        task_id=3,
+        round=2,
+        base_hash=BASE,
+        contributor=WHO,
+        encoding=enc,  # type: ignore[arg-type]
+    )
     for enc in codec.ENCODINGS
 ] + [codec.encode_model(_delta(2), task_id=3, round=2)]
 
@@ -365,3 +382,150 @@ def test_top_k_indices_that_wrap_around_in_int32_differences_are_a_format_error(
     """[1, -2**31]: np.diff in int32 wraps to +2**31 - 1 and looked increasing (IndexError)."""
     assert _decode_within_bounds(_topk_file([], [1, -(2**31)], [1.0, 1.0], "<i4")) is None
     assert _decode_within_bounds(_topk_file([4], [2, -(2**63)], [1.0, 1.0], "<i8")) is None
+
+
+# -- generator 4: structure-aware extremes (issue #14: nesting, huge integers, huge counts) -----
+
+# Under web3's recursion limit (100 000) json.loads of the deep cases would overflow the C stack:
+# that is a SIGSEGV of the whole run, not a failed example, so each must be refused unparsed.
+_nest = st.sampled_from([b"[", b'{"a":', b'[{"a":', b'{"a":['])
+
+
+@st.composite
+def nested_header(draw: st.DrawFn) -> bytes:
+    """A valid file whose header holds, somewhere, a value nested up to 200 000 deep."""
+    seed = draw(st.sampled_from(SEEDS))
+    (n,) = struct.unpack_from("<Q", seed)
+    text = seed[8 : 8 + n].rstrip(b" ")
+    opener = draw(_nest)
+    depth = draw(st.one_of(st.integers(1, 8), st.integers(8, 200_000 // len(opener))))
+    closer = bytes({ord("["): ord("]"), ord("{"): ord("}")}[c] for c in opener[::-1] if c in b"[{")
+    closed = draw(st.booleans())
+    value = opener * depth + (b"0" + closer * depth if closed else b"")
+    at = draw(st.sampled_from([m.end() for m in re.finditer(rb'"shape":|"data_offsets":|:', text)]))
+    header = text[:at] + value + (text[at:] if closed else b"")
+    return _raw(header, seed[8 + n :], pad=draw(st.booleans()))
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(nested_header())
+def test_a_header_nested_up_to_200000_deep_is_refused_before_parsing(data: bytes) -> None:
+    _check(data)
+
+
+@st.composite
+def huge_numbers(draw: st.DrawFn) -> bytes:
+    """A valid file with one of its header's numbers replaced by thousands of digits."""
+    seed = draw(st.sampled_from(SEEDS))
+    (n,) = struct.unpack_from("<Q", seed)
+    text = seed[8 : 8 + n].rstrip(b" ")
+    spans = [m.span() for m in re.finditer(rb"[0-9]+", text)]
+    begin, end = draw(st.sampled_from(spans))
+    digits = draw(st.sampled_from([b"9", b"1", b"0"])) * draw(st.integers(18, 20_000))
+    sign = draw(st.sampled_from([b"", b"-"]))
+    tail = draw(st.sampled_from([b"", b".5", b"e400", b"e-400", b"E+99999999999"]))
+    return _raw(text[:begin] + sign + digits + tail + text[end:], seed[8 + n :], pad=True)
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(huge_numbers())
+def test_numbers_of_thousands_of_digits_in_a_header_are_refused(data: bytes) -> None:
+    _check(data)
+
+
+_huge_dims = st.sampled_from([0, 1, 2, 2**14, 2**31, 2**62 - 1, 2**63 - 1, -1, -(2**63)])
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    n_dims=st.one_of(st.integers(0, 10), st.integers(10, 100_000)),
+    fill=_huge_dims,
+    dims=st.lists(_huge_dims, max_size=10),
+    copies=st.integers(1, 12),
+)
+def test_top_k_shapes_of_up_to_100000_huge_dims_are_refused_at_once(
+    n_dims: int, fill: int, dims: list[int], copies: int
+) -> None:
+    """The issue's 640 KB variant (80 000 dims near 2**62) cost 26 s of CPU and then raised a
+    ValueError out of the decoder; now any ::shape is bounded before arithmetic."""
+    shape = np.full(n_dims, fill, "<i8")
+    shape[: len(dims)] = dims[:n_dims]
+    meta = _update_meta("topk")
+    tensors = {}
+    for i in range(copies):
+        tensors[f"w{i}::shape"] = shape
+        tensors[f"w{i}::indices"] = np.zeros(0, "<i4")
+        tensors[f"w{i}::values"] = np.zeros(0, "<f4")
+    dec = _decode_within_bounds(codec.write_safetensors(tensors, meta))
+    if dec is not None:
+        assert len(shape) <= codec.MAX_NDIM and copies * math.prod(shape.tolist()) <= MAX_ELEMENTS
+
+
+@st.composite
+def huge_counts(draw: st.DrawFn) -> bytes:
+    """Thousands of tensors, metadata keys, dims or list items in one header."""
+    meta: dict[str, Any] = _update_meta("fp32")
+    header: dict[str, Any] = {}
+    kind = draw(st.sampled_from(["tensors", "metadata", "dims", "offsets", "junk-list"]))
+    count = draw(st.integers(1, 5_000))
+    if kind == "tensors":
+        header.update(
+            {f"t{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for i in range(count)}
+        )
+    elif kind == "metadata":
+        meta.update({f"k{i}": "v" for i in range(count)})
+    elif kind == "dims":
+        header["w"] = {"dtype": "F32", "shape": [1] * count, "data_offsets": [0, 4]}
+    elif kind == "offsets":
+        header["w"] = {"dtype": "F32", "shape": [1], "data_offsets": list(range(count))}
+    else:
+        header["w"] = [[]] * count
+    header["__metadata__"] = meta
+    return _raw(header, b"\0" * draw(st.sampled_from([0, 4])), pad=True)
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(huge_counts())
+def test_headers_of_huge_counts_are_refused_or_really_valid(data: bytes) -> None:
+    _check(data)
+
+
+# -- the task spec and the verdict file: the other JSON decoders of store content ---------------
+
+_SPEC = TaskSpec().to_bytes()
+_VERDICTS = verdicts.build(
+    task_id=1,
+    round=0,
+    rule=RuleSpec(rule="fedavg"),
+    base_model_hash="0x" + "ab" * 32,
+    aggregate_hash="0x" + "cd" * 32,
+    aggregate_cid="bafkreia",
+    entries=[],
+).to_bytes()
+
+
+@st.composite
+def hostile_json(draw: st.DrawFn) -> bytes:
+    """A spec or verdict file, mutated, nested, given huge numbers or huge counts."""
+    doc = bytearray(draw(st.sampled_from([_SPEC, _VERDICTS])))
+    action = draw(st.sampled_from(["nest", "digits", "count", "bytes", "duplicate"]))
+    pos = draw(st.integers(0, len(doc)))
+    if action == "nest":
+        doc[pos:pos] = draw(_nest) * draw(st.integers(1, 200_000))
+    elif action == "digits":
+        doc[pos:pos] = b"7" * draw(st.integers(70, 20_000))
+    elif action == "count":
+        doc[pos:pos] = b"0," * draw(st.integers(1, 300_000))
+    elif action == "bytes":
+        doc[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+    else:
+        doc[1:1] = b'"format":"x",'
+    return bytes(doc)
+
+
+@settings(max_examples=600, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(hostile_json())
+def test_hostile_task_specs_and_verdict_files_raise_only_format_errors(data: bytes) -> None:
+    for decode in (TaskSpec.from_bytes, verdicts.parse):
+        with contextlib.suppress(FormatError):
+            decode(data)

@@ -23,6 +23,7 @@ def cfg(**kw) -> TaskConfig:
         "min_updates": 1,
         "max_updates": 2,
         "quorum": 1,
+        "max_samples": 1000,
     }
     base.update(kw)
     return TaskConfig(**base)

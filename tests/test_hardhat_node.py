@@ -21,7 +21,9 @@ def test_deploy_and_submit_on_hardhat_node(tmp_path):
         assert (tmp_path / "deployments" / "31337.json").exists()
         h = "0x" + hashlib.sha256(b"m").hexdigest()
         cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
-        tid = led.create_task(TaskConfig(h, cid, cid, min_updates=1, max_updates=3, quorum=1))
+        tid = led.create_task(
+            TaskConfig(h, cid, cid, min_updates=1, max_updates=3, quorum=1, max_samples=1000)
+        )
         led.add_contributor(tid, keys[1].address)
         uid = led.with_account(keys[1]).submit_update(tid, 0, h, cid, 10)
         assert uid == 1 and led.get_task(tid)["updateCount"] == 1

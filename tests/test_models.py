@@ -1,7 +1,11 @@
-"""Model registry, user models by module:factory, and the strict numpy <-> state bridge."""
+"""Built-in models, user factories only where allowed (and pinned), and the strict numpy <->
+state bridge."""
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from client.errors import ConfigError, FormatError
+from client.errors import ConfigError, FormatError, ModelNotAllowed, ModelPinMismatch
 from client.models import (
     available_models,
     build_model,
@@ -116,34 +120,63 @@ def test_buffers_are_included_and_restored() -> None:
     assert torch.equal(state["1.running_mean"], torch.arange(3, dtype=torch.float32))
 
 
-def test_user_model_from_a_file_path_and_factory() -> None:
-    model = build_model(f"{EXAMPLE}:make_model", seed=0, hidden=8)
+@pytest.fixture
+def examples_importable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """examples/ on sys.path, so ``custom_model:make_model`` is importable (as an operator would
+    install it); the module is forgotten before and after."""
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
+    sys.modules.pop("custom_model", None)
+    yield
+    sys.modules.pop("custom_model", None)
+
+
+ALLOW = ["custom_model:make_model"]
+
+
+def test_an_allowed_user_factory_builds_reproducible_weights(examples_importable: None) -> None:
+    model = build_model("custom_model:make_model", allow=ALLOW, seed=0, hidden=8)
     assert isinstance(model, nn.Module)
     assert count_parameters(model) == 64 * 8 + 8 + 8 * 10 + 10
-    again = build_model(f"{EXAMPLE}:make_model", seed=0, hidden=8)
+    again = build_model("custom_model:make_model", allow=ALLOW, seed=0, hidden=8)
     a, b = state_to_numpy(model), state_to_numpy(again)
     assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    assert model(torch.zeros(2, 64)).shape == (2, 10)
 
 
-def test_user_model_from_an_importable_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
-    model = build_model("custom_model:make_model", n_classes=3)
-    assert model(torch.zeros(2, 64)).shape == (2, 3)
+def test_a_user_factory_that_is_not_allowed_is_refused_before_it_is_imported(
+    examples_importable: None,
+) -> None:
+    with pytest.raises(ModelNotAllowed, match="--allow-model custom_model:make_model"):
+        build_model("custom_model:make_model")
+    assert "custom_model" not in sys.modules
+
+
+def test_an_allowed_factory_is_checked_against_its_pinned_source(
+    examples_importable: None,
+) -> None:
+    source_pin = hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
+    build_model("custom_model:make_model", allow=ALLOW, pin=source_pin)
+    with pytest.raises(ModelPinMismatch, match="pinned to source sha256"):
+        build_model("custom_model:make_model", allow=ALLOW, pin="0" * 64)
 
 
 @pytest.mark.parametrize(
     ("ref", "message"),
     [
-        ("no_such_module_xyz:make", "cannot import model module"),
-        (f"{EXAMPLE}:missing_factory", "has no attribute 'missing_factory'"),
-        (f"{EXAMPLE}:not_a_model", "returned str, not a torch.nn.Module"),
-        ("/nonexistent/model.py:make", "does not exist"),
+        ("no_such_module_xyz:make", "cannot find model module"),
+        ("custom_model:missing_factory", "has no attribute 'missing_factory'"),
+        ("custom_model:not_a_model", "returned str, not a torch.nn.Module"),
+        (f"{EXAMPLE}:make_model", "names a file"),
+        ("custom_model.py:make_model", "names a file"),
         ("not_registered", "unknown model"),
     ],
 )
-def test_bad_model_references_are_config_errors(ref: str, message: str) -> None:
+def test_bad_model_references_are_config_errors(
+    ref: str, message: str, examples_importable: None
+) -> None:
     with pytest.raises(ConfigError, match=message):
-        build_model(ref)
+        allowed = [ref] if ref.partition(":")[0].isidentifier() and ":" in ref else []
+        build_model(ref, allow=allowed)
 
 
 def test_factory_rejecting_arguments_is_a_config_error() -> None:
@@ -170,14 +203,14 @@ def test_an_architecture_is_built_without_initialising_its_weights() -> None:
             self.lin = nn.Linear(4, 2)
             self.register_buffer("table", torch.arange(4.0), persistent=False)
 
-    import sys
     import types
 
     mod = types.ModuleType("fedledger_test_models")
+    mod.__file__ = __file__  # an imported module answers for its own source (pinned: this file)
     mod.factory = WithTable  # type: ignore[attr-defined]
     sys.modules["fedledger_test_models"] = mod
     try:
-        m = build_architecture("fedledger_test_models:factory")
+        m = build_architecture("fedledger_test_models:factory", allow=["fedledger_test_models:factory"])
         assert torch.equal(m.table, torch.arange(4.0))
     finally:
         del sys.modules["fedledger_test_models"]

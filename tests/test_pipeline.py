@@ -45,16 +45,36 @@ def every_verdict(ledger, store, dev_accounts, tmp_path: Path):
     bad_shape = {k: np.zeros((3,) + v.shape[1:], np.float32) for k, v in glob.items()}
     ids["SHAPE_MISMATCH"] = sc.submit_bytes(
         8,
-        codec.encode_update(bad_shape, task_id=sc.task_id, round=0, base_hash=st.global_hash),
+        codec.encode_update(
+            bad_shape,
+            task_id=sc.task_id,
+            round=0,
+            base_hash=st.global_hash,
+            contributor=sc.contributors[8].address,
+        ),
         100,
     )
     nan = {k: np.full_like(v, np.nan) for k, v in glob.items()}
     ids["NON_FINITE"] = sc.submit_bytes(
-        9, codec.encode_update(nan, task_id=sc.task_id, round=0, base_hash=st.global_hash), 100
+        9,
+        codec.encode_update(
+            nan,
+            task_id=sc.task_id,
+            round=0,
+            base_hash=st.global_hash,
+            contributor=sc.contributors[9].address,
+        ),
+        100,
     )
     ids["FREE_RIDER"] = sc.submit_bytes(
         10,
-        codec.encode_update(zero_like(glob), task_id=sc.task_id, round=0, base_hash=st.global_hash),
+        codec.encode_update(
+            zero_like(glob),
+            task_id=sc.task_id,
+            round=0,
+            base_hash=st.global_hash,
+            contributor=sc.contributors[10].address,
+        ),
         100,
     )
     backend = backend_for(sc, sc.validators[0], tmp_path / "v1.db")

@@ -30,7 +30,13 @@ from backend.api import create_app
 from backend.api.server import BackgroundServer
 from backend.db import Database
 from backend.relay_journal import RelayJournal, RelayJournalError
-from backend.relay_service import ALREADY_ON_CHAIN, RelayLimits, RelayService, ledger_scope
+from backend.relay_service import (
+    ALREADY_ON_CHAIN,
+    RelayLimits,
+    RelayPolicy,
+    RelayService,
+    ledger_scope,
+)
 from client import codec
 from client.chain import Ledger, SignedUpdate
 from client.cid import compute_cid
@@ -75,12 +81,17 @@ class Relay:
         raise AssertionError(f"still queued after {timeout}s")
 
 
-def update_bytes(sc: Scenario, seed: int) -> bytes:
+def update_bytes(sc: Scenario, seed: int, who: LocalAccount | None = None) -> bytes:
+    """An update file bound to ``who`` (default: the first contributor), who signs it."""
     st = sc.state()
     rng = np.random.default_rng(seed)
     delta = {"w": rng.standard_normal(16).astype(np.float32)}
     return codec.encode_update(
-        delta, task_id=sc.task_id, round=st.current_round, base_hash=st.global_hash
+        delta,
+        task_id=sc.task_id,
+        round=st.current_round,
+        base_hash=st.global_hash,
+        contributor=(who or sc.contributors[0]).address,
     )
 
 
@@ -127,11 +138,17 @@ def make_relay(
         batch_size=batch_size,
         max_wait_s=max_wait_s,
         journal_path=tmp_path / JOURNAL if journal else None,
+        policy=served_by(sc),
     )
     db = Database(f"sqlite:///{tmp_path / 'index.db'}").create()
     app = create_app(db, w3=ledger.w3, ledger_address=ledger.address, relayer=service)
     with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
         yield Relay(sc, service, http, relayer)
+
+
+def served_by(sc: Scenario) -> RelayPolicy:
+    """The policy of `fedledger serve --key <the task's validator> --relay-key ...`."""
+    return RelayPolicy(validators=(sc.validators[0].address,))
 
 
 @pytest.fixture
@@ -335,11 +352,29 @@ def strict_relay(ledger, store, dev_accounts, tmp_path) -> Iterator[Relay]:
     yield from make_relay(ledger, store, dev_accounts, tmp_path, limits=limits)
 
 
-def test_a_flood_for_one_address_is_429_with_retry_after(strict_relay: Relay) -> None:
+def test_a_replayed_update_is_409_and_never_charges_its_contributor(strict_relay: Relay) -> None:
     data = update_bytes(strict_relay.sc, 5)
     body = sign(strict_relay.sc, strict_relay.sc.contributors[0], data).to_json()
-    codes = [strict_relay.post(body, data) for _ in range(5)]
-    assert [r.status_code for r in codes] == [202, 409, 409, 429, 429]
+    codes = [strict_relay.post(body, data).status_code for _ in range(5)]
+    assert codes == [202, 409, 409, 409, 409]
+    assert strict_relay.service.by_address.wait(strict_relay.sc.contributors[0].address) == 0
+
+
+def test_updates_for_one_address_beyond_its_burst_are_429_with_retry_after(
+    strict_relay: Relay, ledger, store, dev_accounts
+) -> None:
+    """address_burst is 3: the contributor's updates to three tasks pass, the fourth waits."""
+    who = strict_relay.sc.contributors[0]
+    tasks = [strict_relay.sc] + [
+        make_scenario(ledger, store, dev_accounts, n_contributors=4, min_updates=1)
+        for _ in range(3)
+    ]
+    codes = []
+    for i, sc in enumerate(tasks):
+        data = update_bytes(sc, 80 + i, who)
+        codes.append(strict_relay.post(sign(sc, who, data).to_json(), data))
+    assert [r.status_code for r in codes] == [202, 202, 202, 429]
+    assert f"too many relayed updates for {who.address}" in codes[-1].json()["detail"]
     assert int(codes[-1].headers["Retry-After"]) >= 1
 
 
@@ -373,7 +408,7 @@ def test_a_replay_is_409_duplicate_submission(relay: Relay) -> None:
 
 def test_an_update_already_on_chain_is_409_from_the_contract(relay: Relay) -> None:
     who = relay.sc.contributors[2]
-    data = update_bytes(relay.sc, 8)
+    data = update_bytes(relay.sc, 8, who)
     su = sign(relay.sc, who, data)
     relay.sc.as_(who).submit_update(su.task_id, su.round, su.content_hash, su.cid, 100)
 
@@ -384,14 +419,12 @@ def test_an_update_already_on_chain_is_409_from_the_contract(relay: Relay) -> No
     assert "TrainingLedger reverted" in r.json()["detail"]
 
 
-def test_a_contributor_not_admitted_is_409_not_contributor_and_nothing_is_stored(
-    relay: Relay,
-) -> None:
+def test_a_contributor_not_admitted_is_403_and_nothing_is_stored(relay: Relay) -> None:
     outsider = Account.create()
-    data = update_bytes(relay.sc, 9)
+    data = update_bytes(relay.sc, 9, outsider)
     r = relay.post(sign(relay.sc, outsider, data).to_json(), data)
-    assert r.status_code == 409
-    assert r.json()["error"] == "NotContributor"
+    assert r.status_code == 403
+    assert "not an admitted contributor" in r.json()["detail"]
     assert not relay.sc.store.has(compute_cid(data))
 
 
@@ -423,7 +456,7 @@ def test_an_entry_that_would_revert_fails_alone_and_the_batch_goes_through(
     sc = batching_relay.sc
     signed = []
     for i in range(3):  # maxUpdates is 2: each passes its own check, the third cannot fit
-        data = update_bytes(sc, 20 + i)
+        data = update_bytes(sc, 20 + i, sc.contributors[i])
         su = sign(sc, sc.contributors[i], data)
         assert batching_relay.post(su.to_json(), data).status_code == 202
         signed.append(su)
@@ -472,6 +505,7 @@ def restarted(relay: Relay, tmp_path: Path, *, max_wait_s: float = 0.05) -> Rela
         batch_size=32,
         max_wait_s=max_wait_s,
         journal_path=tmp_path / JOURNAL,
+        policy=served_by(relay.sc),
     )
 
 
@@ -489,7 +523,7 @@ def queue_updates(relay: Relay, n: int, seed: int) -> list[tuple[SignedUpdate, b
     """``n`` updates from different contributors, each acknowledged with 202."""
     out = []
     for i in range(n):
-        data = update_bytes(relay.sc, seed + i)
+        data = update_bytes(relay.sc, seed + i, relay.sc.contributors[i])
         su = sign(relay.sc, relay.sc.contributors[i], data)
         r = relay.post(su.to_json(), data)
         assert r.status_code == 202, r.text
@@ -621,11 +655,11 @@ from eth_account import Account
 
 from backend.api import create_app
 from backend.db import Database
-from backend.relay_service import RelayLimits, RelayService
+from backend.relay_service import RelayLimits, RelayPolicy, RelayService
 from client.chain import Ledger, connect
 from client.store import open_store
 
-rpc, contract, key, home, journal, db, port = sys.argv[1:]
+rpc, contract, key, home, journal, db, port, validator = sys.argv[1:]
 ledger = Ledger(connect(rpc), contract).with_account(Account.from_key(key))
 service = RelayService(
     ledger,
@@ -634,6 +668,7 @@ service = RelayService(
     batch_size=32,
     max_wait_s=3600.0,
     journal_path=Path(journal),
+    policy=RelayPolicy(validators=(validator,)),
 )
 app = create_app(Database(f"sqlite:///{db}").create(), relayer=service)
 uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
@@ -654,6 +689,7 @@ def test_a_relay_server_killed_with_sigkill_after_the_202_loses_nothing(
         str(tmp_path / JOURNAL),
         str(tmp_path / "index.db"),
         str(port),
+        sc.validators[0].address,
     ]
     proc = subprocess.Popen([sys.executable, "-c", _SERVE, *args], cwd=Path(__file__).parent.parent)
     queued: list[tuple[SignedUpdate, bytes]] = []
@@ -668,7 +704,7 @@ def test_a_relay_server_killed_with_sigkill_after_the_202_loses_nothing(
                     assert proc.poll() is None and time.monotonic() < end, "server did not start"
                     time.sleep(0.2)
             for i in range(3):
-                data = update_bytes(sc, 60 + i)
+                data = update_bytes(sc, 60 + i, sc.contributors[i])
                 su = sign(sc, sc.contributors[i], data)
                 body = {"signed": su.to_json(), "content": base64.b64encode(data).decode()}
                 assert http.post("/relay/updates", json=body).status_code == 202

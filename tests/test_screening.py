@@ -221,10 +221,82 @@ def test_in_a_round_too_small_to_compare_a_bad_standing_still_counts() -> None:
     assert [d.standing for d in decisions] == [0.4, -0.5, None]  # nothing moves in such a round
 
 
-def test_too_few_updates_are_not_judged_as_outliers() -> None:
+def test_too_few_updates_are_not_compared_as_outliers_but_pass_the_norm_bounds() -> None:
     deltas = _honest(3)
-    deltas[2] = {k: -v for k, v in deltas[2].items()}
-    assert set(_verdicts(deltas)) == {Verdict.ACCEPTED}
+    deltas[2] = {k: -v for k, v in deltas[2].items()}  # a flip keeps its norm
+    decisions = screen(_cands(deltas), MODEL, MEDIAN)
+    assert {d.verdict for d in decisions} == {Verdict.ACCEPTED}
+    assert all("within the norm bounds" in d.reason for d in decisions)
+
+
+def _scaled(delta: dict[str, np.ndarray], factor: float) -> dict[str, np.ndarray]:
+    return {k: (v * factor).astype(np.float32) for k, v in delta.items()}
+
+
+def _norm(delta: dict[str, np.ndarray]) -> float:
+    return A.norm(A.flatten(delta, A.TensorLayout.of(MODEL))[0])
+
+
+def test_a_boosted_update_in_a_round_of_three_is_norm_bound() -> None:
+    deltas = _honest(3)
+    deltas[1] = _scaled(deltas[1], 1000.0)
+    assert _verdicts(deltas) == [Verdict.ACCEPTED, Verdict.NORM_BOUND, Verdict.ACCEPTED]
+
+
+def test_in_a_round_of_two_the_norm_history_bounds_a_boosted_update() -> None:
+    """The median of two updates is pulled up by a boosted one, so only the earlier rounds'
+    accepted norms can bound it."""
+    deltas = _honest(2)
+    history = [_norm(deltas[0])] * 3
+    deltas[1] = _scaled(deltas[1], 50.0)
+    assert _verdicts(deltas) == [Verdict.ACCEPTED, Verdict.ACCEPTED]  # the round alone: blind
+    decisions = screen(_cands(deltas), MODEL, MEDIAN, norm_history=history)
+    assert [d.verdict for d in decisions] == [Verdict.ACCEPTED, Verdict.NORM_BOUND]
+    assert "median accepted norm of the last 3 rounds" in decisions[1].reason
+
+
+def test_a_round_of_one_update_is_bounded_by_the_norm_history() -> None:
+    (delta,) = _honest(1)
+    history = [_norm(delta)]
+    ok = screen(_cands([_scaled(delta, 2.0)]), MODEL, MEDIAN, norm_history=history)
+    boosted = screen(_cands([_scaled(delta, 10.0)]), MODEL, MEDIAN, norm_history=history)
+    assert (ok[0].verdict, boosted[0].verdict) == (Verdict.ACCEPTED, Verdict.NORM_BOUND)
+
+
+def test_the_absolute_norm_bound_applies_to_a_round_of_one_update() -> None:
+    (delta,) = _honest(1)
+    spec = ScreeningSpec(norm_bound=_norm(delta) / 2)
+    assert _verdicts([delta], spec=spec) == [Verdict.NORM_BOUND]
+
+
+def test_the_absolute_and_the_relative_norm_bounds_apply_together() -> None:
+    deltas = _honest(8)
+    deltas[2] = _scaled(deltas[2], 10.0)
+    loose = ScreeningSpec(norm_bound=1e6, norm_multiple=3.0)
+    assert _verdicts(deltas, spec=loose)[2] == Verdict.NORM_BOUND  # the relative one decides
+    tight = ScreeningSpec(norm_bound=1e-3, norm_multiple=3.0)
+    assert set(_verdicts(deltas, spec=tight)) == {Verdict.NORM_BOUND}  # the absolute one
+
+
+def test_a_null_norm_multiple_turns_the_relative_bounds_off() -> None:
+    deltas = _honest(5)
+    deltas[2] = _scaled(deltas[2], 10.0)
+    spec = ScreeningSpec(norm_multiple=None, min_cosine=None, outlier_k=1e9)
+    decisions = screen(_cands(deltas), MODEL, MEDIAN, spec, norm_history=[1e-3])
+    assert decisions[2].verdict != Verdict.NORM_BOUND
+
+
+def test_the_norm_history_keeps_each_rounds_median_accepted_norm() -> None:
+    from client.screening import next_norm_history
+    from client.verdicts import canonical_float
+
+    spec = ScreeningSpec(norm_history=3)
+    decisions = screen(_cands(_honest(5)), MODEL, MEDIAN, spec)
+    median = canonical_float(sorted(d.norm for d in decisions if d.norm is not None)[2])
+    assert next_norm_history([1.0, 2.0, 3.0], decisions, spec) == [2.0, 3.0, median]
+    rejected = screen(_cands(_honest(2)), MODEL, MEDIAN, ScreeningSpec(norm_bound=1e-6))
+    assert next_norm_history([1.0], rejected, spec) == [1.0]  # nothing accepted: unchanged
+    assert next_norm_history([1.0], decisions, ScreeningSpec(norm_history=0)) is None
 
 
 def test_screening_is_deterministic() -> None:
@@ -333,14 +405,19 @@ def test_judging_a_later_round_needs_the_previous_rounds_verdict_file(tmp_path) 
         refs = []
         for i, d in enumerate(_honest_like(model, 5, seed=rnd)):
             f = codec.encode_update(
-                d, task_id=1, round=rnd, base_hash=codec.sha256_hex(base), encoding="fp32"
+                d,
+                task_id=1,
+                round=rnd,
+                base_hash=codec.sha256_hex(base),
+                contributor=_addr(i + 1),
+                encoding="fp32",
             )
             refs.append(
                 UpdateRef(rnd * 5 + i + 1, _addr(i + 1), codec.sha256_hex(f), store.put(f), 10)
             )
         return judge_round(
             store, task_id=1, round_=rnd, spec=spec, base_model=base, updates=refs,
-            previous=previous,
+            max_samples=10, previous=previous,
         )  # fmt: skip
 
     first = judge(0, None)

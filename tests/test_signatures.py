@@ -97,7 +97,15 @@ def world() -> Iterator[World]:
         funded = [Account.from_key(k) for k in dev_private_keys(4)]
         ledger = Ledger.deploy(w3, funded[0])
         task = ledger.create_task(
-            TaskConfig(content("model"), CID, CID, min_updates=1, max_updates=1000, open=True)
+            TaskConfig(
+                content("model"),
+                CID,
+                CID,
+                min_updates=1,
+                max_updates=1000,
+                open=True,
+                max_samples=1000,
+            )
         )
         signers = [Account.from_key(keccak(text=f"signer-{i}")) for i in range(PER_KIND)]
         w = World(ledger, task, signers, funded, [])
@@ -365,7 +373,9 @@ def test_a_full_round_answers_RoundFull(world: World) -> None:
     owner = world.ledger
     cap = 16
     task = owner.create_task(
-        TaskConfig(content("model"), CID, CID, min_updates=1, max_updates=cap, open=True)
+        TaskConfig(
+            content("model"), CID, CID, min_updates=1, max_updates=cap, open=True, max_samples=1000
+        )
     )
     crowd = [world.sign(a, f"crowd-{i}", task=task) for i, a in enumerate(world.signers[:40])]
     sender = owner.sender

@@ -73,9 +73,10 @@ def test_same_seed_gives_identical_delta_bytes(digits: TabularDataset) -> None:
 
 
 def test_dropout_in_a_user_model_is_reproducible_and_leaves_global_rng_alone(
-    digits: TabularDataset,
+    digits: TabularDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = build_model(f"{EXAMPLE}:make_model", seed=0)
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))  # the operator installs it, and allows it
+    model = build_model("custom_model:make_model", seed=0, allow=["custom_model:make_model"])
     global_tensors = state_to_numpy(model)
     trainer = LocalTrainer(model, digits.X_train, digits.y_train)
     torch.manual_seed(99)

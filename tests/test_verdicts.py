@@ -55,6 +55,7 @@ def test_codes_match_interfaces_md() -> None:
         "LATE",
         "DUPLICATE",
         "FREE_RIDER",
+        "COPIED",
     ]
 
 
@@ -122,6 +123,12 @@ def test_malformed_json_is_rejected() -> None:
         lambda d: d.update(standing={"0x12": 0.1}),
         lambda d: d.update(standing={"0x" + "ab" * 20: "high"}),
         lambda d: d.update(standing=[0.1]),
+        lambda d: d.update(normHistory={"a": 1.0}),
+        lambda d: d.update(normHistory=[1.0, 0.0]),
+        lambda d: d.update(normHistory=[-2.5]),
+        lambda d: d.update(normHistory=["big"]),
+        lambda d: d.update(normHistory=[10**400]),
+        lambda d: d.update(normHistory=[1.0] * (verdicts.MAX_NORM_HISTORY + 1)),
     ],
     ids=[
         "format",
@@ -138,6 +145,12 @@ def test_malformed_json_is_rejected() -> None:
         "standing-bad-address",
         "standing-not-a-number",
         "standing-not-an-object",
+        "norm-history-not-a-list",
+        "norm-history-zero",
+        "norm-history-negative",
+        "norm-history-not-a-number",
+        "norm-history-beyond-float",
+        "norm-history-too-long",
     ],
 )
 def test_invalid_document_is_a_format_error(mutate) -> None:  # type: ignore[no-untyped-def]
@@ -164,6 +177,25 @@ def test_standing_round_trips_canonically() -> None:
     assert again == vf and again.standing == vf.standing
     assert b'"standing":{"0x0101' in vf.to_bytes()
     assert b"standing" not in base.to_bytes()  # absent unless given
+
+
+def test_norm_history_round_trips_canonically() -> None:
+    base = _file()
+    vf = verdicts.build(
+        task_id=base.task_id,
+        round=base.round,
+        rule=base.rule,
+        base_model_hash=H,
+        aggregate_hash=H,
+        aggregate_cid="bafyagg",
+        entries=list(base.entries),
+        norm_history=[0.123456789123, 2],
+    )
+    assert vf.norm_history == (0.123456789, 2.0)
+    again = verdicts.parse(vf.to_bytes(), canonical=True)
+    assert again == vf and again.norm_history == vf.norm_history
+    assert b'"normHistory":[0.123456789,2.0]' in vf.to_bytes()
+    assert b"normHistory" not in base.to_bytes()  # absent unless given
 
 
 def test_non_canonical_bytes_are_rejected_when_canonical_is_required() -> None:

@@ -35,7 +35,9 @@ from backend.api.routes import (
 )
 from backend.api.schemas import ErrorOut
 from backend.db import Database
-from client.errors import ConfigError, FedledgerError
+from client import safejson
+from client.errors import ConfigError, FedledgerError, FormatError
+from client.redact import public_text
 from client.settings import load_settings
 
 if TYPE_CHECKING:
@@ -129,6 +131,85 @@ async def _too_large(send: Send, detail: str, status: int = 413) -> None:
         }
     )
     await send({"type": "http.response.body", "body": response.body})
+
+
+MAX_BODY_DEPTH = 32
+"""Deepest JSON request body accepted (the relay's nests 2 levels)."""
+_NOT_JSON_BODIES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+class JsonBodyBounds:
+    """422 for a request body that nests deeper than ``max_depth`` or holds a number of more
+    than ``max_number_digits`` digits, before any route parses it (:func:`client.safejson.check`).
+
+    FastAPI parses a JSON body with ``json.loads``, which recurses once per nesting level; web3
+    raises the recursion limit, so one unauthenticated body of 100 000 ``[`` would overflow the
+    C stack and kill the server with SIGSEGV. Every body but a form's is checked, whatever its
+    Content-Type (a route may call ``request.json()`` itself): buffered whole (BodySizeLimit,
+    outside this, caps it), checked at C speed, then handed on unchanged."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        max_depth: int = MAX_BODY_DEPTH,
+        max_number_digits: int = safejson.DEFAULT_MAX_NUMBER_DIGITS,
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+        self.max_number_digits = max_number_digits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_checked_body(scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before its body arrived: nobody to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            safejson.check(
+                body,
+                what="request body",
+                max_bytes=self.max_bytes,
+                max_depth=self.max_depth,
+                max_number_digits=self.max_number_digits,
+            )
+        except FormatError as exc:
+            status = 413 if len(body) > self.max_bytes else 422
+            await JSONResponse({"detail": str(exc)}, status_code=status)(scope, receive, send)
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _has_checked_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request announces a body (a length above 0, or chunks) that is not a form."""
+    announced = False
+    for name, value in headers:
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower().decode("latin-1")
+            if media in _NOT_JSON_BODIES:
+                return False
+        elif name == b"transfer-encoding" or (
+            name == b"content-length" and value.strip().lstrip(b"0")
+        ):
+            announced = True
+    return announced
 
 
 class UnexpectedErrors:
@@ -245,6 +326,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(UnexpectedErrors)  # the innermost: inside the latency histogram
+    app.add_middleware(JsonBodyBounds, max_bytes=max([MAX_BODY_BYTES, *per_path.values()]))
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, per_path=per_path)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(RequestLatency, histogram=metrics.register_metrics(ctx.registry, db))
@@ -276,7 +358,8 @@ async def _fedledger_error(_request: Request, exc: Exception) -> JSONResponse:
     status = getattr(exc, "http_status", 500)
     if status >= 500:
         log.warning("request failed: %s", exc)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    # The node's own paths and endpoint URLs stay in its log (client.redact).
+    return JSONResponse({"detail": public_text(str(exc))}, status_code=status)
 
 
 async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:

@@ -122,15 +122,25 @@ def encode_cursor(kind: str, key: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+MAX_CURSOR_CHARS = 128
+"""A cursor this API hands out is ~40 characters (a kind and an id below 2**63)."""
+
+
 def decode_cursor(kind: str, token: str) -> int:
-    """The key a cursor of ``kind`` holds; 422 if it is not one this API handed out."""
+    """The key a cursor of ``kind`` holds; 422 if it is not one this API handed out.
+
+    The key is a database id, so one outside ``[0, MAX_DB_INT]`` (e.g. 2**70, which SQLite
+    cannot bind) is no cursor of ours either; the length is capped before anything is decoded.
+    """
+    if len(token) > MAX_CURSOR_CHARS:
+        raise HTTPException(422, detail="invalid cursor")
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         got_kind, key = raw.split(":")
         value = int(key)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise HTTPException(422, detail="invalid cursor") from None
-    if got_kind != kind or value < 0 or str(value) != key:
+    if got_kind != kind or not 0 <= value <= MAX_DB_INT or str(value) != key:
         raise HTTPException(422, detail="invalid cursor")
     return value
 

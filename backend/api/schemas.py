@@ -22,6 +22,7 @@ ContributionStatus = Literal[
     "LATE",
     "DUPLICATE",
     "FREE_RIDER",
+    "COPIED",
 ]
 """PENDING until the round's verdict file is indexed, then the update's verdict
 (``client.verdicts.Verdict`` names; a test keeps the two in step)."""
@@ -43,6 +44,40 @@ class Model(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+MAX_SKIPPED_SHOWN = 20
+
+NodeStatus = Literal["ok", "skipped"]
+
+
+class SkippedTask(Model):
+    task_id: int
+    reason: str = Field(
+        description="why this node does not build the task's model, e.g. 'model X is not "
+        "allowed on this node: allow it with --allow-model X or FEDLEDGER_ALLOW_MODELS=X'"
+    )
+
+
+class QuarantineEntry(Model):
+    stage: str = Field(description="index (an event), validate, verdicts or evaluate")
+    task_id: int | None
+    round: int | None
+    event: str | None = Field(description="the event's name, for stage index")
+    block_number: int | None
+    log_index: int | None
+    reason: str
+    updated_at: float = Field(description="Unix seconds")
+
+
+class QuarantineSummary(Model):
+    quarantined: int = Field(default=0, description="items given up (events, task rounds)")
+    retrying: int = Field(default=0, description="items failing, to be tried again")
+    last_reason: str | None = Field(default=None, description="why the latest was quarantined")
+    last: QuarantineEntry | None = None
+
+
+TaskRunStatus = Literal["active", "retrying", "quarantined"]
+
+
 class Health(Model):
     status: HealthStatus = Field(
         description="ok; lagging when the indexer is behind the head by more than its "
@@ -55,6 +90,17 @@ class Health(Model):
     contract: str | None
     detail: str | None = Field(default=None, description="why the status is not ok")
     indexer: dict[str, Any] | None = Field(default=None, description="the indexer's own report")
+    quarantine: QuarantineSummary = Field(
+        default_factory=QuarantineSummary,
+        description="events and task rounds this node could not process: each is isolated, "
+        "everything else goes on (GET /tasks/{task_id} shows a task's)",
+    )
+    skipped_tasks: list[SkippedTask] = Field(
+        default_factory=list,
+        description=f"tasks whose model this node does not build, with the reason (at most "
+        f"{MAX_SKIPPED_SHOWN}, lowest ids first; GET /tasks/{{task_id}} shows any one)",
+    )
+    skipped_tasks_count: int = Field(default=0, description="how many tasks are skipped in all")
 
 
 class Task(Model):
@@ -83,6 +129,21 @@ class TaskDetail(Task):
     validators: list[str]
     rounds_finalized: int
     contributions: int
+    status: TaskRunStatus = Field(
+        default="active",
+        description="active; retrying when this node failed to index, judge or evaluate "
+        "something of the task and will try again; quarantined when it gave up (status_reason)",
+    )
+    status_reason: str | None = Field(default=None, description="why it is not active")
+    node_status: NodeStatus | None = Field(
+        default=None,
+        description="whether this node builds the task's model (to evaluate it): ok, or "
+        "skipped (see skip_reason; it still indexes and judges the task's rounds); null until "
+        "checked, or when this node evaluates no models",
+    )
+    skip_reason: str | None = Field(
+        default=None, description="why the task's model is not built here, and what allows it"
+    )
 
 
 class Round(Model):

@@ -32,6 +32,8 @@ class BackgroundServer:
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
         config.setdefault("log_level", "warning")
+        # As `fedledger serve`: no proxy header is believed but by backend.api.client_ip.
+        config.setdefault("proxy_headers", False)
         config.setdefault("lifespan", "on")
         self.server = _Server(uvicorn.Config(app, **config))
         self.thread = threading.Thread(

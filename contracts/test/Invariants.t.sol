@@ -15,6 +15,7 @@ contract LedgerHandler is Test {
     uint256[] internal keys; // keys[0..2] admitted to closedTask, keys[3..4] never admitted
     address[] internal attesters; // [0..2] validators of both tasks, [3] a contributor, [4] an outsider
     string internal constant CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+    uint64 internal constant MAX_SAMPLES = 100; // both tasks' maxSamples
 
     // ghost state
     mapping(uint256 => mapping(uint64 => mapping(address => uint256))) public accepted;
@@ -28,6 +29,7 @@ contract LedgerHandler is Test {
     bool public nonValidatorAttested;
     bool public finalisedWithoutQuorum;
     bool public quorumWithoutFinalisation;
+    bool public samplesOutOfRange;
 
     constructor() {
         ledger = new TrainingLedger();
@@ -54,7 +56,7 @@ contract LedgerHandler is Test {
         pure
         returns (ITrainingLedger.TaskConfig memory)
     {
-        return ITrainingLedger.TaskConfig(keccak256("m"), "m", "s", minU, maxU, quorum, duration, open);
+        return ITrainingLedger.TaskConfig(keccak256("m"), "m", "s", minU, maxU, quorum, duration, open, MAX_SAMPLES);
     }
 
     function _task(uint256 seed) internal view returns (uint256) {
@@ -82,7 +84,19 @@ contract LedgerHandler is Test {
         if (!_isAdmitted(taskId, who)) outsiderSubmittedToClosed = true;
     }
 
-    function _sign(uint256 key, uint256 taskId, uint64 round, bytes32 h, uint256 deadline)
+    /// @dev Mostly a count the task allows, sometimes 0 or above its maxSamples.
+    function _samples(uint8 seed) internal pure returns (uint64) {
+        uint8 pick = seed % 8;
+        if (pick == 6) return 0;
+        if (pick == 7) return MAX_SAMPLES + 1 + seed;
+        return 1 + uint64(seed) % MAX_SAMPLES;
+    }
+
+    function _recordSamples(uint64 numSamples) internal {
+        if (numSamples == 0 || numSamples > MAX_SAMPLES) samplesOutOfRange = true;
+    }
+
+    function _sign(uint256 key, uint256 taskId, uint64 round, bytes32 h, uint64 numSamples, uint256 deadline)
         internal
         view
         returns (ITrainingLedger.SignedUpdate memory u)
@@ -91,33 +105,43 @@ contract LedgerHandler is Test {
         u.round = round;
         u.contentHash = h;
         u.cid = CID;
-        u.numSamples = 7;
+        u.numSamples = numSamples;
         u.contributor = vm.addr(key);
         u.deadline = deadline;
         (uint8 v, bytes32 r, bytes32 s) =
-            vm.sign(key, ledger.hashUpdate(taskId, round, h, CID, 7, u.contributor, deadline));
+            vm.sign(key, ledger.hashUpdate(taskId, round, h, CID, numSamples, u.contributor, deadline));
         u.signature = abi.encodePacked(r, s, v);
     }
 
     // ------------------------------------------------------------------ actions
 
-    function submit(uint256 actorSeed, uint256 taskSeed, uint8 roundSeed, bytes32 h) external {
+    function submit(uint256 actorSeed, uint256 taskSeed, uint8 roundSeed, bytes32 h, uint8 samplesSeed) external {
         uint256 taskId = _task(taskSeed);
         uint64 round = _round(taskId, roundSeed);
         address who = vm.addr(keys[actorSeed % keys.length]);
+        uint64 numSamples = _samples(samplesSeed);
         vm.prank(who);
-        try ledger.submitUpdate(taskId, round, h, CID, 1) returns (uint256 id) {
+        try ledger.submitUpdate(taskId, round, h, CID, numSamples) returns (uint256 id) {
             _recordSuccess(taskId, round, who, id);
+            _recordSamples(numSamples);
         } catch {}
     }
 
-    function submitSigned(uint256 actorSeed, uint256 taskSeed, uint8 roundSeed, bytes32 h, bool expired) external {
+    function submitSigned(
+        uint256 actorSeed,
+        uint256 taskSeed,
+        uint8 roundSeed,
+        bytes32 h,
+        bool expired,
+        uint8 samplesSeed
+    ) external {
         uint256 taskId = _task(taskSeed);
         ITrainingLedger.SignedUpdate memory u = _sign(
             keys[actorSeed % keys.length],
             taskId,
             _round(taskId, roundSeed),
             h,
+            _samples(samplesSeed),
             expired ? block.timestamp - 1 : block.timestamp + 10
         );
         try ledger.submitUpdateFor(
@@ -127,6 +151,7 @@ contract LedgerHandler is Test {
         ) {
             if (expired) duplicateAccepted = true; // an expired signature must never pass
             _recordSuccess(u.taskId, u.round, u.contributor, id);
+            _recordSamples(u.numSamples);
         } catch {}
     }
 
@@ -152,6 +177,7 @@ contract LedgerHandler is Test {
                 taskId,
                 round,
                 keccak256(abi.encode(i)),
+                7,
                 block.timestamp + 10
             );
         }
@@ -218,6 +244,10 @@ contract LedgerInvariantTest is Test {
 
     function invariant_non_validator_never_attests() public view {
         assertFalse(handler.nonValidatorAttested(), "attestation accepted from a non-validator");
+    }
+
+    function invariant_no_update_claims_samples_outside_one_to_maxSamples() public view {
+        assertFalse(handler.samplesOutOfRange(), "an update claiming 0 or more than maxSamples was recorded");
     }
 
     function invariant_non_contributor_never_submits_to_closed_task() public view {

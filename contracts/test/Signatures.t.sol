@@ -63,6 +63,7 @@ contract SignaturesTest is LedgerFixture {
         uint32 ttl
     ) public {
         uint256 key = _key(keySeed);
+        numSamples = uint64(bound(numSamples, 1, MAX_SAMPLES)); // the task's bounds (tested in TrainingLedgerTest)
         ITrainingLedger.SignedUpdate memory u = _update(key, contentHash, cid, numSamples, block.timestamp + ttl);
         vm.prank(outsider);
         uint256 id = _relay(u);

@@ -19,7 +19,7 @@ contract TrainingLedgerTest is LedgerFixture {
 
     function test_createTask_emits_TaskCreated() public {
         vm.expectEmit(true, true, true, true, address(ledger));
-        emit ITrainingLedger.TaskCreated(1, owner, MODEL_HASH, MODEL_CID, SPEC_CID, 2, 5, 3, 60, true);
+        emit ITrainingLedger.TaskCreated(1, owner, MODEL_HASH, MODEL_CID, SPEC_CID, 2, 5, 3, 60, true, MAX_SAMPLES);
         _createTask(_config(2, 5, 3, 60, true));
     }
 
@@ -36,6 +36,7 @@ contract TrainingLedgerTest is LedgerFixture {
         assertEq(t.quorum, 3, "quorum");
         assertEq(t.roundDuration, 60, "duration");
         assertTrue(t.open, "open");
+        assertEq(t.maxSamples, MAX_SAMPLES, "maxSamples");
         assertEq(t.currentRound, 0, "round numbering starts at 0");
         assertEq(t.roundStart, block.timestamp, "round 0 opens at creation");
         assertEq(t.updateCount, 0, "no updates");
@@ -75,6 +76,13 @@ contract TrainingLedgerTest is LedgerFixture {
             abi.encodeWithSelector(ITrainingLedger.InvalidConfig.selector, "roundDuration exceeds 2**32 - 1")
         );
         ledger.createTask(_config(1, 3, 1, uint64(type(uint32).max) + 1, false));
+    }
+
+    function test_createTask_rejects_zero_maxSamples() public {
+        ITrainingLedger.TaskConfig memory cfg = _config(1, 3, 1, 0, false);
+        cfg.maxSamples = 0;
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.InvalidConfig.selector, "maxSamples is zero"));
+        ledger.createTask(cfg);
     }
 
     // ================================================================== roles
@@ -245,6 +253,48 @@ contract TrainingLedgerTest is LedgerFixture {
         assertEq(_submit(alice, taskId, 0), 1, "late update still recorded (validators mark it LATE)");
     }
 
+    function test_update_may_claim_exactly_maxSamples() public {
+        uint256 taskId = _closedTask();
+        assertEq(_submitClaiming(alice, taskId, MAX_SAMPLES), 1, "the cap itself is allowed");
+    }
+
+    function test_update_claiming_more_than_maxSamples_reverts() public {
+        uint256 taskId = _closedTask();
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingLedger.TooManySamples.selector, taskId, MAX_SAMPLES + 1, MAX_SAMPLES)
+        );
+        _submitClaiming(alice, taskId, MAX_SAMPLES + 1);
+    }
+
+    function test_update_claiming_2_pow_64_minus_1_samples_reverts() public {
+        uint256 taskId = _createTask(_config(1, 3, 1, 0, true));
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingLedger.TooManySamples.selector, taskId, type(uint64).max, MAX_SAMPLES)
+        );
+        _submitClaiming(outsider, taskId, type(uint64).max);
+    }
+
+    function test_update_claiming_zero_samples_reverts() public {
+        uint256 taskId = _closedTask();
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.ZeroSamples.selector, taskId, alice));
+        _submitClaiming(alice, taskId, 0);
+    }
+
+    function testFuzz_numSamples_is_recorded_only_within_one_to_maxSamples(uint64 maxSamples, uint64 given) public {
+        maxSamples = uint64(bound(maxSamples, 1, type(uint64).max));
+        ITrainingLedger.TaskConfig memory cfg = _config(1, 3, 1, 0, true);
+        cfg.maxSamples = maxSamples;
+        uint256 taskId = _createTask(cfg);
+        if (given == 0) {
+            vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.ZeroSamples.selector, taskId, alice));
+        } else if (given > maxSamples) {
+            vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.TooManySamples.selector, taskId, given, maxSamples));
+        }
+        _submitClaiming(alice, taskId, given);
+        bool inRange = given != 0 && given <= maxSamples;
+        assertEq(ledger.hasSubmitted(taskId, 0, alice), inRange, "recorded exactly when 1 <= given <= maxSamples");
+    }
+
     function test_hasSubmitted_refuses_rounds_other_than_the_current() public {
         uint256 taskId = _closedTask();
         vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.WrongRound.selector, taskId, 3, 0));
@@ -263,6 +313,25 @@ contract TrainingLedgerTest is LedgerFixture {
         assertEq(id, 1, "id");
         assertEq(ledger.getUpdate(id), ledger.updateDigest(taskId, 0, alice, u.contentHash, CID, 500), "digest");
         assertTrue(ledger.hasSubmitted(taskId, 0, alice), "recorded for alice, not the relayer");
+    }
+
+    function test_relayed_update_claiming_more_than_maxSamples_reverts() public {
+        uint256 taskId = _closedTask();
+        ITrainingLedger.SignedUpdate memory u =
+            _signedWith(ALICE_KEY, taskId, 0, block.timestamp + 1 hours, MAX_SAMPLES + 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingLedger.TooManySamples.selector, taskId, MAX_SAMPLES + 1, MAX_SAMPLES)
+        );
+        vm.prank(outsider);
+        _relay(u);
+    }
+
+    function test_relayed_update_claiming_zero_samples_reverts() public {
+        uint256 taskId = _closedTask();
+        ITrainingLedger.SignedUpdate memory u = _signedWith(ALICE_KEY, taskId, 0, block.timestamp + 1 hours, 0);
+        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.ZeroSamples.selector, taskId, alice));
+        vm.prank(outsider);
+        _relay(u);
     }
 
     function test_signature_is_valid_until_its_deadline_inclusive() public {
@@ -351,6 +420,18 @@ contract TrainingLedgerTest is LedgerFixture {
         batch[0] = _signed(ALICE_KEY, taskId, 0, block.timestamp + 1 hours);
         batch[1] = _signed(ALICE_KEY, taskId, 0, block.timestamp + 1 hours);
         vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.DuplicateSubmission.selector, taskId, 0, alice));
+        ledger.submitUpdatesFor(batch);
+        assertEq(ledger.lastUpdateId(), 0, "nothing recorded");
+    }
+
+    function test_batch_with_one_update_over_maxSamples_records_none() public {
+        uint256 taskId = _closedTask();
+        ITrainingLedger.SignedUpdate[] memory batch = new ITrainingLedger.SignedUpdate[](2);
+        batch[0] = _signed(ALICE_KEY, taskId, 0, block.timestamp + 1 hours);
+        batch[1] = _signedWith(BOB_KEY, taskId, 0, block.timestamp + 1 hours, MAX_SAMPLES + 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingLedger.TooManySamples.selector, taskId, MAX_SAMPLES + 1, MAX_SAMPLES)
+        );
         ledger.submitUpdatesFor(batch);
         assertEq(ledger.lastUpdateId(), 0, "nothing recorded");
     }

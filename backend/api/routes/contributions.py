@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from backend import quarantine
 from backend.api.addresses import checksum
 from backend.api.deps import (
     MAX_DB_INT,
@@ -165,8 +166,14 @@ def _get_row(s: SessionDep, update_id: int) -> ContributionRow:
 
 @router.get("/{update_id}", response_model=Contribution)
 def get_contribution(update_id: UpdateId, s: SessionDep) -> Contribution:
-    """One contribution: where it is on chain, what it holds, and its verdict."""
-    return contribution_model(_get_row(s, update_id))
+    """One contribution: where it is on chain, what it holds, and its verdict (while it is
+    PENDING on a task this node is retrying or quarantined, ``reason`` says why)."""
+    c = contribution_model(_get_row(s, update_id))
+    if c.status == "PENDING" and c.reason is None:
+        status, why = quarantine.task_status(s, c.task_id)
+        if status != "active":
+            c.reason = f"not judged yet: the task is {status} on this node ({why})"
+    return c
 
 
 @router.get(

@@ -7,12 +7,19 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import select
+from sqlalchemy import Connection, func, select
 
+from backend import quarantine
 from backend.api.addresses import checksum
 from backend.api.deps import CtxDep, read
-from backend.api.schemas import Health, HealthStatus
-from backend.db import Checkpoint
+from backend.api.schemas import (
+    MAX_SKIPPED_SHOWN,
+    Health,
+    HealthStatus,
+    QuarantineSummary,
+    SkippedTask,
+)
+from backend.db import Checkpoint, TaskNodeStatusRow, TaskRow
 
 router = APIRouter(tags=["health"])
 
@@ -52,8 +59,11 @@ async def health(ctx: CtxDep) -> Health:
     if contract is not None:
         query = query.where(Checkpoint.contract == contract)
     query = query.order_by(Checkpoint.block_number.desc()).limit(1)
-    cp = await read(ctx, lambda c: c.execute(query).first())
+    cp, skipped, n_skipped = await read(
+        ctx, lambda c: (c.execute(query).first(), *_skipped_tasks(c))
+    )
     last = cp.block_number if cp else None
+    quarantined = QuarantineSummary.model_validate(await read(ctx, quarantine.summary))
     base = Health(
         status="degraded",
         chain_id=cp.chain_id if cp else None,
@@ -62,6 +72,9 @@ async def health(ctx: CtxDep) -> Health:
         lag_blocks=None,
         contract=contract,
         indexer=_indexer_report(ctx),
+        skipped_tasks=skipped,
+        skipped_tasks_count=n_skipped,
+        quarantine=quarantined,
     )
     if ctx.w3 is None:
         return base.model_copy(update={"detail": "no chain configured"})
@@ -98,6 +111,28 @@ async def health(ctx: CtxDep) -> Health:
             "detail": detail,
         }
     )
+
+
+_SKIPPED = (
+    (TaskNodeStatusRow.status == "skipped")
+    & (TaskNodeStatusRow.task_id == TaskRow.task_id)
+    & (TaskNodeStatusRow.spec_cid == TaskRow.spec_cid)  # not a spec a reorg replaced
+)
+
+
+def _skipped_tasks(c: Connection) -> tuple[list[SkippedTask], int]:
+    """The tasks whose model this node does not build (the first few), and how many in all."""
+    rows = c.execute(
+        select(TaskNodeStatusRow.task_id, TaskNodeStatusRow.reason)
+        .join(TaskRow, _SKIPPED)
+        .order_by(TaskNodeStatusRow.task_id)
+        .limit(MAX_SKIPPED_SHOWN)
+    ).all()
+    shown = [SkippedTask(task_id=r.task_id, reason=r.reason or "") for r in rows]
+    if len(shown) < MAX_SKIPPED_SHOWN:
+        return shown, len(shown)
+    total = c.execute(select(func.count()).select_from(TaskNodeStatusRow).join(TaskRow, _SKIPPED))
+    return shown, int(total.scalar_one())
 
 
 def _indexer_report(ctx: CtxDep) -> dict[str, Any] | None:

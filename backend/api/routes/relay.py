@@ -1,9 +1,13 @@
 """POST /relay/updates, GET /relay/updates/{contributor}/{task_id}/{round}: gasless submission.
 
 Mounted only when the app is given a :class:`backend.relay_service.RelayService`.  The checks
-and their order are the service's (see its docstring); this module maps their outcomes to HTTP:
-413 (body over the relay's own cap, by the app's middleware), 422 (schema, base64, signature,
-content), 429 with ``Retry-After``, 409 with the contract's error name, 202 once queued.
+and their order are the service's (see its docstring); this module finds the client
+(:mod:`backend.api.client_ip`: the socket peer, or what a trusted proxy says) and maps the
+outcomes to HTTP, each refusal as ``{"detail": ...}`` saying why and what to do: 413 (body over
+the relay's own cap, by the app's middleware), 422 (schema, base64, signature, content), 403
+(a task this relay does not serve, a contributor the task did not admit), 409 (a duplicate, or
+what the contract would refuse, with its error name in ``error``), 429 with ``Retry-After`` (a
+rate or budget spent), 202 once queued.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.api.addresses import parse_address
+from backend.api.client_ip import client_ip, rate_key
 from backend.api.deps import ADDRESS_PATTERN, CtxDep
 from backend.api.schemas import ErrorOut, RelayAccepted, RelayRequest, RelayStatusOut
-from backend.relay_service import RateLimited, RelayService
+from backend.relay_service import NotServed, RateLimited, RelayService
 from client.chain import SignedUpdate
 from client.errors import ContractRevert
 
@@ -42,11 +47,18 @@ def _service(ctx: CtxDep) -> RelayService:
     status_code=202,
     response_model=RelayAccepted,
     responses={
-        409: {"model": ErrorOut, "description": "the contract would refuse it (`error` names why)"},
+        403: {
+            "model": ErrorOut,
+            "description": "this relay does not serve the task, or the contributor is not admitted",
+        },
+        409: {
+            "model": ErrorOut,
+            "description": "a duplicate, or the contract would refuse it (`error` names why)",
+        },
         413: {"model": ErrorOut, "description": "body over the relay's size cap"},
         429: {
             "model": ErrorOut,
-            "description": "rate limited",
+            "description": "rate limited, or a budget of the contributor or the task spent",
             "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
         },
         502: {"model": ErrorOut, "description": "the chain or the content store failed"},
@@ -76,14 +88,24 @@ async def relay_update(body: RelayRequest, request: Request, ctx: CtxDep) -> JSO
         deadline=s.deadline,
         signature=bytes.fromhex(s.signature[2:]),
     )
-    client_ip = request.client.host if request.client else "unknown"
+    policy = service.policy
+    client = client_ip(
+        request.client.host if request.client else None,
+        request.headers.getlist(policy.proxy_header),
+        policy.trusted_proxies,
+        policy.proxy_header,
+    )
     try:
-        status = await run_in_threadpool(service.submit, su, content, client_ip)
+        status = await run_in_threadpool(service.submit, su, content, rate_key(client))
     except RateLimited as exc:
-        wait = min(MAX_RETRY_AFTER_S, max(1, math.ceil(exc.retry_after)))
+        wait = MAX_RETRY_AFTER_S
+        if math.isfinite(exc.retry_after):
+            wait = min(MAX_RETRY_AFTER_S, max(1, math.ceil(exc.retry_after)))
         return JSONResponse(
-            {"detail": exc.message}, status_code=429, headers={"Retry-After": str(wait)}
+            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(wait)}
         )
+    except NotServed as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
     except ContractRevert as exc:
         return JSONResponse({"detail": exc.message, "error": exc.name}, status_code=409)
     accepted = RelayAccepted(

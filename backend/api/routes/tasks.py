@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from backend import quarantine
 from backend.api.addresses import checksum
 from backend.api.deps import (
     MAX_DB_INT,
@@ -22,7 +23,7 @@ from backend.api.deps import (
     row_items,
 )
 from backend.api.schemas import Page, Task, TaskDetail
-from backend.db import MemberRow, RoundRow, TaskRow
+from backend.db import MemberRow, RoundRow, TaskNodeStatusRow, TaskRow
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -74,6 +75,10 @@ def get_task(task_id: TaskId, s: SessionDep) -> TaskDetail:
             func.coalesce(func.sum(RoundRow.submitted), 0),
         ).where(RoundRow.task_id == task_id)
     ).one()
+    node = s.get(TaskNodeStatusRow, task_id)
+    if node is not None and node.spec_cid != row.spec_cid:
+        node = None  # judged a spec a reorg replaced: not this task's
+    status, status_reason = quarantine.task_status(s, task_id)
     base = task_model(row).model_dump()
     return TaskDetail(
         **base,
@@ -81,4 +86,8 @@ def get_task(task_id: TaskId, s: SessionDep) -> TaskDetail:
         validators=[checksum(a) for a, role in members if role == "validator"],
         rounds_finalized=int(finalized),
         contributions=int(contributions),
+        node_status=node.status if node is not None else None,  # type: ignore[arg-type]
+        skip_reason=node.reason if node is not None else None,
+        status=status,  # type: ignore[arg-type]
+        status_reason=status_reason,
     )

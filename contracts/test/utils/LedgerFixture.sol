@@ -31,6 +31,8 @@ abstract contract LedgerFixture is Test {
     string internal constant SPEC_CID = "bafkreie5ccdrc3ak4ms6pcsnhoqolo3ybm7ujrmrk2o4qhlfkwq4qvxwb4";
     string internal constant CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
     string internal constant AGG_CID = "bafkreiaggregateaggregateaggregateaggregateaggregateaggrega";
+    /// @dev The tasks' `maxSamples` unless a test sets another: above every count the helpers claim.
+    uint64 internal constant MAX_SAMPLES = 10_000;
     string internal constant VERDICT_CID = "bafkreiverdictsverdictsverdictsverdictsverdictsverdictsverd";
 
     bytes32 internal constant DOMAIN_TYPEHASH =
@@ -68,7 +70,8 @@ abstract contract LedgerFixture is Test {
             maxUpdates: maxUpdates,
             quorum: quorum,
             roundDuration: roundDuration,
-            open: open
+            open: open,
+            maxSamples: MAX_SAMPLES
         });
     }
 
@@ -106,6 +109,11 @@ abstract contract LedgerFixture is Test {
         updateId = ledger.submitUpdate(taskId, round, _hash(who, round), CID, 1000);
     }
 
+    function _submitClaiming(address who, uint256 taskId, uint64 numSamples) internal returns (uint256 updateId) {
+        vm.prank(who);
+        updateId = ledger.submitUpdate(taskId, 0, _hash(who, 0), CID, numSamples);
+    }
+
     function _domainSeparator(uint256 chainId, address verifyingContract) internal pure returns (bytes32) {
         return
             keccak256(
@@ -136,8 +144,17 @@ abstract contract LedgerFixture is Test {
         return abi.encodePacked(r, s, v);
     }
 
-    /// @dev A SignedUpdate by `key` for this chain and this ledger.
+    /// @dev A SignedUpdate by `key` for this chain and this ledger (500 samples).
     function _signed(uint256 key, uint256 taskId, uint64 round, uint256 deadline)
+        internal
+        view
+        returns (ITrainingLedger.SignedUpdate memory u)
+    {
+        return _signedWith(key, taskId, round, deadline, 500);
+    }
+
+    /// @dev A SignedUpdate by `key` claiming `numSamples`.
+    function _signedWith(uint256 key, uint256 taskId, uint64 round, uint256 deadline, uint64 numSamples)
         internal
         view
         returns (ITrainingLedger.SignedUpdate memory u)
@@ -148,7 +165,7 @@ abstract contract LedgerFixture is Test {
             round: round,
             contentHash: _hash(who, round),
             cid: CID,
-            numSamples: 500,
+            numSamples: numSamples,
             contributor: who,
             deadline: deadline,
             signature: ""
