@@ -70,7 +70,7 @@ def serve(args: argparse.Namespace) -> None:
 
     from backend.api.app import freeze_startup_heap
     from backend.db import Database
-    from backend.relay_service import RelayLimits, RelayService
+    from backend.relay_service import RelayLimits, RelayPolicy, RelayService
     from backend.service import Backend
     from backend.worker_process import WorkerConfig, WorkerProcess
 
@@ -113,6 +113,8 @@ def serve(args: argparse.Namespace) -> None:
         batch_size=64,
         max_wait_s=0.2,
         journal_path=Path(args.home) / "relay-journal.sqlite3",  # as `fedledger serve` runs it
+        # as `fedledger serve --key <validator> --relay-key ...`: the tasks it validates
+        policy=RelayPolicy(validators=(Account.from_key(args.validator_key).address,)),
     )
     app = backend.app(relayer, worker.status)
     freeze_startup_heap()  # as `fedledger serve` does

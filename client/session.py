@@ -259,8 +259,7 @@ class Task:
         resp = httpx.get(url, timeout=30.0)
         if resp.status_code >= 400:
             raise FedledgerError(f"relay {relay} has no record of it ({resp.status_code})")
-        out: dict[str, Any] = resp.json()
-        return out
+        return _answer(resp.content, relay)
 
     def wait_for_round(self, round_: int, *, timeout_s: float = 600.0, poll_s: float = 1.0) -> Task:
         """Block until the task reaches ``round_`` (the round before it was attested), then
@@ -320,9 +319,18 @@ def _post_relay(url: str, su: SignedUpdate, data: bytes) -> dict[str, Any]:
         ) from exc
     if resp.status_code >= 400:
         try:
-            detail = resp.json().get("detail")
-        except ValueError:
+            detail = _answer(resp.content, url).get("detail")
+        except FedledgerError:
             detail = resp.text[:200]
         raise FedledgerError(f"relay {url} refused the update ({resp.status_code}): {detail}")
-    out: dict[str, Any] = resp.json()
-    return out
+    return _answer(resp.content, url)
+
+
+def _answer(body: bytes, url: str) -> dict[str, Any]:
+    """A relayer's JSON answer, parsed within bounds: the relayer is another party."""
+    from client import safejson
+
+    doc = safejson.loads(body, what=f"answer from relay {url}", max_bytes=1 << 20, max_depth=8)
+    if not isinstance(doc, dict):
+        raise FedledgerError(f"relay {url} answered {type(doc).__name__}, not a JSON object")
+    return doc

@@ -23,15 +23,18 @@ import {ITrainingLedger} from "./ITrainingLedger.sol";
 /// read plus a non-zero rewrite (3 x 5,000), so storage alone costs 37,100 gas; the
 /// `UpdateSubmitted` log (4 topics, ~7 data words) adds ~3,700. With the 21,000 intrinsic gas
 /// and ~1,300 of calldata a submitUpdate transaction cannot go below ~63,000 gas while keeping
-/// the required state (measured: 67,352 per transaction, 44,652 of execution). In a relayed
+/// the required state (measured: 67,451 per transaction, 44,211 of execution; the sample-count
+/// bounds are two comparisons on the task slot already read, ~50 gas). In a relayed
 /// batch the counter and the task slot stay warm, but each update still needs its own new digest
 /// slot (22,100), its contributor's member slot (5,000), an ecrecover (3,000 + ~300 call
 /// overhead) and its log (~3,700): ~34,000 gas of execution plus ~4,000 of calldata (a 512-byte
 /// ABI-encoded `SignedUpdate`) whatever the batch size (measured: ~45,000 per update per
 /// transaction). A 10,000-gas-per-update target is below the EVM floor for the required state.
-/// attestRound: the finalising attestation of a quorum-2 round costs 77,486 per transaction
-/// (56,019 of execution); a quorum-1 round seals, tallies and finalises in one call and pays
-/// two new slots (tally, verdict root: 2 x 22,100) on top: 96,636 per transaction.
+/// attestRound: the finalising attestation of a quorum-2 round costs 74,547 per transaction
+/// (49,691 of execution); a quorum-1 round seals and finalises in one call: 78,954 per
+/// transaction. Sealing a round that is not full also reads `minUpdates`/`roundDuration` from
+/// the cold info slot (2,100, once per round): the hot task slot holds `maxSamples` instead,
+/// so that submissions stay at one task slot. (benchmarks/gas.py on anvil, 2026-11-27.)
 contract TrainingLedger is ITrainingLedger, EIP712 {
     /// @inheritdoc ITrainingLedger
     bytes32 public constant UPDATE_TYPEHASH = keccak256(

@@ -143,7 +143,9 @@ def outsider_web3(ledger: Ledger) -> tuple[Web3, Any]:
     return w3, w3.eth.contract(address=ledger.address, abi=ledger.contract.abi)
 
 
-def send_raw(w3: Web3, who: LocalAccount, fn: Any, *, tip_gwei: int = 1, gas: int = 2_000_000) -> bytes:
+def send_raw(
+    w3: Web3, who: LocalAccount, fn: Any, *, tip_gwei: int = 1, gas: int = 2_000_000
+) -> bytes:
     """Sign ``fn`` with ``who``'s key and send it; the tx hash (not waited for)."""
     base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
     tip = Web3.to_wei(tip_gwei, "gwei")

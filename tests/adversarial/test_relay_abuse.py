@@ -22,7 +22,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,17 +37,17 @@ from relay_kit import (
     outsider_web3,
     post,
     relay_node,
-    send_raw,
     sign,
     status,
     throwaway,
+    transact,
     wait_settled,
 )
 
 from backend.relay_service import RelayLimits, RelayPolicy
-from client.chain import Ledger
+from client.chain import Ledger, SignedUpdate
 from client.cid import compute_cid
-from client.devnet import free_port
+from client.devnet import dev_private_keys, free_port
 from client.keys import DEV_SCRYPT_N, new_key
 from client.store import ContentStore
 
@@ -59,9 +61,9 @@ def sc(ledger: Ledger, store: ContentStore, dev_accounts: list[LocalAccount]) ->
     return make_scenario(ledger, store, dev_accounts, n_contributors=4, min_updates=1)
 
 
-def validated_by(sc: Scenario, **kw: object) -> RelayPolicy:
+def validated_by(sc: Scenario, **kw: Any) -> RelayPolicy:
     """`fedledger serve --key <sc's validator> --relay-key ...`, plus ``kw``."""
-    return RelayPolicy(validators=(sc.validators[0].address,), **kw)  # type: ignore[arg-type]
+    return RelayPolicy(validators=(sc.validators[0].address,), **kw)
 
 
 @pytest.fixture
@@ -148,15 +150,16 @@ def test_strangers_to_a_served_open_task_are_relayed_only_within_its_round_budge
     task = create_open_task(ledger, owner)
     w3, contract = outsider_web3(ledger)
     validator = dev_accounts[1]
-    send_raw(w3, owner, contract.functions.addValidator(task, validator.address))
+    transact(w3, owner, contract.functions.addValidator(task, validator.address))
     admitted = dev_accounts[2]
-    send_raw(w3, owner, contract.functions.addContributor(task, admitted.address))
-    time.sleep(0.2)
-    assert ledger.is_validator(task, validator.address)
+    transact(w3, owner, contract.functions.addContributor(task, admitted.address))
     policy = RelayPolicy(validators=(validator.address,), open_budget=2)
-    with relay_node(
-        ledger, store, dev_accounts[RELAYER], tmp_path, policy=policy, limits=ROOMY
-    ) as node, node.http() as http:
+    with (
+        relay_node(
+            ledger, store, dev_accounts[RELAYER], tmp_path, policy=policy, limits=ROOMY
+        ) as node,
+        node.http() as http,
+    ):
         strangers = [sign(ledger, throwaway(), task, 0, junk(4096, i + 1)) for i in range(3)]
         codes = [post(http, su, junk(4096, i + 1)) for i, su in enumerate(strangers)]
         mine = sign(ledger, admitted, task, 0, junk(4096, 9))
@@ -180,9 +183,12 @@ def test_replaying_a_victims_update_five_times_is_409_and_never_locks_the_victim
     second = make_scenario(ledger, store, dev_accounts, n_contributors=4, min_updates=1)
     strict = RelayLimits(address_burst=2, address_per_s=1e-6, ip_burst=1000, ip_per_s=1000)
     victim = sc.contributors[0]
-    with relay_node(
-        ledger, store, dev_accounts[RELAYER], tmp_path, policy=validated_by(sc), limits=strict
-    ) as node, node.http() as http:
+    with (
+        relay_node(
+            ledger, store, dev_accounts[RELAYER], tmp_path, policy=validated_by(sc), limits=strict
+        ) as node,
+        node.http() as http,
+    ):
         su, data = honest_update(ledger, store, sc.task_id, victim, seed=1)
         assert post(http, su, data).status_code == 202
         queued = [post(http, su, data) for _ in range(5)]  # replayed while still queued ...
@@ -209,12 +215,14 @@ def test_replaying_an_update_already_on_chain_is_409_and_charges_nothing(
     victim = sc.contributors[1]
     su, data = honest_update(ledger, store, sc.task_id, victim, seed=4)
     w3, contract = outsider_web3(ledger)
-    send_raw(w3, dev_accounts[ATTACKER], contract.functions.submitUpdateFor(*su.as_tuple()))
-    time.sleep(0.2)
+    transact(w3, dev_accounts[ATTACKER], contract.functions.submitUpdateFor(*su.as_tuple()))
     assert ledger.has_submitted(sc.task_id, 0, victim.address)
-    with relay_node(
-        ledger, store, dev_accounts[RELAYER], tmp_path, policy=validated_by(sc), limits=strict
-    ) as node, node.http() as http:
+    with (
+        relay_node(
+            ledger, store, dev_accounts[RELAYER], tmp_path, policy=validated_by(sc), limits=strict
+        ) as node,
+        node.http() as http,
+    ):
         answers = [post(http, su, data) for _ in range(5)]
         assert [r.status_code for r in answers] == [409] * 5
         assert {r.json()["error"] for r in answers} == {"DuplicateSubmission"}
@@ -227,16 +235,22 @@ def test_a_tasks_budget_caps_what_its_contributors_together_get_relayed(
     ledger, store, dev_accounts, tmp_path, sc
 ) -> None:
     limits = RelayLimits(task_updates_per_hour=2, ip_burst=1000, ip_per_s=1000)
-    with relay_node(
-        ledger, store, dev_accounts[RELAYER], tmp_path, policy=validated_by(sc), limits=limits
-    ) as node, node.http() as http:
-        sent = [honest_update(ledger, store, sc.task_id, c, seed=10 + i) for i, c in
-                enumerate(sc.contributors[:3])]  # fmt: skip
+    with (
+        relay_node(
+            ledger, store, dev_accounts[RELAYER], tmp_path, policy=validated_by(sc), limits=limits
+        ) as node,
+        node.http() as http,
+    ):
+        sent = [
+            honest_update(ledger, store, sc.task_id, c, seed=10 + i)
+            for i, c in enumerate(sc.contributors[:3])
+        ]
         codes = [post(http, su, data) for su, data in sent]
         assert [r.status_code for r in codes] == [202, 202, 429]
-        assert f"budget for task {sc.task_id} is spent: 2 updates per hour" in codes[2].json()[
-            "detail"
-        ]
+        assert (
+            f"budget for task {sc.task_id} is spent: 2 updates per hour"
+            in codes[2].json()["detail"]
+        )
         assert not store.has(sent[2][0].cid)  # refused before it was pinned
 
 
@@ -246,30 +260,31 @@ def test_a_contributors_byte_budget_counts_what_is_pinned_for_it(
     second = make_scenario(ledger, store, dev_accounts, n_contributors=4, min_updates=1)
     limits = RelayLimits(contributor_bytes_per_hour=300 << 10, ip_burst=1000, ip_per_s=1000)
     who = sc.contributors[2]
-    with relay_node(
-        ledger, store, dev_accounts[RELAYER], tmp_path, policy=validated_by(sc), limits=limits
-    ) as node, node.http() as http:
+    with (
+        relay_node(
+            ledger, store, dev_accounts[RELAYER], tmp_path, policy=validated_by(sc), limits=limits
+        ) as node,
+        node.http() as http,
+    ):
         big = junk(200 << 10, 7)
         first = post(http, sign(ledger, who, sc.task_id, 0, big), big)
         other = junk(200 << 10, 8)
         over = post(http, sign(ledger, who, second.task_id, 0, other), other)
     assert first.status_code == 202, first.text
     assert over.status_code == 429
-    assert "relay budget of 0.292969 MiB per hour" in over.json()["detail"]
+    assert f"{who.address} has spent its relay budget of" in over.json()["detail"]
     assert not store.has(compute_cid(other))
 
 
 # -- who the client is ---------------------------------------------------------------------------
 
 
-def _forged(ledger: Ledger, sc: Scenario, i: int) -> tuple[object, bytes]:
+def _forged(ledger: Ledger, sc: Scenario, i: int) -> tuple[SignedUpdate, bytes]:
     """A request that reaches the IP bucket and fails after it: a stranger's signature in an
     admitted contributor's name (422)."""
     data = junk(64, i + 1)
     su = sign(ledger, throwaway(), sc.task_id, 0, data)
-    from dataclasses import replace
-
-    return replace(su, contributor=sc.contributors[0].address), data
+    return replace(su, contributor=sc.contributors[3].address), data
 
 
 @pytest.fixture
@@ -291,7 +306,7 @@ def test_x_forwarded_for_from_an_untrusted_peer_buys_no_fresh_bucket(
         for i in range(6):
             su, data = _forged(ledger, sc, i)
             forged = {"X-Forwarded-For": f"198.51.100.{i}", "Forwarded": f"for=198.51.100.{i}"}
-            codes.append(post(http, su, data, **forged).status_code)  # type: ignore[arg-type]
+            codes.append(post(http, su, data, **forged).status_code)
     assert codes == [422, 422, 422, 429, 429, 429]
 
 
@@ -302,12 +317,13 @@ def test_x_forwarded_for_from_a_configured_proxy_names_the_client(
         fresh = []
         for i in range(6):  # six clients behind the proxy: one request each
             su, data = _forged(ledger, sc, i)
-            fresh.append(post(http, su, data, **{"X-Forwarded-For": f"203.0.113.{i}"}).status_code)  # type: ignore[arg-type]
+            hdr = {"X-Forwarded-For": f"203.0.113.{i}"}
+            fresh.append(post(http, su, data, **hdr).status_code)
         one = []
         for i in range(4):  # one client behind the proxy, prepending forged hops of its own
             su, data = _forged(ledger, sc, 10 + i)
             xff = f"192.0.2.{i}, 203.0.113.77"
-            one.append(post(http, su, data, **{"X-Forwarded-For": xff}).status_code)  # type: ignore[arg-type]
+            one.append(post(http, su, data, **{"X-Forwarded-For": xff}).status_code)
     assert fresh == [422] * 6
     assert one == [422, 422, 422, 429]
 
@@ -323,9 +339,12 @@ def test_only_the_configured_proxy_header_is_read(
         trusted_proxies=(ipaddress.ip_network("127.0.0.2/32"),),
         proxy_header="forwarded",
     )
-    with relay_node(
-        ledger, store, dev_accounts[RELAYER], tmp_path, policy=policy, limits=limits
-    ) as node, node.http(source="127.0.0.2") as http:
+    with (
+        relay_node(
+            ledger, store, dev_accounts[RELAYER], tmp_path, policy=policy, limits=limits
+        ) as node,
+        node.http(source="127.0.0.2") as http,
+    ):
         honoured = []
         for i in range(4):
             su, data = _forged(ledger, sc, i)
@@ -353,13 +372,15 @@ def test_fedledger_serve_relays_by_its_flags_and_ignores_forged_proxy_headers(
 ) -> None:
     """`fedledger serve --key val --relay-key relayer --relay-task T --trusted-proxy 127.0.0.2`:
     the validated task and T are served, the attacker's open task is not; X-Forwarded-For is
-    believed from 127.0.0.2 only (uvicorn's own proxy handling, which believes 127.0.0.1, off)."""
+    believed from 127.0.0.2 only (uvicorn's own proxy handling, which believes 127.0.0.1, off).
+    The IP bucket is 3 requests that never refill (FEDLEDGER_RELAY_IP_BURST / _PER_S)."""
     listed = make_scenario(ledger, store, dev_accounts, n_contributors=4, min_updates=1)
     attacker_task = create_open_task(ledger, dev_accounts[ATTACKER])
     home = tmp_path  # the ledger fixture deployed into tmp_path/deployments: found from home
     password = "relay test"
-    for name, acct in (("val", sc.validators[0]), ("relayer", dev_accounts[RELAYER])):
-        new_key(home / "keystore", name, password, private_key=acct.key.hex(), scrypt_n=DEV_SCRYPT_N)
+    keys = dev_private_keys(RELAYER + 1)
+    for name, index in (("val", 1), ("relayer", RELAYER)):
+        new_key(home / "keystore", name, password, private_key=keys[index], scrypt_n=DEV_SCRYPT_N)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEDGER_")}
     env.update(
@@ -367,6 +388,8 @@ def test_fedledger_serve_relays_by_its_flags_and_ignores_forged_proxy_headers(
         FEDLEDGER_RPC_URL=str(ledger.w3.provider.endpoint_uri),  # type: ignore[attr-defined]
         FEDLEDGER_PASSWORD=password,
         FEDLEDGER_DB=f"sqlite:///{tmp_path / 'serve.db'}",
+        FEDLEDGER_RELAY_IP_BURST="3",
+        FEDLEDGER_RELAY_IP_PER_S="0.0001",
     )
     args = ["serve", "--key", "val", "--relay-key", "relayer", "--port", str(port),
             "--relay-task", str(listed.task_id), "--trusted-proxy", "127.0.0.2",
@@ -390,27 +413,30 @@ def test_fedledger_serve_relays_by_its_flags_and_ignores_forged_proxy_headers(
             assert time.monotonic() < end, "fedledger serve did not start"
             time.sleep(0.3)
         node = RelayNode(None, url, dev_accounts[RELAYER], ledger, store)  # type: ignore[arg-type]
-        with node.http() as http, node.http(source="127.0.0.2") as proxy:
+        with node.http() as attacker:
             nonce = ledger.w3.eth.get_transaction_count(relayer)
             data = junk(4096, 5)
-            refused = post(http, sign(ledger, throwaway(), attacker_task, 0, data), data)
+            refused = post(attacker, sign(ledger, throwaway(), attacker_task, 0, data), data)
             assert refused.status_code == 403, refused.text
             assert f"does not serve task {attacker_task}" in refused.json()["detail"]
             assert ledger.w3.eth.get_transaction_count(relayer) == nonce
-
-            for scen, who in ((sc, sc.contributors[0]), (listed, listed.contributors[0])):
-                su, body = honest_update(ledger, store, scen.task_id, who, seed=scen.task_id)
-                assert post(http, su, body).status_code == 202
-                assert wait_settled(http, su)["state"] == "submitted"
-
-            # The IP bucket holds 120: forged X-Forwarded-For from 127.0.0.1 gets no fresh one
-            codes = [post(http, *_forged(ledger, sc, i), **{"X-Forwarded-For": f"10.1.{i // 250}.{i % 250}"}).status_code  # type: ignore[arg-type]
-                     for i in range(125)]  # fmt: skip
-            assert codes.count(429) >= 5 and set(codes) == {422, 429}
-            # ... while clients named by the trusted proxy each have their own
-            behind = [post(proxy, *_forged(ledger, sc, i), **{"X-Forwarded-For": f"10.2.{i // 250}.{i % 250}"}).status_code  # type: ignore[arg-type]
-                      for i in range(125)]  # fmt: skip
-            assert behind == [422] * 125
+        with node.http(source="127.0.0.3") as honest:
+            for scen in (sc, listed):
+                su, body = honest_update(ledger, store, scen.task_id, scen.contributors[0], 7)
+                assert post(honest, su, body).status_code == 202
+                assert wait_settled(honest, su)["state"] == "submitted"
+        with node.http(source="127.0.0.4") as forger:  # forged headers: one bucket still
+            codes = []
+            for i in range(5):
+                hdr = {"X-Forwarded-For": f"10.1.0.{i}", "Forwarded": f"for=10.1.1.{i}"}
+                codes.append(post(forger, *_forged(ledger, sc, i), **hdr).status_code)
+        with node.http(source="127.0.0.2") as proxy:  # the trusted proxy: one bucket each
+            behind = []
+            for i in range(5):
+                hdr = {"X-Forwarded-For": f"10.2.0.{i}"}
+                behind.append(post(proxy, *_forged(ledger, sc, 10 + i), **hdr).status_code)
+        assert codes == [422, 422, 422, 429, 429]
+        assert behind == [422] * 5
     finally:
         proc.terminate()
         try:
