@@ -30,7 +30,9 @@ Checks run cheapest first, and nothing is stored, charged or sent until all pass
    the open budget of the round is spent);
 5. the contract's own preconditions, by ``eth_call`` of ``submitUpdateFor`` (already on chain,
    current round, round not full or sealed…) — 409 with the contract's error name;
-6. ``sha256(content) == contentHash`` and ``compute_cid(content) == cid`` (422);
+6. ``sha256(content) == contentHash`` and ``compute_cid(content) == cid`` (422), and an update
+   file names the signer as its contributor (422: one naming another address, or none, would
+   only be judged ``COPIED`` or ``MALFORMED``, :func:`unbound_reason`);
 7. the contributor's and the task's budgets, charged all together or not at all (429);
 
 then the bytes are stored and the update is queued (202).  So a duplicate, a refused task or a
@@ -65,7 +67,7 @@ from backend.relay_journal import EntryKey, JournalEntry, RelayJournal
 from client import codec
 from client.chain import Ledger, SignedUpdate, encode_call, to_hex
 from client.cid import compute_cid
-from client.errors import ConfigError, ContractRevert, FedledgerError
+from client.errors import ConfigError, ContractRevert, FedledgerError, FormatError
 from client.relay import (
     ALREADY_ON_CHAIN,
     LANDED_BY_OTHER,
@@ -350,6 +352,30 @@ def status_of(entry: JournalEntry) -> RelayStatus:
     )
 
 
+def unbound_reason(content: bytes, signer: str) -> str | None:
+    """Why validators would not credit ``signer`` for ``content``, if its header says so: an
+    update file that names another contributor (``COPIED``) or none (``MALFORMED``).  Only the
+    header is read, within the codec's bounds; bytes that are no update file at all are the
+    validators' to judge."""
+    try:
+        meta = codec.parse_header(content, len(content)).metadata
+    except (FormatError, ValueError, OverflowError):
+        return None
+    if meta.get(codec.K_KIND) != "update":
+        return None
+    named = meta.get(codec.K_CONTRIBUTOR)
+    if named is None:
+        return (
+            f"the update file names no contributor ({codec.K_CONTRIBUTOR}): it would be MALFORMED"
+        )
+    if named.lower() != signer.lower():
+        return (
+            f"the update file names contributor {named.lower()[:42]}, not its signer "
+            f"{signer.lower()}: it would be judged COPIED"
+        )
+    return None
+
+
 def ledger_scope(ledger: Ledger) -> str:
     """The journal scope of ``ledger``: its chain id and contract address."""
     return f"{ledger.chain_id}:{ledger.address.lower()}"
@@ -520,6 +546,11 @@ class RelayService:
                 raise ContentMismatch(
                     "the content's CID does not match the signed cid",
                     hint="send the bytes of the file you signed",
+                )
+            unbound = unbound_reason(content, su.contributor)
+            if unbound is not None:
+                raise ContentMismatch(
+                    unbound, hint="build the update with your own address (this fedledger)"
                 )
             refund = self._charge(su, len(content), stranger)
             try:

@@ -279,6 +279,24 @@ def test_content_that_is_not_what_was_signed_is_422_and_not_stored(relay: Relay)
     assert relay.nonce() == nonce
 
 
+def test_a_signed_copy_of_another_contributors_update_is_422_and_not_stored(
+    relay: Relay,
+) -> None:
+    """contributor 1 signs contributor 0's file (its contentHash and cid): validators would
+    judge it COPIED, so the relay spends neither gas nor disk on it."""
+    victim, thief = relay.sc.contributors[0], relay.sc.contributors[1]
+    data = update_bytes(relay.sc, 12, victim)
+    nonce = relay.nonce()
+
+    r = relay.post(sign(relay.sc, thief, data).to_json(), data)
+
+    assert r.status_code == 422, r.text
+    assert f"names contributor {victim.address.lower()}" in r.json()["detail"]
+    assert "COPIED" in r.json()["detail"]
+    assert not relay.sc.store.has(compute_cid(data))
+    assert relay.nonce() == nonce
+
+
 # -- schema and size --------------------------------------------------------------------------
 
 
