@@ -86,7 +86,7 @@ class TaskSpec(BaseModel):
     aggregation: dict[str, Any] = Field(default_factory=lambda: {"rule": "fedavg"})
     screening: dict[str, Any] = Field(default_factory=dict)
     fetch_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)  # torch.manual_seed takes a 64-bit seed
 
     def to_bytes(self) -> bytes:
         return json.dumps(
