@@ -36,7 +36,14 @@ log = logging.getLogger("fedledger.relay")
 
 SCHEMA_VERSION = 1
 
-__all__ = ["EntryKey", "JournalEntry", "RelayJournal", "RelayJournalError", "RelayState", "entry_key"]
+__all__ = [
+    "EntryKey",
+    "JournalEntry",
+    "RelayJournal",
+    "RelayJournalError",
+    "RelayState",
+    "entry_key",
+]
 
 _SCHEMA = (
     """

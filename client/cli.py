@@ -279,7 +279,7 @@ def task_create(
     model: Annotated[
         str,
         typer.Option(
-            help="built-in model, a JSON description ({\"kind\": \"mlp\", ...}) or "
+            help='built-in model, a JSON description ({"kind": "mlp", ...}) or '
             "module:factory (with --allow-model)"
         ),
     ] = "mlp_digits",
@@ -566,7 +566,9 @@ def train(
         def cb(p: Any) -> None:
             prog.update(bar, completed=p.step, total=p.total_steps)
 
-        opts = ContributorOptions(encoding=encoding, dp=dp, accountant=acct, seed=seed, progress=cb, allow_models=allowed)  # type: ignore[arg-type]
+        opts = ContributorOptions(
+            encoding=encoding, dp=dp, accountant=acct, seed=seed, progress=cb, allow_models=allowed
+        )  # type: ignore[arg-type]
         if relay_out is not None:
             su = contribute_signed(led, led.sender.account, store, task_id, local, opts)  # type: ignore[union-attr]
             relay_out.write_text(json.dumps(su.to_json(), indent=2))

@@ -157,8 +157,7 @@ def _import_factory(f: arch.Factory) -> Callable[..., nn.Module]:
     file = getattr(module, "__file__", None)
     if file is None or Path(file).resolve() != f.source:
         raise ModelPinMismatch(
-            f"importing {f.ref.module!r} loaded another file than the one whose source was "
-            "hashed",
+            f"importing {f.ref.module!r} loaded another file than the one whose source was hashed",
             hint="remove the other copy of the module from sys.path",
         )
     factory = getattr(module, f.ref.attr, None)
@@ -208,7 +207,9 @@ def build_model(
     For a task, use :func:`build_task_model`: it takes everything from the spec and requires
     a factory's pin.
     """
-    admitted = arch.admit(model, kwargs, pinned=pin, allow=arch.allow_list(allow), require_pin=False)
+    admitted = arch.admit(
+        model, kwargs, pinned=pin, allow=arch.allow_list(allow), require_pin=False
+    )
     return build_admitted(admitted, seed=seed)
 
 
@@ -248,7 +249,9 @@ def build_architecture(
     **kwargs: Any,
 ) -> nn.Module:
     """:func:`build_model`'s architecture with uninitialised weights (see :func:`_architecture`)."""
-    admitted = arch.admit(model, kwargs, pinned=pin, allow=arch.allow_list(allow), require_pin=False)
+    admitted = arch.admit(
+        model, kwargs, pinned=pin, allow=arch.allow_list(allow), require_pin=False
+    )
     return _architecture(admitted)
 
 

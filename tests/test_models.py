@@ -210,7 +210,9 @@ def test_an_architecture_is_built_without_initialising_its_weights() -> None:
     mod.factory = WithTable  # type: ignore[attr-defined]
     sys.modules["fedledger_test_models"] = mod
     try:
-        m = build_architecture("fedledger_test_models:factory", allow=["fedledger_test_models:factory"])
+        m = build_architecture(
+            "fedledger_test_models:factory", allow=["fedledger_test_models:factory"]
+        )
         assert torch.equal(m.table, torch.arange(4.0))
     finally:
         del sys.modules["fedledger_test_models"]
