@@ -326,6 +326,7 @@ def test_a_task_whose_judging_raises_is_marked_and_the_honest_round_attests_in_t
     assert evil < sc.task_id  # the attacker's task comes first in every pass
     backend = backend_for(sc, victim, tmp_path / "v.db")
     key = quarantine.task_key("validate", evil)
+    backend.validator.retries.backoff_s = 0.0  # bounded retries, without waiting for them
 
     passes(backend, 1)  # both rounds sealed; the index catches up with the seals
     backend.run_pass()  # the pass that judges both
@@ -334,7 +335,6 @@ def test_a_task_whose_judging_raises_is_marked_and_the_honest_round_attests_in_t
     assert row is not None and row.state == "retrying" and row.round == 1
     assert "verdict file" in row.reason  # the round-0 file the attacker attested is another's
 
-    backend.validator.retries.backoff_s = 0.0  # bounded retries, without waiting for them
     passes(backend, 6)
     row = _row(backend.db, key)
     assert row is not None and row.state == "quarantined"
@@ -417,3 +417,29 @@ def test_an_unavailable_verdict_reason_carries_no_local_path(ledger, store, dev_
         body = httpx.get(f"{srv.url}/contributions/{gone}")
     assert body.json()["status"] == "UNAVAILABLE"
     assert local not in body.text and str(tmp_path) not in body.text
+
+
+def test_a_final_round_whose_verdict_file_is_not_one_is_quarantined_and_others_are_applied(
+    ledger, store, dev_accounts, tmp_path
+):
+    attacker = dev_accounts[10]
+    led = ledger.with_account(attacker)
+    initial = state_to_numpy(build_model("mlp_digits", seed=0))
+    bound = {"max_samples": 1000} if "max_samples" in signature(create_task).parameters else {}
+    evil = create_task(led, store, TaskSpec(), initial, open_=True, **bound)
+    led.add_validator(evil, attacker.address)
+    st = load_task(led, store, evil)
+    led.submit_update(evil, 0, "0x" + "01" * 32, "bafkreiround0", 1)
+    # finalised alone, naming the model file (not JSON at all) as the round's verdict file
+    led.attest_round(evil, 0, "0x" + "02" * 32, st.global_hash, st.global_cid, st.global_cid)
+    sc = honest_round(ledger, store, dev_accounts)
+    backend = backend_for(sc, sc.validators[0], tmp_path / "v.db")
+    backend.verdict_retries.backoff_s = 0.0
+
+    passes(backend, 3 + quarantine.MAX_ATTEMPTS)
+    row = _row(backend.db, quarantine.task_key("verdicts", evil, 0))
+    assert row is not None and row.state == "quarantined"
+    assert row.attempts == quarantine.MAX_ATTEMPTS and "JSON" in row.reason
+    with backend.db.session() as s:
+        honest = s.scalars(select(ContributionRow).where(ContributionRow.task_id == sc.task_id))
+        assert "PENDING" not in {c.status for c in honest}
