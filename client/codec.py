@@ -61,7 +61,6 @@ contain it):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -75,6 +74,8 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 
 from client import safejson
+from client.digests import sha256_file as sha256_file  # re-exported: the format hashes its files
+from client.digests import sha256_hex as sha256_hex
 from client.errors import FormatError
 
 FORMAT_VERSION = "1"
@@ -122,20 +123,6 @@ K_CONTRIBUTOR: MetaKey = "fedledger.contributor"
 _RESERVED = (K_VERSION, K_KIND, K_TASK, K_ROUND, K_BASE, K_ENCODING, K_CONTRIBUTOR)
 ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 """An address as ``fedledger.contributor`` holds it (written lowercase, read in any case)."""
-
-
-def sha256_hex(data: bytes | bytearray | memoryview) -> str:
-    """``0x``-prefixed lowercase sha256 of ``data`` (the on-chain ``contentHash``)."""
-    return "0x" + hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path, *, block: int = 1 << 20) -> str:
-    """:func:`sha256_hex` of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while piece := f.read(block):
-            h.update(piece)
-    return "0x" + h.hexdigest()
 
 
 # --------------------------------------------------------------------------- raw safetensors

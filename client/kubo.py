@@ -35,7 +35,7 @@ import httpx
 from client import safejson
 from client.blockstore import ContentStat, Source
 from client.cid import FEDLEDGER, KUBO_V0, DagBuilder, Profile, parse_cid
-from client.codec import sha256_hex
+from client.digests import sha256_hex
 from client.errors import ContentNotFoundError, FormatError, IntegrityError, StoreError
 
 RETRY_STATUS = (502, 503, 504)
