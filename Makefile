@@ -40,7 +40,7 @@ contracts: bootstrap
 	npx --no-install hardhat compile --quiet
 	$(PYTHON) scripts/export_artifacts.py --check
 
-## contracts-write: compile and refresh client/artifacts/TrainingLedger.json (after editing contracts/)
+## contracts-write: compile and refresh client/fedledger/chain/abi/TrainingLedger.json (after editing contracts/)
 contracts-write: bootstrap
 	npx --no-install hardhat compile --quiet
 	$(PYTHON) scripts/export_artifacts.py
@@ -74,6 +74,7 @@ lint: venv sol-lint
 	$(BIN)/ruff check client backend tests benchmarks
 	$(BIN)/ruff format --check client backend tests benchmarks
 	$(BIN)/mypy client backend
+	$(BIN)/lint-imports
 
 fmt: venv sol-fmt
 	$(BIN)/ruff format client backend tests benchmarks

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from client import aggregation as A  # noqa: E402
+from fedledger.protocol import aggregation as A  # noqa: E402
 
 BENCH_PY = ROOT / ".venv-bench" / "bin" / "python"
 
@@ -61,7 +61,7 @@ print(json.dumps(times))
 PEAK_SIDE = r"""
 import json, sys, numpy as np
 sys.path.insert(0, sys.argv[2])
-from client import aggregation as A
+from fedledger.protocol import aggregation as A
 d = json.loads(sys.argv[1])
 def status(key):
     # VmHWM belongs to this address space; ru_maxrss would carry the parent's peak over exec

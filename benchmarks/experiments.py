@@ -18,17 +18,17 @@ Sections:
 (e) ``scale``       10 / 50 / 100 contributors on the real chain path: round time and gas.
 
 How the simulations judge: sections (a), (b) and (d) run each round through
-:func:`client.rounds.judge_round` — the validators' and ``fedledger verify``'s own function —
-with a real embedded :class:`~client.blockstore.Blockstore` in a temporary directory: updates
-are encoded (``client.codec``), stored, fetched, hash-checked, decoded, screened
-(``client.screening``) and aggregated (``client.aggregation``) exactly as on the chain path;
+:func:`fedledger.protocol.rounds.judge_round` — the validators' and ``fedledger verify``'s own function —
+with a real embedded :class:`~fedledger.content.blockstore.Blockstore` in a temporary directory: updates
+are encoded (``fedledger.protocol.codec``), stored, fetched, hash-checked, decoded, screened
+(``fedledger.protocol.screening``) and aggregated (``fedledger.protocol.aggregation``) exactly as on the chain path;
 only the chain is left out.  The "unscreened FedAvg" baseline is the one exception: it calls
-``client.aggregation.aggregate_tensors`` on every update, which is what judging would do with
-no screen.  Local training is :class:`client.train.LocalTrainer` with the demo's recipe and the
+``fedledger.protocol.aggregation.aggregate_tensors`` on every update, which is what judging would do with
+no screen.  Local training is :class:`fedledger.learning.train.LocalTrainer` with the demo's recipe and the
 seeds the demo's contributors use (``(index + 1) * 1_000_003 + round``); the data are
-``client.data.partition_dirichlet`` shares, as ``client.local_data.partition_share`` cuts them.
+``fedledger.learning.data.partition_dirichlet`` shares, as ``fedledger.flows.local_data.partition_share`` cuts them.
 
-Attacks (``client.attacks``, the demo's parameters; the attackers are the last clients, as in
+Attacks (``fedledger.learning.attacks``, the demo's parameters; the attackers are the last clients, as in
 the demo): ``sign_flip`` (-1x), ``scaling`` (10x), ``gaussian_noise`` (noise at the honest
 delta's norm), ``label_flip`` (trained on labels 9 - y), ``norm_preserving`` (minus the honest
 mean at the honest median norm), ``little_is_enough`` (mean - z*std of the honest deltas, with
@@ -57,22 +57,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-
-from client import aggregation as agg  # noqa: E402
-from client import attacks as attack_lib  # noqa: E402
-from client import codec  # noqa: E402
-from client.blockstore import Blockstore  # noqa: E402
-from client.data import TabularDataset, load_dataset, partition_dirichlet  # noqa: E402
-from client.models import build_model, state_to_numpy  # noqa: E402
-from client.rounds import UpdateRef, judge_round  # noqa: E402
-from client.taskspec import TaskSpec, TrainingParams  # noqa: E402
-from client.train import LocalTrainer, evaluate, train_centralized  # noqa: E402
-from client.verdicts import Verdict  # noqa: E402
+from fedledger.content.blockstore import Blockstore  # noqa: E402
+from fedledger.learning import attacks as attack_lib  # noqa: E402
+from fedledger.learning.data import TabularDataset, load_dataset, partition_dirichlet  # noqa: E402
+from fedledger.learning.models import build_model, state_to_numpy  # noqa: E402
+from fedledger.learning.train import LocalTrainer, evaluate, train_centralized  # noqa: E402
+from fedledger.protocol import aggregation as agg  # noqa: E402
+from fedledger.protocol import codec  # noqa: E402
+from fedledger.protocol.rounds import UpdateRef, judge_round  # noqa: E402
+from fedledger.protocol.taskspec import TaskSpec, TrainingParams  # noqa: E402
+from fedledger.protocol.verdicts import Verdict  # noqa: E402
 
 Tensors = dict[str, np.ndarray]
 
-# The demo's task defaults (client/demo.py DemoConfig); the experiments use the same recipe.
-from client.demo import ATTACK_PARAMS, DemoConfig, rule_spec  # noqa: E402
+# The demo's task defaults (client/fedledger/cli/demo.py DemoConfig); the experiments use the same recipe.
+from fedledger.cli.demo import ATTACK_PARAMS, DemoConfig, rule_spec  # noqa: E402
 
 _DEMO = DemoConfig()
 
@@ -153,7 +152,7 @@ def dataset(seed: int) -> TabularDataset:
 
 
 def shares(n: int, alpha: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each client's (X, y), exactly as ``client.local_data.partition_share`` cuts them."""
+    """Each client's (X, y), exactly as ``fedledger.flows.local_data.partition_share`` cuts them."""
     ds = dataset(seed)
     parts = partition_dirichlet(ds.y_train, n, alpha, seed)
     return [(ds.X_train[p], ds.y_train[p]) for p in parts]
@@ -190,7 +189,7 @@ def _malicious_deltas(
 
 
 def simulate(sim: Sim, workdir: Path) -> SimResult:
-    """Run ``sim``; every round judged by :func:`client.rounds.judge_round` (see module doc)."""
+    """Run ``sim``; every round judged by :func:`fedledger.protocol.rounds.judge_round` (see module doc)."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     spec = sim.spec()
@@ -533,7 +532,7 @@ def chain_rounds(
     after_round: Callable[[], None] | None = None,
 ) -> list[ChainRound]:
     """The full fedledger round trip, in one process: anvil + TrainingLedger + embedded store;
-    each contributor trains (``client.contribute.make_update``) and submits (``client.submit``,
+    each contributor trains (``fedledger.flows.contribute.make_update``) and submits (``fedledger.flows.submit``,
     one transaction each, waiting for its receipt); one validator ``Backend`` (quorum 1, no
     evaluation) indexes, judges with ``judge_round``, stores the aggregate and attests.  A round's
     time runs from the first contributor loading the task to the round being final on chain;
@@ -541,15 +540,14 @@ def chain_rounds(
     ``after_round`` runs after each round, outside its timing (the overhead experiment runs a
     plain round there, so both sides see the machine in the same state)."""
     from eth_account import Account
-
-    from backend.db import Database
-    from backend.service import Backend
-    from client.chain import Ledger, connect
-    from client.contribute import ContributorOptions, LocalData, make_update
-    from client.devnet import dev_private_keys, start_anvil
-    from client.store import open_store
-    from client.submit import submit
-    from client.task import create_task
+    from fedledger.chain.devnet import dev_private_keys, start_anvil
+    from fedledger.chain.ledger import Ledger, connect
+    from fedledger.content.store import open_store
+    from fedledger.flows.contribute import ContributorOptions, LocalData, make_update
+    from fedledger.flows.submit import submit
+    from fedledger.flows.task import create_task
+    from fedledger_backend.db import Database
+    from fedledger_backend.service import Backend
 
     torch.set_num_threads(1)
     home = workdir / f"chain-{model}-{clients}-{time.monotonic_ns()}"
@@ -627,7 +625,7 @@ def chain_rounds(
 def exp_overhead(
     models: Sequence[tuple[str, int, float]], clients: int, rounds: int, workdir: Path
 ) -> dict[str, Any]:
-    from client.models import count_parameters
+    from fedledger.learning.models import count_parameters
 
     print(
         f"\n(c) the cost of verifiability — {clients} contributors, {rounds} rounds, fedavg; "

@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing of the decoders of untrusted files with atheris: update files
-(client.codec), task specs (client.taskspec) and verdict files (client.verdicts), and the bounded
-JSON parser under them (client.safejson).
+(fedledger.protocol.codec), task specs (fedledger.protocol.taskspec) and verdict files (fedledger.protocol.verdicts), and the bounded
+JSON parser under them (fedledger.safejson).
 
 libFuzzer mutates a seed corpus for ``--seconds`` (default 60), guided by the coverage of the
 instrumented modules. The seeds are a valid file of every encoding, a model, a task spec and a
@@ -38,13 +38,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(
-    include=["client.codec", "client.safejson", "client.taskspec", "client.verdicts"]
+    include=[
+        "fedledger.protocol.codec",
+        "fedledger.safejson",
+        "fedledger.protocol.taskspec",
+        "fedledger.protocol.verdicts",
+    ]
 ):
-    from client import codec, safejson, verdicts  # noqa: E402, F401
-    from client.taskspec import TaskSpec  # noqa: E402
+    from fedledger import safejson  # noqa: E402, F401
+    from fedledger.protocol import (
+        codec,  # noqa: E402, F401
+        verdicts,  # noqa: E402, F401
+    )
+    from fedledger.protocol.taskspec import TaskSpec  # noqa: E402
 
-from client.aggregation import RuleSpec  # noqa: E402
-from client.errors import FormatError  # noqa: E402
+from fedledger.errors import FormatError  # noqa: E402
+from fedledger.protocol.aggregation import RuleSpec  # noqa: E402
 
 BASE = "0x" + "cd" * 32
 WHO = "0x" + "11" * 20

@@ -38,7 +38,7 @@ from sqlalchemy import insert
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from backend.db import (  # noqa: E402
+from fedledger_backend.db import (  # noqa: E402
     Checkpoint,
     ContributionRow,
     Database,
@@ -257,10 +257,10 @@ def build_index(path: Path, rows: int, seed: int = 7) -> Index:
 
 
 class UvicornProcess:
-    """``uvicorn --factory backend.api.app:from_settings`` on a free port, its own process."""
+    """``uvicorn --factory fedledger_backend.api.app:from_settings`` on a free port, its own process."""
 
     def __init__(self, db_path: Path, home: Path) -> None:
-        from client.devnet import free_port
+        from fedledger.chain.devnet import free_port
 
         self.port = free_port()
         env = dict(os.environ, FEDLEDGER_DB=f"sqlite:///{db_path}", FEDLEDGER_HOME=str(home))
@@ -271,7 +271,7 @@ class UvicornProcess:
                 "-m",
                 "uvicorn",
                 "--factory",
-                "backend.api.app:from_settings",
+                "fedledger_backend.api.app:from_settings",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -332,7 +332,7 @@ def pct(values: list[float], q: float) -> float:
 
 def rest_scenarios(idx: Index) -> Iterator[tuple[str, dict[str, Any]]]:
     # A cursor deep in the history, made the way the API makes its own.
-    from backend.api.deps import encode_cursor
+    from fedledger_backend.api.deps import encode_cursor
 
     task, rnd = idx.sample_task_round
     yield "first page", {}
@@ -367,11 +367,10 @@ class ChainFigures:
 def chain_part(n_events: int, workdir: Path) -> ChainFigures:
     from eth_account import Account
     from eth_utils import keccak
-
-    from backend.handlers import HANDLERS, rebuild
-    from backend.indexer import Indexer, LedgerSource
-    from client.chain import Ledger, NonceManager, TaskConfig, wait_all
-    from client.devnet import dev_private_keys, start_anvil
+    from fedledger.chain.devnet import dev_private_keys, start_anvil
+    from fedledger.chain.ledger import Ledger, NonceManager, TaskConfig, wait_all
+    from fedledger_backend.handlers import HANDLERS, rebuild
+    from fedledger_backend.indexer import Indexer, LedgerSource
 
     senders = 20
     rounds = -(-n_events // senders)

@@ -49,15 +49,14 @@ sys.path.insert(0, str(ROOT))
 
 from eth_account import Account  # noqa: E402
 from eth_account.signers.local import LocalAccount  # noqa: E402
-
-from client import codec  # noqa: E402
-from client.chain import Ledger, NonceManager, connect, to_hex  # noqa: E402
-from client.cid import compute_cid  # noqa: E402
-from client.devnet import dev_private_keys, free_port, start_anvil  # noqa: E402
-from client.models import build_model, state_to_numpy  # noqa: E402
-from client.store import open_store  # noqa: E402
-from client.task import create_task  # noqa: E402
-from client.taskspec import TaskSpec, TrainingParams  # noqa: E402
+from fedledger.chain.devnet import dev_private_keys, free_port, start_anvil  # noqa: E402
+from fedledger.chain.ledger import Ledger, NonceManager, connect, to_hex  # noqa: E402
+from fedledger.content.cid import compute_cid  # noqa: E402
+from fedledger.content.store import open_store  # noqa: E402
+from fedledger.flows.task import create_task  # noqa: E402
+from fedledger.learning.models import build_model, state_to_numpy  # noqa: E402
+from fedledger.protocol import codec  # noqa: E402
+from fedledger.protocol.taskspec import TaskSpec, TrainingParams  # noqa: E402
 
 # -- the backend, in its own process -----------------------------------------------------------
 
@@ -67,12 +66,11 @@ def serve(args: argparse.Namespace) -> None:
     import logging
 
     import uvicorn
-
-    from backend.api.app import freeze_startup_heap
-    from backend.db import Database
-    from backend.relay_service import RelayLimits, RelayPolicy, RelayService
-    from backend.service import Backend
-    from backend.worker_process import WorkerConfig, WorkerProcess
+    from fedledger_backend.api.app import freeze_startup_heap
+    from fedledger_backend.db import Database
+    from fedledger_backend.relay_service import RelayLimits, RelayPolicy, RelayService
+    from fedledger_backend.service import Backend
+    from fedledger_backend.worker_process import WorkerConfig, WorkerProcess
 
     logging.basicConfig(level=logging.WARNING)
     w3 = connect(args.rpc)

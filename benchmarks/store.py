@@ -1,8 +1,8 @@
 """Content-store and codec benchmark.
 
-On the same random bytes (``--mb``, default 256): CID computation (client.cid) and embedded
+On the same random bytes (``--mb``, default 256): CID computation (fedledger.content.cid) and embedded
 blockstore ``put`` throughput beside plain ``hashlib.sha256``; canonical safetensors save/load
-(client.codec) beside ``torch.save`` / ``torch.load(weights_only=True)`` for a ~5M-parameter
+(fedledger.protocol.codec) beside ``torch.save`` / ``torch.load(weights_only=True)`` for a ~5M-parameter
 model; size and reconstruction error of each update encoding on a real trained delta (an MLP
 trained on scikit-learn's digits for a few epochs).
 
@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client import codec  # noqa: E402
-from client.blockstore import Blockstore  # noqa: E402
-from client.cid import compute_cid  # noqa: E402
+from fedledger.content.blockstore import Blockstore  # noqa: E402
+from fedledger.content.cid import compute_cid  # noqa: E402
+from fedledger.protocol import codec  # noqa: E402
 
 BASE = "0x" + "00" * 32
 
@@ -223,7 +223,7 @@ def main() -> None:
     print(f"\n## Model file, {c['params'] / 1e6:.1f}M float32 parameters (best of {args.repeat})")
     print(f"{'what':<34}{'save ms':>10}{'load ms':>10}{'bytes':>14}")
     print(
-        f"{'client.codec (safetensors)':<34}{c['ours_save_ms']:>10.1f}{c['ours_load_ms']:>10.1f}"
+        f"{'fedledger.protocol.codec (safetensors)':<34}{c['ours_save_ms']:>10.1f}{c['ours_load_ms']:>10.1f}"
         f"{c['ours_bytes']:>14.0f}"
     )
     print(

@@ -1,7 +1,7 @@
 """A user-supplied model factory: ``custom_model:make_model``.
 
 A task names its architecture as data (a built-in name such as ``mlp_digits``, or a layer
-description; see ``client/architecture.py``), and fedledger builds it with its own code.  Code
+description; see ``client/fedledger/learning/architecture.py``), and fedledger builds it with its own code.  Code
 such as this factory runs only on a machine whose operator allowed it by name, e.g.::
 
     export PYTHONPATH=examples        # the module must be importable: a file path is refused

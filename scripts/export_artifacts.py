@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Copy TrainingLedger's ABI, bytecode and compiler settings from Hardhat's build into
-client/artifacts/TrainingLedger.json, the artifact the Python package ships and loads.
+client/fedledger/chain/abi/TrainingLedger.json, the artifact the Python package ships and loads.
 
 Run after `npx hardhat compile` (`make contracts` does both). `--check` exits 1 instead of
 writing when the committed artifact differs from Hardhat's build.
@@ -15,13 +15,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from client.contracts import (  # noqa: E402
+from fedledger.chain.artifacts import (  # noqa: E402
     ARTIFACT_PATH,
     artifact_from_hardhat,
     load_artifact,
     write_artifact,
 )
-from client.errors import FedledgerError  # noqa: E402
+from fedledger.errors import FedledgerError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

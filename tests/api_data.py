@@ -1,4 +1,4 @@
-"""A small, realistic index for the API and dashboard tests, written through ``backend.db``.
+"""A small, realistic index for the API and dashboard tests, written through ``fedledger_backend.db``.
 
 Two tasks. Task 1 (quorum 2, admitted contributors) has rounds 0 and 1 finalised with verdict
 files in the cache, a dissenting validator in round 1, and round 2 open with pending updates.
@@ -11,8 +11,10 @@ import hashlib
 from dataclasses import dataclass, field
 
 from eth_utils import keccak, to_checksum_address
-
-from backend.db import (
+from fedledger.protocol import merkle
+from fedledger.protocol.aggregation import RuleSpec
+from fedledger.protocol.verdicts import Verdict, VerdictEntry, build
+from fedledger_backend.db import (
     AttestationRow,
     Checkpoint,
     ContributionRow,
@@ -22,9 +24,6 @@ from backend.db import (
     TaskRow,
     VerdictFileRow,
 )
-from client import merkle
-from client.aggregation import RuleSpec
-from client.verdicts import Verdict, VerdictEntry, build
 
 
 def address(name: str) -> str:

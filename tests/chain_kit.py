@@ -8,12 +8,11 @@ from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
+from fedledger.chain.ledger import Ledger, NonceManager, TaskConfig, to_hex
+from fedledger_backend.db import Base, Database
+from fedledger_backend.handlers import HANDLERS, rebuild
+from fedledger_backend.indexer import Indexer, LedgerSource
 from sqlalchemy import select
-
-from backend.db import Base, Database
-from backend.handlers import HANDLERS, rebuild
-from backend.indexer import Indexer, LedgerSource
-from client.chain import Ledger, NonceManager, TaskConfig, to_hex
 
 
 def rpc(url: str, method: str, params: list[Any] | None = None) -> Any:

@@ -7,17 +7,16 @@ from pathlib import Path
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
-
-from backend.db import Database
-from backend.service import Backend
-from client import codec
-from client.chain import Ledger
-from client.contribute import ContributorOptions, LocalData, make_update
-from client.local_data import partition_share
-from client.models import build_model, state_to_numpy
-from client.store import ContentStore
-from client.task import TaskState, create_task, load_task
-from client.taskspec import TaskSpec, TrainingParams
+from fedledger.chain.ledger import Ledger
+from fedledger.content.store import ContentStore
+from fedledger.flows.contribute import ContributorOptions, LocalData, make_update
+from fedledger.flows.local_data import partition_share
+from fedledger.flows.task import TaskState, create_task, load_task
+from fedledger.learning.models import build_model, state_to_numpy
+from fedledger.protocol import codec
+from fedledger.protocol.taskspec import TaskSpec, TrainingParams
+from fedledger_backend.db import Database
+from fedledger_backend.service import Backend
 
 
 @dataclass
@@ -63,7 +62,7 @@ class Scenario:
         claimed_hash: str | None = None,
     ) -> int:
         """Submit raw bytes as contributor i, bypassing the SDK's own checks (as an attacker would)."""
-        from client.cid import compute_cid
+        from fedledger.content.cid import compute_cid
 
         cid = self.store.put(data) if store_it else compute_cid(data)
         h = claimed_hash or codec.sha256_hex(data)

@@ -15,17 +15,16 @@ import httpx
 import numpy as np
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.content.cid import compute_cid
+from fedledger.content.store import ContentStore
+from fedledger.flows.task import load_task
+from fedledger.protocol import codec
+from fedledger_backend.api import create_app
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.db import Database
+from fedledger_backend.relay_service import RelayLimits, RelayPolicy, RelayService
 from web3 import Web3
-
-from backend.api import create_app
-from backend.api.server import BackgroundServer
-from backend.db import Database
-from backend.relay_service import RelayLimits, RelayPolicy, RelayService
-from client import codec
-from client.chain import Ledger, SignedUpdate
-from client.cid import compute_cid
-from client.store import ContentStore
-from client.task import load_task
 
 JOURNAL = "relay-journal.sqlite3"
 

@@ -1,4 +1,4 @@
-"""client.aggregation: rules against plain reference implementations, bit-exact determinism."""
+"""fedledger.protocol.aggregation: rules against plain reference implementations, bit-exact determinism."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import textwrap
 
 import numpy as np
 import pytest
+from fedledger.errors import ConfigError, FormatError
+from fedledger.protocol import aggregation as A
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from client import aggregation as A
-from client.errors import ConfigError, FormatError
 
 finite32 = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
@@ -207,7 +206,7 @@ def test_accumulator_accepts_updates_in_chunks() -> None:
 _DETERMINISM = textwrap.dedent(
     """
     import hashlib, numpy as np
-    from client import aggregation as A
+    from fedledger.protocol import aggregation as A
     rng = np.random.default_rng(42)
     xs = [rng.standard_normal(50_003).astype(np.float32) * (i + 1) for i in range(9)]
     ns = list(range(3, 12))
@@ -295,7 +294,7 @@ def test_aggregate_tensors_of_no_updates_leaves_the_model_unchanged() -> None:
 def test_a_decoded_fp32_file_flattens_without_a_copy() -> None:
     """A decoded fp32 file keeps its tensors end to end in one buffer: flatten takes them as one
     read-only vector, equal to the copying path, and cannot write through to the tensors."""
-    from client import codec
+    from fedledger.protocol import codec
 
     rng = np.random.default_rng(5)
     shapes = {"b.weight": (30, 7), "a.bias": (7,), "c": (3, 2, 5)}
@@ -321,7 +320,7 @@ def test_a_decoded_fp32_file_flattens_without_a_copy() -> None:
 
 
 def test_a_file_decoded_without_a_copy_flattens_to_a_view_of_its_bytes() -> None:
-    from client import codec
+    from fedledger.protocol import codec
 
     rng = np.random.default_rng(6)
     delta = {

@@ -30,22 +30,21 @@ from api_data import (
     populate,
 )
 from fastapi import Request
+from fedledger.chain.devnet import free_port
+from fedledger.content.store import open_store
+from fedledger.protocol import merkle, verdicts
+from fedledger.protocol.verdicts import Verdict
+from fedledger_backend.api import create_app
+from fedledger_backend.api.addresses import checksum
+from fedledger_backend.api.routes import contributions, tasks
+from fedledger_backend.api.routes.contributions import history_query
+from fedledger_backend.api.schemas import Contribution, ContributionStatus, Page, Task
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.db import Database, RoundRow, VerdictFileRow
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
 from web3 import Web3
-
-from backend.api import create_app
-from backend.api.addresses import checksum
-from backend.api.routes import contributions, tasks
-from backend.api.routes.contributions import history_query
-from backend.api.schemas import Contribution, ContributionStatus, Page, Task
-from backend.api.server import BackgroundServer
-from backend.db import Database, RoundRow, VerdictFileRow
-from client import merkle, verdicts
-from client.devnet import free_port
-from client.store import open_store
-from client.verdicts import Verdict
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -147,7 +146,7 @@ def test_a_hanging_rpc_degrades_health_without_holding_up_other_requests(tmp_pat
 
 @pytest.fixture(scope="module")
 def anvil() -> Iterator[Web3]:
-    from client.devnet import start_anvil
+    from fedledger.chain.devnet import start_anvil
 
     try:
         net = start_anvil()
@@ -690,7 +689,7 @@ def test_a_served_app_leaves_its_startup_heap_out_of_the_collector(tmp_path: Pat
     """``from_settings`` (as ``fedledger serve`` does) freezes what startup built, so a full
     collection under load walks only what requests made, not the ~150k objects of the imports."""
     script = (
-        "import gc; from backend.api.app import from_settings; "
+        "import gc; from fedledger_backend.api.app import from_settings; "
         "assert gc.get_freeze_count() == 0; from_settings(); print(gc.get_freeze_count())"
     )
     env = dict(os.environ, FEDLEDGER_DB=f"sqlite:///{tmp_path / 'i.sqlite3'}")

@@ -24,16 +24,15 @@ import pytest
 import schemathesis
 from api_data import populate
 from eth_account import Account
+from fedledger.chain.devnet import dev_private_keys, start_anvil
+from fedledger.chain.ledger import Ledger, connect
+from fedledger.content.store import open_store
+from fedledger_backend.api import create_app
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.db import Database
+from fedledger_backend.relay_service import RelayLimits, RelayService
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-
-from backend.api import create_app
-from backend.api.server import BackgroundServer
-from backend.db import Database
-from backend.relay_service import RelayLimits, RelayService
-from client.chain import Ledger, connect
-from client.devnet import dev_private_keys, start_anvil
-from client.store import open_store
 
 MAX_EXAMPLES = int(os.environ.get("FEDLEDGER_FUZZ_EXAMPLES", "30"))
 """Per operation; the suite keeps it small (about 15 s), a deeper run raises it."""

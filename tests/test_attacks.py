@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from client.attacks import (
+from fedledger.errors import ConfigError
+from fedledger.learning.attacks import (
     ATTACKS,
     apply_attack,
     collude,
@@ -16,8 +16,7 @@ from client.attacks import (
     label_transform,
     lie_z,
 )
-from client.errors import ConfigError
-from client.privacy import global_l2_norm
+from fedledger.learning.privacy import global_l2_norm
 
 
 def _delta(seed: int, shift: float = 0.0) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The embedded blockstore (client.blockstore) and open_store (client.store)."""
+"""The embedded blockstore (fedledger.content.blockstore) and open_store (fedledger.content.store)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from client.blockstore import Blockstore, multihash_key
-from client.cid import CID, FEDLEDGER, compute_cid, parse_cid
-from client.errors import ConfigError, ContentNotFoundError, IntegrityError, StoreError
-from client.kubo import KuboStore
-from client.store import ContentStore, open_store
+from fedledger.content.blockstore import Blockstore, multihash_key
+from fedledger.content.cid import CID, FEDLEDGER, compute_cid, parse_cid
+from fedledger.content.kubo import KuboStore
+from fedledger.content.store import ContentStore, open_store
+from fedledger.errors import ConfigError, ContentNotFoundError, IntegrityError, StoreError
 
 CHUNK = 1024
 
@@ -180,7 +179,7 @@ def test_a_killed_writer_leaves_only_whole_blocks(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, sys
-        from client.blockstore import Blockstore
+        from fedledger.content.blockstore import Blockstore
         store = Blockstore({str(root)!r}, chunk_size=4096)
         sys.stdout.write("ready\\n"); sys.stdout.flush()
         while True:

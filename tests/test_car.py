@@ -1,4 +1,4 @@
-"""CAR v1 export/import (client.car): what moves content to and from a real node."""
+"""CAR v1 export/import (fedledger.content.car): what moves content to and from a real node."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ import io
 from pathlib import Path
 
 import pytest
-
-from client.blockstore import Blockstore
-from client.car import decode_header, encode_header, export_car, import_car, iter_car, read_car
-from client.cid import compute_cid, parse_cid
-from client.errors import ContentNotFoundError, FormatError, IntegrityError
+from fedledger.content.blockstore import Blockstore
+from fedledger.content.car import (
+    decode_header,
+    encode_header,
+    export_car,
+    import_car,
+    iter_car,
+    read_car,
+)
+from fedledger.content.cid import compute_cid, parse_cid
+from fedledger.errors import ContentNotFoundError, FormatError, IntegrityError
 
 # Written by @ipld/car's CarWriter for the DAG that ipfs-unixfs-importer built (CIDv1, raw leaves,
 # 64-byte chunks) of the 300 bytes sha256(99 ‖ counter) — an independent implementation.

@@ -1,4 +1,4 @@
-"""CID parity: client.cid must print exactly what Kubo prints for ``ipfs add``.
+"""CID parity: fedledger.content.cid must print exactly what Kubo prints for ``ipfs add``.
 
 Oracles, all independent of our code:
 
@@ -28,8 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from client.cid import (
+from fedledger.content.cid import (
     CID,
     DAG_PB,
     FEDLEDGER,
@@ -44,8 +43,8 @@ from client.cid import (
     is_cid,
     parse_cid,
 )
-from client.dagpb import decode_pbnode, decode_unixfs
-from client.errors import FormatError
+from fedledger.content.dagpb import decode_pbnode, decode_unixfs
+from fedledger.errors import FormatError
 
 C = 262144
 L = 174  # links per node

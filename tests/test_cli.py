@@ -25,17 +25,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fedledger import __version__
+from fedledger.chain import artifacts as contracts
+from fedledger.chain.devnet import Devnet, dev_private_keys, free_port, start_anvil
+from fedledger.chain.ledger import Ledger, as_chain_error, open_ledger
+from fedledger.content.blockstore import Blockstore
+from fedledger.content.cid import compute_cid, parse_cid
+from fedledger.content.store import ContentStore, open_store
+from fedledger.errors import ChainError
+from fedledger.flows.contribute import ContributorOptions, make_update
+from fedledger.flows.local_data import partition_share
+from fedledger.protocol import codec
 from web3 import Web3
-
-from client import __version__, codec, contracts
-from client.blockstore import Blockstore
-from client.chain import Ledger, as_chain_error, open_ledger
-from client.cid import compute_cid, parse_cid
-from client.contribute import ContributorOptions, make_update
-from client.devnet import Devnet, dev_private_keys, free_port, start_anvil
-from client.errors import ChainError
-from client.local_data import partition_share
-from client.store import ContentStore, open_store
 
 PASSWORD = "correct horse battery staple"
 DEV_INDEX = {"owner": 0, "alice": 1, "bob": 2, "carol": 3, "dave": 4, "relayer": 5, "val": 6}
@@ -46,7 +47,7 @@ DEV_BALANCE = Web3.to_wei(10_000, "ether")  # anvil's opening balance for each d
 
 def _fedledger() -> list[str]:
     script = Path(sys.executable).with_name("fedledger")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "client.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "fedledger.cli.main"]
 
 
 @dataclass
@@ -584,7 +585,7 @@ def _worker_report(url: str) -> dict[str, Any]:
 def test_serve_runs_the_worker_in_its_own_process_and_restarts_it_after_a_kill(
     final: str, task: int
 ) -> None:
-    """The indexer and validator run in a child of `fedledger serve` (backend.worker_process):
+    """The indexer and validator run in a child of `fedledger serve` (fedledger_backend.worker_process):
     the key reaches it on stdin, never in its argv or environment; killed with SIGKILL, it is
     started again and the index goes on."""
     report = _worker_report(final)

@@ -1,4 +1,4 @@
-"""The update/model file format (client.codec): canonical safetensors, strict parser, encodings."""
+"""The update/model file format (fedledger.protocol.codec): canonical safetensors, strict parser, encodings."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
+from fedledger.errors import FormatError
+from fedledger.protocol import codec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load as torch_load
-
-from client import codec
-from client.errors import FormatError
 
 BASE = "0x" + "ab" * 32
 WHO = "0x" + "c0" * 20

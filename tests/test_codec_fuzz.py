@@ -1,4 +1,4 @@
-"""Hostile update files against the parser and decoders (client.codec), thousands of them.
+"""Hostile update files against the parser and decoders (fedledger.protocol.codec), thousands of them.
 
 Four generators — byte mutations of a valid file of every encoding, headers built from hostile
 parts (huge shapes, overflowing offsets, wrong dtypes, bad names, bad metadata), files that
@@ -14,7 +14,7 @@ thousands of tensors or metadata keys) — and four properties for each case:
   streaming parser agrees, and every fedledger rule holds of the result.
 
 The other decoders of untrusted JSON, the task spec (:meth:`TaskSpec.from_bytes`) and the
-verdict file (:func:`client.verdicts.parse`), get the same extremes: FormatError, nothing else.
+verdict file (:func:`fedledger.protocol.verdicts.parse`), get the same extremes: FormatError, nothing else.
 """
 
 from __future__ import annotations
@@ -32,13 +32,12 @@ from typing import Any
 
 import numpy as np
 import safetensors.numpy
+from fedledger.errors import FormatError
+from fedledger.protocol import codec, verdicts
+from fedledger.protocol.aggregation import RuleSpec
+from fedledger.protocol.taskspec import TaskSpec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from client import codec, verdicts
-from client.aggregation import RuleSpec
-from client.errors import FormatError
-from client.taskspec import TaskSpec
 
 BASE = "0x" + "cd" * 32
 WHO = "0x" + "c0" * 20

@@ -5,7 +5,7 @@ No container engine runs here, so the stack is checked statically.  The file is 
 config``, which also validates it against the Compose schema; without that binary the test
 falls back to PyYAML and the same interpolation rules.  Then every ``fedledger`` command line
 in it is parsed by the real CLI (an unknown subcommand, flag or a missing required option
-fails), every ``FEDLEDGER_*`` variable must be a :class:`client.settings.Settings` field and load
+fails), every ``FEDLEDGER_*`` variable must be a :class:`fedledger.config.Settings` field and load
 into one, and the services must point at each other consistently (hosts, ports, key names,
 volumes, health checks, start order).
 """
@@ -24,9 +24,8 @@ from urllib.parse import urlparse
 import pytest
 import typer
 import yaml
-
-from client.cli import app
-from client.settings import Settings
+from fedledger.cli.main import app
+from fedledger.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"

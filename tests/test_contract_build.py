@@ -2,7 +2,7 @@
 
 * py-solc-x (native solc or scripts/solc-shim) and Hardhat produce identical bytecode, metadata
   hash included, because they get the same standard-JSON input;
-* the committed client/artifacts/TrainingLedger.json equals a fresh compile of the sources, so
+* the committed client/fedledger/chain/abi/TrainingLedger.json equals a fresh compile of the sources, so
   an edit to contracts/ without `make contracts` fails here.
 """
 
@@ -14,9 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from client import contracts
-from client.errors import ContractRevert
+from fedledger.chain import artifacts as contracts
+from fedledger.errors import ContractRevert
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_NODE = shutil.which("node") is not None and (ROOT / "node_modules" / "solc").is_dir()

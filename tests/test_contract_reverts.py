@@ -7,9 +7,8 @@ import hashlib
 
 import pytest
 from eth_account import Account
-
-from client.chain import Ledger, TaskConfig
-from client.errors import ContractRevert
+from fedledger.chain.ledger import Ledger, TaskConfig
+from fedledger.errors import ContractRevert
 
 H = "0x" + hashlib.sha256(b"model").hexdigest()
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"

@@ -11,10 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 from api_data import ALICE, BOB, CAROL, MALLORY, OUTSIDER, Ledger, populate
-
-from backend.api import create_app
-from backend.api.server import BackgroundServer
-from backend.db import Database
+from fedledger_backend.api import create_app
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.db import Database
 
 CHROMIUM_FLAGS = [
     "--headless",

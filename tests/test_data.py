@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from client.data import DATASETS, load_dataset, partition_dirichlet, partition_iid
-from client.errors import ConfigError
+from fedledger.errors import ConfigError
+from fedledger.learning.data import DATASETS, load_dataset, partition_dirichlet, partition_iid
 
 
 def test_digits_has_64_features_in_unit_range_and_10_classes() -> None:

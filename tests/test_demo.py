@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from client.demo import DemoConfig, DemoResult, run_demo
-from client.devnet import free_port
+from fedledger.chain.devnet import free_port
+from fedledger.cli.demo import DemoConfig, DemoResult, run_demo
 
 CHANCE = 0.1  # ten digit classes
 

@@ -7,9 +7,8 @@ import shutil
 
 import pytest
 from eth_account import Account
-
-from client.chain import Ledger, TaskConfig, connect
-from client.devnet import dev_private_keys, start_hardhat
+from fedledger.chain.devnet import dev_private_keys, start_hardhat
+from fedledger.chain.ledger import Ledger, TaskConfig, connect
 
 
 @pytest.mark.skipif(shutil.which("npx") is None, reason="Node.js (npx) is not installed")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import fedledger_backend.indexer as indexer_mod
 import httpx
 import pytest
 from chain_kit import (
@@ -22,16 +23,14 @@ from chain_kit import (
     rpc,
     url_of,
 )
+from fedledger.chain.devnet import free_port, start_anvil
+from fedledger.chain.ledger import Ledger, connect
+from fedledger.errors import ChainError
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.db import AttestationRow, Checkpoint, ContributionRow, Database, EventRow
+from fedledger_backend.indexer import ChainReplaced
+from fedledger_backend.service import Backend
 from sqlalchemy import func, select
-
-import backend.indexer as indexer_mod
-from backend.api.server import BackgroundServer
-from backend.db import AttestationRow, Checkpoint, ContributionRow, Database, EventRow
-from backend.indexer import ChainReplaced
-from backend.service import Backend
-from client.chain import Ledger, connect
-from client.devnet import free_port, start_anvil
-from client.errors import ChainError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -202,7 +201,7 @@ def test_kill_9_at_random_points_loses_nothing_and_counts_nothing_twice(
     cmd = [
         sys.executable,
         "-m",
-        "backend.worker",
+        "fedledger_backend.worker",
         "--rpc-url",
         url_of(ledger),
         "--contract",
@@ -261,9 +260,9 @@ def test_a_read_only_data_dir_gives_a_clear_error_not_a_traceback(tmp_path):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from client.errors import ConfigError, StoreError\n"
-        "from client.store import open_store\n"
-        "from backend.db import Database\n"
+        "from fedledger.errors import ConfigError, StoreError\n"
+        "from fedledger.content.store import open_store\n"
+        "from fedledger_backend.db import Database\n"
         "d = Path(sys.argv[1])\n"
         "try:\n"
         "    open_store(None, d)\n"

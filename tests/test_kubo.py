@@ -1,4 +1,4 @@
-"""Kubo RPC adapter (client.kubo).
+"""Kubo RPC adapter (fedledger.content.kubo).
 
 Two targets: a real Kubo daemon when ``FEDLEDGER_TEST_KUBO`` names its RPC URL (skipped, with the
 reason, otherwise), and a fake Kubo endpoint — a real HTTP server on loopback answering with the
@@ -19,10 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
-from client.cid import compute_cid, parse_cid
-from client.errors import ContentNotFoundError, IntegrityError, StoreError
-from client.kubo import KuboStore
+from fedledger.content.cid import compute_cid, parse_cid
+from fedledger.content.kubo import KuboStore
+from fedledger.errors import ContentNotFoundError, IntegrityError, StoreError
 
 # (bytes, CID) pairs from published vectors, so the fake never computes a CID with the code under
 # test: js-ipfs's ``zb2rhiNed...`` for [0, 1, 2] (in base32) and Kubo's CID of the empty file.

@@ -1,14 +1,13 @@
-"""client.merkle: the verdict tree of docs/interfaces.md, compatible with OZ MerkleProof."""
+"""fedledger.protocol.merkle: the verdict tree of docs/interfaces.md, compatible with OZ MerkleProof."""
 
 from __future__ import annotations
 
 import pytest
 from eth_abi import encode
 from eth_utils import keccak
+from fedledger.protocol import merkle
 from hypothesis import given
 from hypothesis import strategies as st
-
-from client import merkle
 
 ADDR = "0x" + "ab" * 20
 HASH = "0x" + "cd" * 32

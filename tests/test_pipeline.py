@@ -9,11 +9,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fedledger.flows.verify import verify_task
+from fedledger.protocol import codec, merkle
+from fedledger_backend.api.server import BackgroundServer
 from pipeline_kit import backend_for, make_scenario, zero_like
-
-from backend.api.server import BackgroundServer
-from client import codec, merkle
-from client.verify import verify_task
 
 
 def _run_until_final(backend, ledger, task_id: int, rnd: int, passes: int = 20) -> None:
@@ -127,7 +126,7 @@ def test_verify_names_an_update_whose_stored_bytes_were_tampered(every_verdict, 
 
 def _corrupt_root_block(store, cid: str) -> None:
     """Flip a byte of the block file on disk (what a bad disk or an intruder does)."""
-    from client.cid import parse_cid
+    from fedledger.content.cid import parse_cid
 
     path = store._path(parse_cid(cid))
     raw = bytearray(path.read_bytes())

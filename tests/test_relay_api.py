@@ -24,25 +24,24 @@ import numpy as np
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from pipeline_kit import Scenario, make_scenario
-
-from backend.api import create_app
-from backend.api.server import BackgroundServer
-from backend.db import Database
-from backend.relay_journal import RelayJournal, RelayJournalError
-from backend.relay_service import (
+from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.content.cid import compute_cid
+from fedledger.content.store import ContentStore
+from fedledger.errors import FedledgerError
+from fedledger.flows.relay import SECP256K1_HALF_N
+from fedledger.protocol import codec
+from fedledger_backend.api import create_app
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.db import Database
+from fedledger_backend.relay_journal import RelayJournal, RelayJournalError
+from fedledger_backend.relay_service import (
     ALREADY_ON_CHAIN,
     RelayLimits,
     RelayPolicy,
     RelayService,
     ledger_scope,
 )
-from client import codec
-from client.chain import Ledger, SignedUpdate
-from client.cid import compute_cid
-from client.errors import FedledgerError
-from client.relay import SECP256K1_HALF_N
-from client.store import ContentStore
+from pipeline_kit import Scenario, make_scenario
 
 SECP256K1_N = 2 * SECP256K1_HALF_N + 1
 GENEROUS = RelayLimits(address_burst=50, address_per_s=50, ip_burst=500, ip_per_s=500)
@@ -671,11 +670,11 @@ from pathlib import Path
 import uvicorn
 from eth_account import Account
 
-from backend.api import create_app
-from backend.db import Database
-from backend.relay_service import RelayLimits, RelayPolicy, RelayService
-from client.chain import Ledger, connect
-from client.store import open_store
+from fedledger_backend.api import create_app
+from fedledger_backend.db import Database
+from fedledger_backend.relay_service import RelayLimits, RelayPolicy, RelayService
+from fedledger.chain.ledger import Ledger, connect
+from fedledger.content.store import open_store
 
 rpc, contract, key, home, journal, db, port, validator = sys.argv[1:]
 ledger = Ledger(connect(rpc), contract).with_account(Account.from_key(key))

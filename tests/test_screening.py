@@ -1,14 +1,13 @@
-"""client.screening: one verdict per update, each check in isolation, and attack detection."""
+"""fedledger.protocol.screening: one verdict per update, each check in isolation, and attack detection."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from client import aggregation as A
-from client.errors import ConfigError
-from client.screening import Candidate, ScreeningSpec, accepted_ids, screen
-from client.verdicts import Verdict
+from fedledger.errors import ConfigError
+from fedledger.protocol import aggregation as A
+from fedledger.protocol.screening import Candidate, ScreeningSpec, accepted_ids, screen
+from fedledger.protocol.verdicts import Verdict
 
 MODEL = {"w": np.zeros((8, 16), np.float32), "b": np.zeros(16, np.float32)}
 MEDIAN = A.RuleSpec(rule="median")
@@ -187,7 +186,7 @@ def test_a_group_in_bad_standing_cannot_become_the_consensus() -> None:
     """Three honest updates with little in common (cosine 0.1) and a coherent group of three
     (cosine 0.99) opposed to them, ranked first (as when the median is dragged its way): the
     group forms the consensus unless its members' standing excludes them."""
-    from client.screening import consensus_cosines
+    from fedledger.protocol.screening import consensus_cosines
 
     n = 6
     cos = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
@@ -204,7 +203,7 @@ def test_a_group_in_bad_standing_cannot_become_the_consensus() -> None:
 
 
 def test_next_standing_keeps_contributors_absent_from_the_round() -> None:
-    from client.screening import next_standing
+    from fedledger.protocol.screening import next_standing
 
     decisions = screen(_cands(_honest(5)), MODEL, MEDIAN, standing={_addr(9): -0.2})
     after = next_standing({_addr(9): -0.2}, decisions, {i + 1: _addr(i + 1) for i in range(5)})
@@ -287,8 +286,8 @@ def test_a_null_norm_multiple_turns_the_relative_bounds_off() -> None:
 
 
 def test_the_norm_history_keeps_each_rounds_median_accepted_norm() -> None:
-    from client.screening import next_norm_history
-    from client.verdicts import canonical_float
+    from fedledger.protocol.screening import next_norm_history
+    from fedledger.protocol.verdicts import canonical_float
 
     spec = ScreeningSpec(norm_history=3)
     decisions = screen(_cands(_honest(5)), MODEL, MEDIAN, spec)
@@ -389,14 +388,14 @@ def test_attackers_at_30_percent_are_rejected_on_non_iid_digits(attack: str) -> 
 def test_judging_a_later_round_needs_the_previous_rounds_verdict_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The standing carries over from round r - 1's verdict file, so judge_round refuses to
     judge round r > 0 without it, or with another round's file."""
-    from client import codec
-    from client.blockstore import Blockstore
-    from client.rounds import UpdateRef, judge_round
-    from client.taskspec import TaskSpec
+    from fedledger.content.blockstore import Blockstore
+    from fedledger.protocol import codec
+    from fedledger.protocol.rounds import UpdateRef, judge_round
+    from fedledger.protocol.taskspec import TaskSpec
 
     store = Blockstore(tmp_path / "blocks")
     spec = TaskSpec(model="mlp_digits", dataset="digits", aggregation={"rule": "median"})
-    from client.models import build_model, state_to_numpy
+    from fedledger.learning.models import build_model, state_to_numpy
 
     model = state_to_numpy(build_model("mlp_digits", seed=0))
 

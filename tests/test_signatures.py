@@ -2,7 +2,7 @@
 
 Every relayed update is authorised by its contributor's EIP-712 signature; the node must refuse
 each bad one with the custom error that names the cause, decoded by
-:func:`client.chain.decode_revert`.  Each kind below is tried ``PER_KIND`` times (8 kinds, 1,200
+:func:`fedledger.chain.ledger.decode_revert`.  Each kind below is tried ``PER_KIND`` times (8 kinds, 1,200
 signatures), through ``eth_call`` in JSON-RPC batches (the node executes the real bytecode
 against the real state; a batch keeps the suite fast); a sample of every kind is also sent as
 real transactions, which must fail on chain and leave no update behind.  Then a contributor
@@ -21,8 +21,8 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
-
-from client.chain import (
+from fedledger.chain.devnet import dev_private_keys, start_anvil
+from fedledger.chain.ledger import (
     Ledger,
     NonceManager,
     Pending,
@@ -34,8 +34,7 @@ from client.chain import (
     rpc_batch,
     to_hex,
 )
-from client.devnet import dev_private_keys, start_anvil
-from client.errors import ContractRevert
+from fedledger.errors import ContractRevert
 
 PER_KIND = 150
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fedledger.errors import ConfigError, FormatError
+from fedledger.learning.data import TabularDataset, load_dataset
+from fedledger.learning.models import build_model, state_to_numpy
+from fedledger.learning.train import LocalTrainer, TrainProgress, evaluate, train_centralized
 from torch.utils.data import DataLoader, TensorDataset
-
-from client.data import TabularDataset, load_dataset
-from client.errors import ConfigError, FormatError
-from client.models import build_model, state_to_numpy
-from client.train import LocalTrainer, TrainProgress, evaluate, train_centralized
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_model.py"
 

@@ -11,18 +11,17 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fedledger.chain.devnet import Devnet, start_anvil
+from fedledger.chain.ledger import Ledger, connect
+from fedledger.content.store import ContentStore, open_store
+from fedledger.errors import ContentNotFoundError, ContractRevert
+from fedledger.flows.verify import verify_task
+from fedledger.protocol import codec
+from fedledger.protocol.verdicts import parse as parse_verdicts
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.service import Backend
+from fedledger_backend.validator import Validator
 from pipeline_kit import Scenario, backend_for, make_scenario
-
-from backend.api.server import BackgroundServer
-from backend.service import Backend
-from backend.validator import Validator
-from client import codec
-from client.chain import Ledger, connect
-from client.devnet import Devnet, start_anvil
-from client.errors import ContentNotFoundError, ContractRevert
-from client.store import ContentStore, open_store
-from client.verdicts import parse as parse_verdicts
-from client.verify import verify_task
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +282,7 @@ def test_a_validator_judges_the_next_round_from_the_aggregate_it_published(
 def test_a_validator_keeps_its_newest_aggregates_within_a_byte_cap():
     from collections import OrderedDict
 
-    from backend.validator import remember
+    from fedledger_backend.validator import remember
 
     kept: OrderedDict[int, tuple[str, str, bytes]] = OrderedDict()
     for task in (1, 2, 3):

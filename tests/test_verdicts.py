@@ -1,15 +1,14 @@
-"""client.verdicts: the verdict file's canonical bytes, validation and Merkle leaves."""
+"""fedledger.protocol.verdicts: the verdict file's canonical bytes, validation and Merkle leaves."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-
-from client import merkle, verdicts
-from client.aggregation import RuleSpec
-from client.errors import FormatError
-from client.verdicts import Verdict, VerdictEntry
+from fedledger.errors import FormatError
+from fedledger.protocol import merkle, verdicts
+from fedledger.protocol.aggregation import RuleSpec
+from fedledger.protocol.verdicts import Verdict, VerdictEntry
 
 H = "0x" + "11" * 32
 

@@ -10,13 +10,13 @@ CPU) and then raised ``ValueError`` out of the decoder, stalling its round; a pa
 holding 2**70 answered 500.
 
 The rules shown here: every JSON from outside is bounded (size, depth, number length, count)
-before it is parsed (``client.safejson``); every number a file declares is bounded before
+before it is parsed (``fedledger.safejson``); every number a file declares is bounded before
 arithmetic; a bad file is a ``MALFORMED`` verdict with a clear reason while the honest updates of
 its round are judged; a bad body or cursor is a 4xx and the server answers the next request.
 
 Real anvil, the real compiled contract, the embedded store, SQLite, a real uvicorn in its own
 process (so that a crash shows as a dead process, not a dead test run), and the real validator
-worker process (``backend.worker_process``); the attacker uses raw httpx and the chain.
+worker process (``fedledger_backend.worker_process``); the attacker uses raw httpx and the chain.
 """
 
 from __future__ import annotations
@@ -39,19 +39,19 @@ import numpy as np
 import pytest
 from api_data import populate
 from eth_account import Account
+from fedledger import safejson
+from fedledger.chain.devnet import dev_private_keys, start_anvil
+from fedledger.chain.ledger import Ledger, SignedUpdate, connect
+from fedledger.content.store import ContentStore, open_store
+from fedledger.errors import ConfigError, FormatError
+from fedledger.protocol import codec, verdicts
+from fedledger.protocol.screening import ScreeningSpec
+from fedledger.protocol.taskspec import TaskSpec
+from fedledger_backend.db import Database
+from fedledger_backend.worker_process import WorkerConfig, WorkerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pipeline_kit import Scenario, make_scenario
-
-from backend.db import Database
-from backend.worker_process import WorkerConfig, WorkerProcess
-from client import codec, safejson, verdicts
-from client.chain import Ledger, SignedUpdate, connect
-from client.devnet import dev_private_keys, start_anvil
-from client.errors import ConfigError, FormatError
-from client.screening import ScreeningSpec
-from client.store import ContentStore, open_store
-from client.taskspec import TaskSpec
 
 REPO = Path(__file__).resolve().parents[2]
 M = 16 * 1024**2
@@ -71,7 +71,7 @@ def _file(header: bytes, data: bytes = b"") -> bytes:
     return struct.pack("<Q", len(header)) + header + data
 
 
-# -- client.safejson: the one owner of untrusted JSON ----------------------------------------------
+# -- fedledger.safejson: the one owner of untrusted JSON ----------------------------------------------
 
 
 def _depth(value: Any) -> int:
@@ -192,15 +192,15 @@ def test_bad_json_is_a_format_error_that_names_the_document_and_the_limit(
     assert err.value.hint
 
 
-# -- update files (client.codec): every number bounded before arithmetic ---------------------------
+# -- update files (fedledger.protocol.codec): every number bounded before arithmetic ---------------------------
 
 
 _DECODE_UNDER_WEB3 = textwrap.dedent(
     """
     import sys
     import web3  # raises the recursion limit, as in every fedledger process
-    from client import codec
-    from client.errors import FormatError
+    from fedledger.protocol import codec
+    from fedledger.errors import FormatError
     assert sys.getrecursionlimit() >= 100_000, sys.getrecursionlimit()
     try:
         codec.decode(sys.stdin.buffer.read())
@@ -404,11 +404,11 @@ _SERVE = textwrap.dedent(
     import uvicorn
     from eth_account import Account
 
-    from backend.api import create_app
-    from backend.db import Database
-    from backend.relay_service import RelayService
-    from client.chain import Ledger, connect
-    from client.store import open_store
+    from fedledger_backend.api import create_app
+    from fedledger_backend.db import Database
+    from fedledger_backend.relay_service import RelayService
+    from fedledger.chain.ledger import Ledger, connect
+    from fedledger.content.store import open_store
 
     rpc, contract, key, home, db, port = sys.argv[1:]
     ledger = Ledger(connect(rpc), contract).with_account(Account.from_key(key))

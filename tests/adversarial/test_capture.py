@@ -27,18 +27,17 @@ import pytest
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+from fedledger.chain.ledger import Ledger, to_hex
+from fedledger.errors import ConfigError, ContractRevert
+from fedledger.flows.submit import submit
+from fedledger.flows.verify import verify_task
+from fedledger.protocol import aggregation as agg
+from fedledger.protocol import codec, verdicts
+from fedledger.protocol.rounds import UpdateRef, judge_round
+from fedledger.protocol.verdicts import Verdict
 from pipeline_kit import Scenario, backend_for, make_scenario
 from web3 import Web3
 from web3.exceptions import ContractCustomError
-
-from client import aggregation as agg
-from client import codec, verdicts
-from client.chain import Ledger, to_hex
-from client.errors import ConfigError, ContractRevert
-from client.rounds import UpdateRef, judge_round
-from client.submit import submit
-from client.verdicts import Verdict
-from client.verify import verify_task
 
 CAP = 400  # each contributor of these scenarios holds about 337 digits (a quarter of 1347)
 U64_MAX = 2**64 - 1
@@ -156,7 +155,7 @@ def test_the_sdk_refuses_a_claim_above_max_samples_before_sending_anything(
 
 
 def test_a_task_without_max_samples_cannot_be_created(capped: Scenario) -> None:
-    from client.chain import TaskConfig
+    from fedledger.chain.ledger import TaskConfig
 
     cfg = TaskConfig("0x" + "11" * 32, "bafkreim", "bafkreis", max_samples=0)
     with pytest.raises(ContractRevert) as info:
@@ -223,9 +222,9 @@ def _tensors(store, cid: str, kind: str) -> dict[str, np.ndarray]:
 
 
 def _accuracy(tensors: dict[str, np.ndarray]) -> float:
-    from client.data import load_dataset
-    from client.models import build_model
-    from client.train import evaluate
+    from fedledger.learning.data import load_dataset
+    from fedledger.learning.models import build_model
+    from fedledger.learning.train import evaluate
 
     ds = load_dataset("digits", seed=0)
     return evaluate(build_model("mlp_digits", seed=0), tensors, ds.X_test, ds.y_test)[0]

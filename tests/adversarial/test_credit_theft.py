@@ -3,7 +3,7 @@
 ACCEPTED and the honest contributor DUPLICATE: an update file did not say whose it was.
 
 Now every update file names its contributor (``fedledger.contributor``, covered by
-``contentHash``), and the judge (:func:`client.rounds.judge_round`, the validators' and
+``contentHash``), and the judge (:func:`fedledger.protocol.rounds.judge_round`, the validators' and
 ``fedledger verify``'s one function) gives a copy its own verdict, ``COPIED``, while the
 contributor the file names is judged on its merits, whoever landed first.  A file that names no
 contributor is ``MALFORMED`` and says how to fix it.
@@ -24,25 +24,24 @@ import numpy as np
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from fedledger.chain.devnet import Devnet, start_anvil
+from fedledger.chain.ledger import Ledger, connect
+from fedledger.content.blockstore import Blockstore
+from fedledger.content.cid import compute_cid
+from fedledger.content.store import ContentStore, open_store
+from fedledger.errors import FormatError
+from fedledger.flows.submit import sign, submit
+from fedledger.flows.task import create_task
+from fedledger.flows.verify import verify_task
+from fedledger.learning.models import build_model, state_to_numpy
+from fedledger.protocol import codec, verdicts
+from fedledger.protocol.rounds import UpdateRef, judge_round
+from fedledger.protocol.taskspec import TaskSpec, TrainingParams
+from fedledger.protocol.verdicts import Verdict
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.service import Backend
 from pipeline_kit import Scenario, backend_for, make_scenario
 from web3 import Web3
-
-from backend.api.server import BackgroundServer
-from backend.service import Backend
-from client import codec, verdicts
-from client.blockstore import Blockstore
-from client.chain import Ledger, connect
-from client.cid import compute_cid
-from client.devnet import Devnet, start_anvil
-from client.errors import FormatError
-from client.models import build_model, state_to_numpy
-from client.rounds import UpdateRef, judge_round
-from client.store import ContentStore, open_store
-from client.submit import sign, submit
-from client.task import create_task
-from client.taskspec import TaskSpec, TrainingParams
-from client.verdicts import Verdict
-from client.verify import verify_task
 
 HONEST = 4  # contributors 0..3 train honestly
 COPIER, GRIEFER, OLD_CLIENT = 4, 5, 6

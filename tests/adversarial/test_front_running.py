@@ -3,7 +3,7 @@
 Once the relayer's ``submitUpdatesFor`` batch is in the mempool, every signature in it is
 public: anyone can copy one entry and land it first with ``submitUpdateFor``.  The batch is
 all-or-nothing, so it reverted, and the relayer marked all six entries ``failed`` — five
-updates acknowledged with 202 never reached the chain.  Now (client.relay.BatchRelayer) the
+updates acknowledged with 202 never reached the chain.  Now (fedledger.flows.relay.BatchRelayer) the
 relayer checks the entries again, records the landed one as ``submitted`` with its real update
 id and the front-runner's tx, and resends the rest; after bounded retries it sends entries
 alone.  Every 202 ends ``submitted`` or ``failed`` with a reason, each update on chain once.
@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.content.store import ContentStore
+from fedledger_backend.relay_service import LANDED_BY_OTHER, RelayLimits, RelayPolicy
 from hexbytes import HexBytes
 from pipeline_kit import Scenario, make_scenario
 from relay_kit import (
@@ -35,10 +38,6 @@ from relay_kit import (
     wait_settled,
 )
 from web3 import Web3
-
-from backend.relay_service import LANDED_BY_OTHER, RelayLimits, RelayPolicy
-from client.chain import Ledger, SignedUpdate
-from client.store import ContentStore
 
 RELAYER, FRONT_RUNNER = 15, 16
 ROOMY = RelayLimits(address_burst=50, address_per_s=50, ip_burst=1000, ip_per_s=1000)

@@ -24,24 +24,23 @@ import httpx
 import pytest
 from chain_kit import dump, fresh_dump, indexer
 from eth_account.signers.local import LocalAccount
+from fedledger.chain.ledger import Ledger, TaskConfig, to_checksum
+from fedledger.content.store import ContentStore
+from fedledger.errors import ContentNotFoundError, StoreError
+from fedledger.flows.task import create_task, load_task, publish
+from fedledger.learning.models import build_model, state_to_numpy
+from fedledger.protocol import verdicts
+from fedledger.protocol.aggregation import RuleSpec
+from fedledger.protocol.taskspec import TaskSpec
+from fedledger_backend import quarantine
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.db import ContributionRow, Database, EventRow, QuarantineRow
+from fedledger_backend.handlers import HANDLERS, SUBJECT
+from fedledger_backend.service import Backend
 from pipeline_kit import Scenario, backend_for, make_scenario
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 from web3 import Web3
-
-from backend import quarantine
-from backend.api.server import BackgroundServer
-from backend.db import ContributionRow, Database, EventRow, QuarantineRow
-from backend.handlers import HANDLERS, SUBJECT
-from backend.service import Backend
-from client import verdicts
-from client.aggregation import RuleSpec
-from client.chain import Ledger, TaskConfig, to_checksum
-from client.errors import ContentNotFoundError, StoreError
-from client.models import build_model, state_to_numpy
-from client.store import ContentStore
-from client.task import create_task, load_task, publish
-from client.taskspec import TaskSpec
 
 U64_MAX = 2**64 - 1
 
@@ -362,7 +361,7 @@ class Died(BaseException):
 def test_a_task_that_kills_the_worker_is_quarantined_after_a_few_restarts(
     ledger, store, dev_accounts, tmp_path, monkeypatch
 ):
-    import backend.validator as validator_module
+    import fedledger_backend.validator as validator_module
 
     victim = dev_accounts[1]
     evil = attacker_task_that_breaks_judging(ledger, store, dev_accounts[10], victim.address)

@@ -28,22 +28,22 @@ import httpx
 import numpy as np
 import pytest
 from eth_account.signers.local import LocalAccount
-
-from backend.api.server import BackgroundServer
-from backend.db import Database
-from backend.service import Backend
-from client import architecture, codec
-from client.chain import Ledger, TaskConfig
-from client.contribute import ContributorOptions, contribute
-from client.devnet import Devnet
-from client.errors import ConfigError, ModelNotAllowed, ModelPinMismatch
-from client.keys import DEV_SCRYPT_N, new_key
-from client.local_data import partition_share
-from client.models import build_model, build_task_model, state_to_numpy
-from client.store import ContentStore
-from client.submit import encode, submit
-from client.task import create_task, load_task, publish
-from client.taskspec import TaskSpec
+from fedledger.chain.devnet import Devnet
+from fedledger.chain.keys import DEV_SCRYPT_N, new_key
+from fedledger.chain.ledger import Ledger, TaskConfig
+from fedledger.content.store import ContentStore
+from fedledger.errors import ConfigError, ModelNotAllowed, ModelPinMismatch
+from fedledger.flows.contribute import ContributorOptions, contribute
+from fedledger.flows.local_data import partition_share
+from fedledger.flows.submit import encode, submit
+from fedledger.flows.task import create_task, load_task, publish
+from fedledger.learning import architecture
+from fedledger.learning.models import build_model, build_task_model, state_to_numpy
+from fedledger.protocol import codec
+from fedledger.protocol.taskspec import TaskSpec
+from fedledger_backend.api.server import BackgroundServer
+from fedledger_backend.db import Database
+from fedledger_backend.service import Backend
 
 PASSWORD = "correct horse battery staple"
 MAX_SAMPLES = 10_000
@@ -72,7 +72,7 @@ def make_model(n_features: int = 64, n_classes: int = 10, hidden: int = 16) -> n
 
 def _fedledger() -> list[str]:
     script = Path(sys.executable).with_name("fedledger")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "client.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "fedledger.cli.main"]
 
 
 def _sha256_file(path: str | Path) -> str:
@@ -298,7 +298,7 @@ def test_the_skip_is_logged_once_as_a_structured_record(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from backend.projections import Evaluator
+    from fedledger_backend.projections import Evaluator
 
     tid = stranger_creates_task(
         ledger, store, dev_accounts[7], hostile_specs(hostile)["import-time module"]
@@ -388,7 +388,7 @@ def test_an_operator_who_allows_a_factory_trains_with_it_and_a_changed_source_is
 def test_the_allow_list_also_comes_from_the_environment(
     hostile: Hostile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from client.settings import load_settings
+    from fedledger.config import load_settings
 
     monkeypatch.setenv("FEDLEDGER_ALLOW_MODELS", f" {CUSTOM} ,other_pkg.nets:build")
     assert load_settings().allowed_models == (CUSTOM, "other_pkg.nets:build")

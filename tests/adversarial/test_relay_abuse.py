@@ -3,7 +3,7 @@
 The relay pays gas and pins bytes.  It used to do so for any task on the contract, an
 attacker's own open task included, for any throwaway key; it charged a contributor's bucket
 before the duplicate check, so replaying a victim's public signed update locked the victim
-out; and it believed ``X-Forwarded-For`` from anyone.  Now (backend.relay_service.RelayPolicy)
+out; and it believed ``X-Forwarded-For`` from anyone.  Now (fedledger_backend.relay_service.RelayPolicy)
 it relays only for the tasks this node validates and the tasks its operator lists, only for
 their admitted contributors (strangers to an open task within an explicit budget), within
 per-contributor and per-task budgets, refuses duplicates before charging anything, and reads a
@@ -29,6 +29,12 @@ from typing import Any
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
+from fedledger.chain.devnet import dev_private_keys, free_port
+from fedledger.chain.keys import DEV_SCRYPT_N, new_key
+from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.content.cid import compute_cid
+from fedledger.content.store import ContentStore
+from fedledger_backend.relay_service import RelayLimits, RelayPolicy
 from pipeline_kit import Scenario, make_scenario
 from relay_kit import (
     RelayNode,
@@ -43,13 +49,6 @@ from relay_kit import (
     transact,
     wait_settled,
 )
-
-from backend.relay_service import RelayLimits, RelayPolicy
-from client.chain import Ledger, SignedUpdate
-from client.cid import compute_cid
-from client.devnet import dev_private_keys, free_port
-from client.keys import DEV_SCRYPT_N, new_key
-from client.store import ContentStore
 
 RELAYER, ATTACKER = 15, 16
 ROOMY = RelayLimits(address_burst=50, address_per_s=50, ip_burst=1000, ip_per_s=1000)
@@ -364,7 +363,7 @@ def test_only_the_configured_proxy_header_is_read(
 
 def _fedledger() -> list[str]:
     script = Path(sys.executable).with_name("fedledger")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "client.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "fedledger.cli.main"]
 
 
 def test_fedledger_serve_relays_by_its_flags_and_ignores_forged_proxy_headers(

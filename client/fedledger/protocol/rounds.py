@@ -1,0 +1,300 @@
+"""Judging a round: one function that validators run to attest and re-verifiers run to check.
+
+:func:`judge_round` takes the round's updates (as the chain lists them), the global model they
+were trained against and the task spec, and returns every update's verdict, the new global model
+file and the verdict file, with their hashes, CIDs and the verdict Merkle root.  It is
+deterministic: the same inputs give the same bytes on any machine (fixed update order, the
+deterministic kernels of :mod:`fedledger.protocol.aggregation`, canonical encodings), which is what lets
+several validators agree and anyone recompute ``aggregateHash``.
+
+Order of checks per update (the first failure decides; see also :mod:`fedledger.protocol.screening`):
+``LATE`` (block time after the round deadline) → ``UNAVAILABLE`` (not fetched within the spec's
+``fetch_timeout_s``) → ``HASH_MISMATCH`` (sha256 of the bytes differs from the on-chain
+``contentHash``: checked *before* the bytes are parsed) → ``MALFORMED`` (not a valid update file
+for this task, round and base model, or naming no contributor) → ``COPIED`` (the file names
+another contributor than the address that submitted it) → the screen.
+
+An update file names its contributor (``fedledger.contributor``, :mod:`fedledger.protocol.codec`) and
+``contentHash`` covers it, so copying another's pending ``(contentHash, cid)`` and landing it
+first earns the copier ``COPIED``, while the contributor the file names is judged on its merits:
+among updates of the same ``contentHash`` (same bytes, so the file names at most one of their
+submitters) only the one it names can be accepted, whichever landed first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedledger.content.cid import compute_cid
+from fedledger.content.store import ContentStore
+from fedledger.errors import FormatError
+from fedledger.protocol import aggregation as agg
+from fedledger.protocol import codec, screening, verdicts
+from fedledger.protocol.taskspec import TaskSpec
+from fedledger.protocol.verdicts import Verdict
+from fedledger.redact import public_reason, public_text
+
+
+@dataclass(frozen=True)
+class UpdateRef:
+    """An update as the chain recorded it."""
+
+    update_id: int
+    contributor: str
+    content_hash: str
+    cid: str
+    num_samples: int
+    submitted_at: int = 0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict_file: verdicts.VerdictFile
+    verdict_bytes: bytes
+    verdict_cid: str
+    root: bytes
+    aggregate: bytes
+    aggregate_hash: str
+    aggregate_cid: str
+    new_global: dict[str, np.ndarray]
+
+
+Fetcher = Callable[[UpdateRef], bytes]
+
+
+def _fetch_all(
+    store: ContentStore,
+    refs: Sequence[UpdateRef],
+    timeout_s: float,
+    max_bytes: int,
+    fetch: Fetcher | None,
+) -> dict[int, tuple[bytes, str] | str]:
+    """Bytes and their sha256 per update id (hashed on the fetching threads), or the reason
+    the update could not be fetched."""
+
+    def get(r: UpdateRef) -> tuple[bytes, str]:
+        if fetch is None:
+            return store.get_hashed(r.cid, max_bytes=max_bytes, expect=r.content_hash)
+        data = fetch(r)
+        return data, codec.sha256_hex(data)
+
+    out: dict[int, tuple[bytes, str] | str] = {}
+    if not refs:
+        return out
+    pool = ThreadPoolExecutor(max_workers=min(8, len(refs)), thread_name_prefix="fetch")
+    try:
+        futs = {r.update_id: pool.submit(get, r) for r in refs}
+        for uid, fut in futs.items():
+            try:
+                out[uid] = fut.result(timeout=timeout_s)
+            except FutureTimeout:
+                out[uid] = f"not retrievable within {timeout_s:g}s"
+            except Exception as exc:  # noqa: BLE001 - any failure to fetch one is its verdict
+                out[uid] = f"not retrievable: {public_reason(exc)}"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return out
+
+
+def _check_file(
+    dec: codec.Decoded, task_id: int, round_: int, base_hash: str, contributor: str
+) -> tuple[Verdict, str] | None:
+    """The file's own claims against the chain's record: ``MALFORMED`` if it is not an update
+    of this task, round and base model or names no contributor; ``COPIED`` if it names another
+    contributor than the address that submitted it (see the module docstring)."""
+    if dec.task_id != task_id or dec.round != round_:
+        return Verdict.MALFORMED, (
+            f"file is for task {dec.task_id} round {dec.round}, not task {task_id} round {round_}"
+        )
+    if dec.base_hash != base_hash:
+        return Verdict.MALFORMED, (
+            f"delta was computed against model {dec.base_hash}, not the global model {base_hash}"
+        )
+    named = dec.contributor
+    if named is None:
+        return Verdict.MALFORMED, (
+            f"update file names no contributor ({codec.K_CONTRIBUTOR}): rebuild it with this "
+            "fedledger (`fedledger train` or `fedledger submit`), which binds an update to the "
+            "address that submits it"
+        )
+    if not codec.ADDRESS_RE.fullmatch(named):
+        shown = named if len(named) <= 60 else named[:60] + "..."
+        return Verdict.MALFORMED, (
+            f"{codec.K_CONTRIBUTOR} {shown!r} is not an address (0x + 40 hex digits): rebuild "
+            "the update with this fedledger"
+        )
+    if named != contributor.lower():
+        return Verdict.COPIED, (
+            f"the file names contributor {named}, not {contributor.lower()} who submitted it: "
+            "a copy of another's update earns nothing"
+        )
+    return None
+
+
+def _candidate(
+    r: UpdateRef,
+    early: Mapping[int, tuple[Verdict, str]],
+    fetched: Mapping[int, tuple[bytes, str] | str],
+    task_id: int,
+    round_: int,
+    base_hash: str,
+    max_bytes: int,
+    max_elements: int,
+) -> screening.Candidate:
+    """What the screen sees of one update: its delta, or the verdict that stopped it early."""
+
+    def stopped(verdict: Verdict, reason: str) -> screening.Candidate:
+        return screening.Candidate(
+            r.update_id, r.contributor, r.content_hash, None, verdict, reason
+        )
+
+    if r.update_id in early:
+        return stopped(*early[r.update_id])
+    fetched_r = fetched[r.update_id]
+    if isinstance(fetched_r, str):
+        return stopped(Verdict.UNAVAILABLE, fetched_r)
+    got, h = fetched_r  # h was computed before any parsing: unverified bytes are never parsed
+    if h != r.content_hash.lower():
+        return stopped(
+            Verdict.HASH_MISMATCH, f"bytes hash to {h}, the chain records {r.content_hash}"
+        )
+    try:
+        # A top-k file declares its dense shape: bounded by the model's size, a 200-byte file
+        # cannot make every validator allocate codec.DEFAULT_MAX_ELEMENTS floats (1 GiB).
+        dec = codec.decode(
+            got, kind="update", max_bytes=max_bytes, max_elements=max_elements, copy=False
+        )
+        problem = _check_file(dec, task_id, round_, base_hash, r.contributor)
+    except FormatError as exc:
+        return stopped(Verdict.MALFORMED, str(exc))
+    except Exception as exc:  # noqa: BLE001 - whatever escapes the decoder judges this update
+        return stopped(Verdict.MALFORMED, f"not a valid update file: {public_reason(exc)}")
+    if problem is not None:
+        return stopped(*problem)
+    return screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors)
+
+
+def judge_round(
+    store: ContentStore,
+    *,
+    task_id: int,
+    round_: int,
+    spec: TaskSpec,
+    base_model: bytes,
+    updates: Sequence[UpdateRef],
+    max_samples: int,
+    deadline: int | None = None,
+    unavailable: Mapping[int, str] | None = None,
+    fetch: Fetcher | None = None,
+    previous: verdicts.VerdictFile | None = None,
+    base_hash: str | None = None,
+) -> Judgement:
+    """Every update's verdict and the round's aggregate (see the module docstring).
+
+    ``max_samples`` is the task's on-chain ``maxSamples``: fedavg weighs each update by its
+    ``numSamples`` capped at ``min(the rule's sample_cap, max_samples)``
+    (:meth:`fedledger.protocol.aggregation.RuleSpec.with_task_cap`), the rule the verdict file records.
+    ``unavailable`` (update id → reason) is for re-verification: updates the validators could
+    not fetch are judged ``UNAVAILABLE`` with the reason they recorded, whether or not they can
+    be fetched now.  ``previous`` is the attested verdict file of round ``round_ - 1`` (``None``
+    for round 0): the contributors' standing and the norm history carry over from it
+    (:mod:`fedledger.protocol.screening`).
+    ``base_hash``, when the caller already checked ``base_model`` against the chain's hash (as
+    :func:`fedledger.flows.task.fetch_verified` does), saves hashing it again.
+    """
+    if round_ > 0 and previous is None:
+        raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
+    if previous is not None and (previous.task_id, previous.round) != (task_id, round_ - 1):
+        raise ValueError(
+            f"the previous verdict file is for task {previous.task_id} round {previous.round}, "
+            f"not task {task_id} round {round_ - 1}"
+        )
+    prior = previous.standing if previous is not None else None
+    prior_norms = previous.norm_history if previous is not None else None
+    rule = agg.RuleSpec.parse(spec.aggregation).with_task_cap(max_samples)
+    screen_spec = screening.ScreeningSpec.parse(spec.screening)
+    base_hash = (base_hash or codec.sha256_hex(base_model)).lower()
+    global_model = codec.decode(base_model, kind="model", copy=False).tensors  # only read
+    layout = agg.TensorLayout.of(global_model)
+    max_bytes = 2 * layout.size * 4 + (1 << 20)
+    refs = sorted(updates, key=lambda r: r.update_id)
+    unavailable = dict(unavailable or {})
+
+    early: dict[int, tuple[Verdict, str]] = {}
+    to_fetch = []
+    for r in refs:
+        if deadline is not None and r.submitted_at > deadline:
+            early[r.update_id] = (
+                Verdict.LATE,
+                f"submitted at {r.submitted_at}, after the deadline {deadline}",
+            )
+        elif r.update_id in unavailable:
+            early[r.update_id] = (Verdict.UNAVAILABLE, unavailable[r.update_id])
+        else:
+            to_fetch.append(r)
+    fetched = _fetch_all(store, to_fetch, spec.fetch_timeout_s, max_bytes, fetch)
+
+    candidates = [
+        _candidate(r, early, fetched, task_id, round_, base_hash, max_bytes, layout.size)
+        for r in refs
+    ]
+
+    decisions = screening.screen(candidates, global_model, rule, screen_spec, prior, prior_norms)
+    by_id = {c.update_id: c for c in candidates}
+    ref_by_id = {r.update_id: r for r in refs}
+    accepted = screening.accepted_ids(decisions)
+    deltas = [by_id[i].delta for i in accepted]
+    delta = agg.aggregate_tensors(
+        rule,
+        [d for d in deltas if d is not None],
+        [ref_by_id[i].num_samples for i in accepted],
+        layout,
+    )
+    new_global = agg.apply_delta(global_model, delta)
+    aggregate = codec.encode_model(new_global, task_id=task_id, round=round_ + 1)
+    aggregate_hash = codec.sha256_hex(aggregate)
+    aggregate_cid = compute_cid(aggregate)
+
+    entries = [
+        verdicts.VerdictEntry(
+            update_id=d.update_id,
+            contributor=ref_by_id[d.update_id].contributor,
+            content_hash=ref_by_id[d.update_id].content_hash,
+            cid=ref_by_id[d.update_id].cid,
+            num_samples=ref_by_id[d.update_id].num_samples,
+            verdict=d.verdict,
+            # Recorded reasons (re-verification) are kept to the byte; new ones are public.
+            reason=d.reason if d.update_id in unavailable else public_text(d.reason),
+            score=d.score,
+        )
+        for d in decisions
+    ]
+    vf = verdicts.build(
+        task_id=task_id,
+        round=round_,
+        rule=rule,
+        base_model_hash=base_hash,
+        aggregate_hash=aggregate_hash,
+        aggregate_cid=aggregate_cid,
+        entries=entries,
+        standing=screening.next_standing(
+            prior, decisions, {r.update_id: r.contributor for r in refs}
+        ),
+        norm_history=screening.next_norm_history(prior_norms, decisions, screen_spec),
+    )
+    vbytes = vf.to_bytes()
+    return Judgement(
+        verdict_file=vf,
+        verdict_bytes=vbytes,
+        verdict_cid=compute_cid(vbytes),
+        root=vf.root(),
+        aggregate=aggregate,
+        aggregate_hash=aggregate_hash,
+        aggregate_cid=aggregate_cid,
+        new_global=new_global,
+    )
