@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export FOUNDRY_OFFLINE := true
 
 .PHONY: demo test lint fmt bootstrap venv node apt-tools contracts contracts-check \
-        forge-test forge-test-deep gas-snapshot gas-check sol-fmt sol-lint slither pytest bench clean
+        forge-test forge-test-deep gas-snapshot gas-check sol-fmt sol-lint slither pytest bench bench-venv clean
 
 bootstrap: venv node
 
@@ -88,7 +88,15 @@ test: bootstrap apt-tools lint contracts forge-test gas-check slither pytest
 demo: bootstrap
 	$(BIN)/fedledger demo
 
-bench: bootstrap
+## bench-venv: Flower in its own venv (.venv-bench), the baseline benchmarks/aggregate.py runs
+## against; flwr 1.42 pins its own Ray, so it stays out of the project's venv.
+bench-venv: .venv-bench/.stamp
+.venv-bench/.stamp:
+	@test -x .venv-bench/bin/python || $(PY) -m venv .venv-bench
+	.venv-bench/bin/pip install -q numpy 'flwr==1.42.0'
+	@touch $@
+
+bench: bootstrap bench-venv
 	for b in benchmarks/*.py; do $(PYTHON) $$b || exit 1; done
 
 clean:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/aggregate.py --small    # 12 updates x 200k (a quick check)
 
 Flower pins versions of fastapi/starlette/typer/rich that differ from the project's, so it lives
-in its own venv (``python -m venv .venv-bench && .venv-bench/bin/pip install flwr numpy``, the
+in its own venv (`make bench-venv` creates `.venv-bench` with flwr 1.42 and numpy; `make bench` does it first, the
 ``bench`` extra); its side runs there in a subprocess on the same ``.npy`` files.  Also measured:
 the machine's memory-read bandwidth (numpy sum over 1 GiB, one thread), fedavg's share of it,
 and fedavg's peak memory over 50 updates read from files one at a time, in model sizes.
@@ -177,7 +177,7 @@ def main() -> None:
             else:
                 flower_err = proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"
         else:
-            flower_err = f"{BENCH_PY} missing (python -m venv .venv-bench; pip install flwr)"
+            flower_err = f"{BENCH_PY} missing (run `make bench-venv`)"
 
         agree = {}
         for name in ours:
