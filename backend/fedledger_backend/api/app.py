@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import fedledger
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -307,7 +308,7 @@ def create_app(
     app = FastAPI(
         title="fedledger",
         summary="Contribution history of federated training, indexed from the TrainingLedger chain",
-        version="0.1.0",
+        version=fedledger.__version__,
         lifespan=lifespan,
     )
     app.state.ctx = ctx
