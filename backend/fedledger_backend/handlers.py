@@ -8,6 +8,7 @@ indexer can replay the stored events after a reorg.
 from __future__ import annotations
 
 from fedledger.chain.ledger import to_checksum
+from fedledger.chain.records import UpdateRecord
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -97,17 +98,10 @@ on_validator_added = _member("validator", "validator")
 def on_update_submitted(s: Session, ev: EventRow) -> None:
     a = ev.args
     task_id, rnd = int(a["taskId"]), int(a["round"])
+    rec = UpdateRecord.from_event(a, tx_hash=ev.tx_hash, block_number=ev.block_number)
     s.add(
         ContributionRow(
-            update_id=int(a["updateId"]),
-            task_id=task_id,
-            round=rnd,
-            contributor=to_checksum(a["contributor"]),
-            content_hash=a["contentHash"],
-            cid=a["cid"],
-            num_samples=int(a["numSamples"]),
-            tx_hash=ev.tx_hash,
-            block_number=ev.block_number,
+            **rec.columns(),
             block_hash=ev.block_hash,
             log_index=ev.log_index,
             submitted_at=ev.block_time,

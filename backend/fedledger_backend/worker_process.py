@@ -131,7 +131,7 @@ class WorkerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            cwd=str(Path(__file__).resolve().parents[1]),
+            cwd=str(Path(__file__).resolve().parents[2]),  # the checkout, as for `fedledger serve`
         )
         assert proc.stdin is not None
         proc.stdin.write((self._key.hex() if self._key else "") + "\n")

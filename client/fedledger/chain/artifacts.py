@@ -201,7 +201,7 @@ def artifact_from_hardhat(root: str | os.PathLike[str] | None = None) -> Artifac
 
 def repo_root() -> Path:
     """The checkout this package lives in (the directory holding ``contracts/``)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[3]  # client/fedledger/chain/ -> checkout
     if not (root / SOURCE_NAME).is_file():
         raise NotFoundError(
             f"{SOURCE_NAME} not found next to the client package",

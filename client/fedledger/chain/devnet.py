@@ -21,7 +21,7 @@ import httpx
 from fedledger.errors import ChainError, ConfigError
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[3]  # client/fedledger/chain/ -> checkout
 
 
 def free_port() -> int:

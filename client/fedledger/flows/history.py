@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 
 from fedledger import safejson
-from fedledger.chain.ledger import Ledger, to_checksum, to_hex
+from fedledger.chain.ledger import Ledger, to_checksum
+from fedledger.chain.records import UpdateRecord
 from fedledger.content.store import ContentStore
 from fedledger.errors import ChainError, ConfigError, FedledgerError, FormatError, NotFoundError
 from fedledger.protocol import verdicts
@@ -89,17 +90,12 @@ def history_from_chain(
         st = e.verdict.name if e else "PENDING"
         if status is not None and st != status:
             continue
+        rec = UpdateRecord.from_event(
+            a, tx_hash=ev["transactionHash"], block_number=ev["blockNumber"]
+        )
         rows.append(
             {
-                "update_id": uid,
-                "task_id": int(a["taskId"]),
-                "round": int(a["round"]),
-                "contributor": a["contributor"],
-                "content_hash": to_hex(a["contentHash"]),
-                "cid": a["cid"],
-                "num_samples": int(a["numSamples"]),
-                "tx_hash": ev["transactionHash"],
-                "block_number": ev["blockNumber"],
+                **rec.columns(),
                 "status": st,
                 "reason": e.reason if e else None,
                 "score": e.score if e else None,
