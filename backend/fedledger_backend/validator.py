@@ -281,7 +281,7 @@ class Validator:
             self.skipped[(task_id, rnd)] = "the index has not reached the confirmed seal yet"
             return None
         self._mark_running(task_id, rnd)
-        state = load_task(led, self.store, task_id)
+        state = load_task(led, self.store, task_id, task=t)
         base = self._own_aggregate(task_id, state.global_cid, state.global_hash)
         if base is None:
             base = fetch_verified(self.store, state.global_cid, state.global_hash)

@@ -827,6 +827,50 @@ class Ledger:
         )
         return bytes(self._call(fn, "updateDigest"))
 
+    def check_update_records(
+        self, records: Sequence[tuple[int, int, int, str, str, str, int]]
+    ) -> list[bool]:
+        """For each ``(update_id, task_id, round, contributor, content_hash, cid, num_samples)``
+        taken from an event: does the digest the contract stored for that update id commit to
+        exactly these fields?  Two ``eth_call`` per record, sent in JSON-RPC batches (one round
+        trip per 250 records); one call at a time where the endpoint cannot batch."""
+        fns = []
+        for uid, task_id, rnd, who, content_hash, cid, n in records:
+            fns.append(self.contract.functions.getUpdate(uid))
+            fns.append(
+                self.contract.functions.updateDigest(
+                    task_id, rnd, to_checksum_address(who), hex32(content_hash), cid, n
+                )
+            )
+        try:
+            answers = rpc_batch(
+                self.w3,
+                [
+                    ("eth_call", [{"to": self.address, "data": to_hex(encode_call(f))}, "latest"])
+                    for f in fns
+                ],
+            )
+            words = [bytes(HexBytes(a["result"])) if "result" in a else None for a in answers]
+        except ConfigError:  # not an HTTP endpoint: no batches
+            words = [bytes(self._call(f, "getUpdate/updateDigest")) for f in fns]
+        return [
+            words[2 * i] is not None and words[2 * i] == words[2 * i + 1]
+            for i in range(len(records))
+        ]
+
+    def block_timestamps(self, numbers: Iterable[int]) -> dict[int, int]:
+        """Each block's timestamp, in one batch of ``eth_getBlockByNumber``."""
+        wanted = sorted(set(numbers))
+        try:
+            answers = rpc_batch(
+                self.w3, [("eth_getBlockByNumber", [hex(b), False]) for b in wanted]
+            )
+            return {
+                b: int(a["result"]["timestamp"], 16) for b, a in zip(wanted, answers, strict=True)
+            }
+        except (ConfigError, KeyError, TypeError, ValueError):
+            return {b: int(self.w3.eth.get_block(b)["timestamp"]) for b in wanted}
+
     def is_contributor(self, task_id: int, who: str) -> bool:
         return bool(
             self._call(

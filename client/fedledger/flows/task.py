@@ -114,14 +114,19 @@ def create_task(
     return ledger.create_task(cfg)
 
 
-def load_task(ledger: Ledger, store: ContentStore, task_id: int) -> TaskState:
-    """Read a task from chain and its spec from the store; the global model's CID from events."""
-    if task_id < 1 or task_id > ledger.task_count():
+def load_task(
+    ledger: Ledger, store: ContentStore, task_id: int, *, task: dict[str, Any] | None = None
+) -> TaskState:
+    """Read a task from chain and its spec from the store; the global model's CID from events.
+
+    ``task``: the task's ``getTask`` answer when the caller has just read it (the validator
+    does), so it is not asked for again."""
+    if task is None and (task_id < 1 or task_id > ledger.task_count()):
         raise NotFoundError(
             f"task {task_id} does not exist on contract {ledger.address}",
             hint="list tasks with `fedledger history --tasks` or create one with `fedledger task create`",
         )
-    t = ledger.get_task(task_id)
+    t = task if task is not None else ledger.get_task(task_id)
     cfg_raw = t
     cfg = TaskConfig(
         model_hash=to_hex(cfg_raw["modelHash"]),

@@ -189,27 +189,30 @@ def _verify_round(
     max_samples: int,
 ) -> RoundReport:
     rep = RoundReport(rnd)
-    refs = []
-    for ev in ledger.events("UpdateSubmitted", task_id=task_id, round_=rnd):
-        a = ev["args"]
-        ts = int(ledger.w3.eth.get_block(ev["blockNumber"])["timestamp"])
-        ref = UpdateRef(
-            int(a["updateId"]),
-            a["contributor"],
-            to_hex(a["contentHash"]),
-            a["cid"],
-            int(a["numSamples"]),
-            ts,
+    events = list(ledger.events("UpdateSubmitted", task_id=task_id, round_=rnd))
+    times = ledger.block_timestamps(int(ev["blockNumber"]) for ev in events)
+    refs = [
+        UpdateRef(
+            int(ev["args"]["updateId"]),
+            ev["args"]["contributor"],
+            to_hex(ev["args"]["contentHash"]),
+            ev["args"]["cid"],
+            int(ev["args"]["numSamples"]),
+            times[int(ev["blockNumber"])],
         )
-        stored = ledger.get_update_digest(ref.update_id)
-        expect = ledger.update_digest(
-            task_id, rnd, ref.contributor, ref.content_hash, ref.cid, ref.num_samples
-        )
-        if stored != expect:
+        for ev in events
+    ]
+    matches = ledger.check_update_records(
+        [
+            (r.update_id, task_id, rnd, r.contributor, r.content_hash, r.cid, r.num_samples)
+            for r in refs
+        ]
+    )
+    for ref, ok in zip(refs, matches, strict=True):
+        if not ok:
             rep.problems.append(
                 f"update {ref.update_id}: event does not match the digest stored on chain"
             )
-        refs.append(ref)
     rep.updates = len(refs)
     try:
         base = fetch_verified(store, base_cid, base_hash)
