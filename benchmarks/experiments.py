@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
 from fedledger.content.blockstore import Blockstore  # noqa: E402
 from fedledger.learning import attacks as attack_lib  # noqa: E402
 from fedledger.learning.data import TabularDataset, load_dataset, partition_dirichlet  # noqa: E402
@@ -540,6 +541,7 @@ def chain_rounds(
     ``after_round`` runs after each round, outside its timing (the overhead experiment runs a
     plain round there, so both sides see the machine in the same state)."""
     from eth_account import Account
+
     from fedledger.chain.devnet import dev_private_keys, start_anvil
     from fedledger.chain.ledger import Ledger, connect
     from fedledger.content.store import open_store

@@ -45,12 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eth_account import Account  # noqa: E402
 from eth_account.signers.local import LocalAccount  # noqa: E402
 from eth_utils import keccak  # noqa: E402
-from fedledger.chain import artifacts as contracts  # noqa: E402
-from fedledger.chain.devnet import dev_private_keys, start_anvil  # noqa: E402
-from fedledger.chain.ledger import Ledger, NonceManager, Sender, TaskConfig, connect  # noqa: E402
 from hexbytes import HexBytes  # noqa: E402
 from web3 import Web3  # noqa: E402
 from web3.types import RPCEndpoint  # noqa: E402
+
+from fedledger.chain import artifacts as contracts  # noqa: E402
+from fedledger.chain.devnet import dev_private_keys, start_anvil  # noqa: E402
+from fedledger.chain.ledger import Ledger, NonceManager, Sender, TaskConfig, connect  # noqa: E402
 
 DATE = "2026-11-27"
 # A CIDv1 (raw leaves, base32) as Kubo prints it: 59 characters, like every CID fedledger stores.

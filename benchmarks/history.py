@@ -367,6 +367,7 @@ class ChainFigures:
 def chain_part(n_events: int, workdir: Path) -> ChainFigures:
     from eth_account import Account
     from eth_utils import keccak
+
     from fedledger.chain.devnet import dev_private_keys, start_anvil
     from fedledger.chain.ledger import Ledger, NonceManager, TaskConfig, wait_all
     from fedledger_backend.handlers import HANDLERS, rebuild

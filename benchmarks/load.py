@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from eth_account import Account  # noqa: E402
 from eth_account.signers.local import LocalAccount  # noqa: E402
+
 from fedledger.chain.devnet import dev_private_keys, free_port, start_anvil  # noqa: E402
 from fedledger.chain.ledger import Ledger, NonceManager, connect, to_hex  # noqa: E402
 from fedledger.content.cid import compute_cid  # noqa: E402
@@ -66,6 +67,7 @@ def serve(args: argparse.Namespace) -> None:
     import logging
 
     import uvicorn
+
     from fedledger_backend.api.app import freeze_startup_heap
     from fedledger_backend.db import Database
     from fedledger_backend.relay_service import RelayLimits, RelayPolicy, RelayService

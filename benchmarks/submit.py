@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eth_account import Account  # noqa: E402
+
 from fedledger.chain.devnet import dev_private_keys, start_anvil  # noqa: E402
 from fedledger.chain.ledger import Ledger, NonceManager, Sender, TaskConfig, connect  # noqa: E402
 

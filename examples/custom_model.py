@@ -5,7 +5,8 @@ description; see ``client/fedledger/learning/architecture.py``), and fedledger b
 such as this factory runs only on a machine whose operator allowed it by name, e.g.::
 
     export PYTHONPATH=examples        # the module must be importable: a file path is refused
-    fedledger task create --key owner --model custom_model:make_model --allow-model custom_model:make_model
+    fedledger task create --key owner --max-samples 1000 \
+        --model custom_model:make_model --allow-model custom_model:make_model
     fedledger train --task 1 --key alice --partition 0/4 --allow-model custom_model:make_model
     fedledger serve --key val --allow-model custom_model:make_model   # or
     export FEDLEDGER_ALLOW_MODELS=custom_model:make_model

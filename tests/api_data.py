@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from eth_utils import keccak, to_checksum_address
+
 from fedledger.protocol import merkle
 from fedledger.protocol.aggregation import RuleSpec
 from fedledger.protocol.verdicts import Verdict, VerdictEntry, build

@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
+from sqlalchemy import select
+
 from fedledger.chain.ledger import Ledger, NonceManager, TaskConfig, to_hex
 from fedledger_backend.db import Base, Database
 from fedledger_backend.handlers import HANDLERS, rebuild
 from fedledger_backend.indexer import Indexer, LedgerSource
-from sqlalchemy import select
 
 
 def rpc(url: str, method: str, params: list[Any] | None = None) -> Any:

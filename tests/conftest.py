@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+
 from fedledger.chain.devnet import Devnet, dev_private_keys, start_anvil
 from fedledger.chain.ledger import Ledger, connect
 from fedledger.content.store import ContentStore, open_store

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
+
 from fedledger.chain.ledger import Ledger
 from fedledger.content.store import ContentStore
 from fedledger.flows.contribute import ContributorOptions, LocalData, make_update

@@ -15,6 +15,8 @@ import httpx
 import numpy as np
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
 from fedledger.chain.ledger import Ledger, SignedUpdate
 from fedledger.content.cid import compute_cid
 from fedledger.content.store import ContentStore
@@ -24,7 +26,6 @@ from fedledger_backend.api import create_app
 from fedledger_backend.api.server import BackgroundServer
 from fedledger_backend.db import Database
 from fedledger_backend.relay_service import RelayLimits, RelayPolicy, RelayService
-from web3 import Web3
 
 JOURNAL = "relay-journal.sqlite3"
 

@@ -9,11 +9,12 @@ import textwrap
 
 import numpy as np
 import pytest
-from fedledger.errors import ConfigError, FormatError
-from fedledger.protocol import aggregation as A
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+
+from fedledger.errors import ConfigError, FormatError
+from fedledger.protocol import aggregation as A
 
 finite32 = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 

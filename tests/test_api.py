@@ -30,6 +30,11 @@ from api_data import (
     populate,
 )
 from fastapi import Request
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from sqlalchemy.dialects import sqlite
+from web3 import Web3
+
 from fedledger.chain.devnet import free_port
 from fedledger.content.store import open_store
 from fedledger.protocol import merkle, verdicts
@@ -41,10 +46,6 @@ from fedledger_backend.api.routes.contributions import history_query
 from fedledger_backend.api.schemas import Contribution, ContributionStatus, Page, Task
 from fedledger_backend.api.server import BackgroundServer
 from fedledger_backend.db import Database, RoundRow, VerdictFileRow
-from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
-from sqlalchemy.dialects import sqlite
-from web3 import Web3
 
 REPO = Path(__file__).resolve().parent.parent
 

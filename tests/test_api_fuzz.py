@@ -24,6 +24,9 @@ import pytest
 import schemathesis
 from api_data import populate
 from eth_account import Account
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
 from fedledger.chain.devnet import dev_private_keys, start_anvil
 from fedledger.chain.ledger import Ledger, connect
 from fedledger.content.store import open_store
@@ -31,8 +34,6 @@ from fedledger_backend.api import create_app
 from fedledger_backend.api.server import BackgroundServer
 from fedledger_backend.db import Database
 from fedledger_backend.relay_service import RelayLimits, RelayService
-from hypothesis import HealthCheck, given, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 MAX_EXAMPLES = int(os.environ.get("FEDLEDGER_FUZZ_EXAMPLES", "30"))
 """Per operation; the suite keeps it small (about 15 s), a deeper run raises it."""

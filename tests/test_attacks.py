@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from fedledger.errors import ConfigError
 from fedledger.learning.attacks import (
     ATTACKS,

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from fedledger.content.blockstore import Blockstore, multihash_key
 from fedledger.content.cid import CID, FEDLEDGER, compute_cid, parse_cid
 from fedledger.content.kubo import KuboStore

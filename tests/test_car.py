@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
+
 from fedledger.content.blockstore import Blockstore
 from fedledger.content.car import (
     decode_header,

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from fedledger.content.cid import (
     CID,
     DAG_PB,

@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+from web3 import Web3
+
 from fedledger import __version__
 from fedledger.chain import artifacts as contracts
 from fedledger.chain.devnet import Devnet, dev_private_keys, free_port, start_anvil
@@ -36,7 +38,6 @@ from fedledger.errors import ChainError
 from fedledger.flows.contribute import ContributorOptions, make_update
 from fedledger.flows.local_data import partition_share
 from fedledger.protocol import codec
-from web3 import Web3
 
 PASSWORD = "correct horse battery staple"
 DEV_INDEX = {"owner": 0, "alice": 1, "bob": 2, "carol": 3, "dave": 4, "relayer": 5, "val": 6}
@@ -491,16 +492,33 @@ def test_update_for_a_past_round_is_refused(
 
 
 def test_submitting_a_file_that_names_another_contributor_is_refused(
-    cli: Cli, final: str, task: int, update_files: dict[str, UpdateFile]
+    cli: Cli,
+    final: str,
+    task: int,
+    keys: dict[str, str],
+    sdk: tuple[Ledger, ContentStore],
+    tmp_path: Path,
 ) -> None:
-    """carol's file names carol: sent with bob's key it would be judged COPIED, so the CLI
-    refuses it before anything is stored or sent."""
-    theirs = update_files["carol"]
+    """carol's file for the current round names carol: sent with bob's key it would be judged
+    COPIED, so the CLI refuses it before anything is stored or sent."""
+    ledger, store = sdk
+    work = make_update(
+        ledger,
+        store,
+        task,
+        partition_share("digits", 2, N_PARTS, 0.0, 0),
+        ContributorOptions(seed=7),
+        contributor=keys["carol"],
+    )
+    theirs = tmp_path / "carol-round1.safetensors"
+    theirs.write_bytes(work.data)
+    nonce = ledger.w3.eth.get_transaction_count(keys["bob"])
     r = cli.run(
-        "submit", str(theirs.path), "--task", str(task), "--samples", str(theirs.num_samples),
+        "submit", str(theirs), "--task", str(task), "--samples", str(work.num_samples),
         "--key", "bob",
     )  # fmt: skip
     assert_one_line_error(r, "names contributor", "COPIED", code=5)
+    assert ledger.w3.eth.get_transaction_count(keys["bob"]) == nonce
 
 
 def test_unknown_task_is_a_one_line_error(cli: Cli, deployment: dict[str, Any]) -> None:

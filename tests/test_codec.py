@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
-from fedledger.errors import FormatError
-from fedledger.protocol import codec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load as torch_load
+
+from fedledger.errors import FormatError
+from fedledger.protocol import codec
 
 BASE = "0x" + "ab" * 32
 WHO = "0x" + "c0" * 20

@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 import safetensors.numpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from fedledger.errors import FormatError
 from fedledger.protocol import codec, verdicts
 from fedledger.protocol.aggregation import RuleSpec
 from fedledger.protocol.taskspec import TaskSpec
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 BASE = "0x" + "cd" * 32
 WHO = "0x" + "c0" * 20

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import pytest
 import typer
 import yaml
+
 from fedledger.cli.main import app
 from fedledger.config import Settings
 

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from fedledger.chain import artifacts as contracts
 from fedledger.errors import ContractRevert
 

@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 from eth_account import Account
+
 from fedledger.chain.ledger import Ledger, TaskConfig
 from fedledger.errors import ContractRevert
 

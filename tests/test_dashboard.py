@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from api_data import ALICE, BOB, CAROL, MALLORY, OUTSIDER, Ledger, populate
+
 from fedledger_backend.api import create_app
 from fedledger_backend.api.server import BackgroundServer
 from fedledger_backend.db import Database

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedledger.errors import ConfigError
 from fedledger.learning.data import DATASETS, load_dataset, partition_dirichlet, partition_iid
 

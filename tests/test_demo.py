@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fedledger.chain.devnet import free_port
 from fedledger.cli.demo import DemoConfig, DemoResult, run_demo
 

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from eth_account import Account
+
 from fedledger.chain.devnet import dev_private_keys, start_hardhat
 from fedledger.chain.ledger import Ledger, TaskConfig, connect
 

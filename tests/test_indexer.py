@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import fedledger_backend.indexer as indexer_mod
 import httpx
 import pytest
 from chain_kit import (
@@ -23,6 +22,9 @@ from chain_kit import (
     rpc,
     url_of,
 )
+from sqlalchemy import func, select
+
+import fedledger_backend.indexer as indexer_mod
 from fedledger.chain.devnet import free_port, start_anvil
 from fedledger.chain.ledger import Ledger, connect
 from fedledger.errors import ChainError
@@ -30,7 +32,6 @@ from fedledger_backend.api.server import BackgroundServer
 from fedledger_backend.db import AttestationRow, Checkpoint, ContributionRow, Database, EventRow
 from fedledger_backend.indexer import ChainReplaced
 from fedledger_backend.service import Backend
-from sqlalchemy import func, select
 
 REPO = Path(__file__).resolve().parent.parent
 

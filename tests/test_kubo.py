@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+
 from fedledger.content.cid import compute_cid, parse_cid
 from fedledger.content.kubo import KuboStore
 from fedledger.errors import ContentNotFoundError, IntegrityError, StoreError

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from eth_abi import encode
 from eth_utils import keccak
-from fedledger.protocol import merkle
 from hypothesis import given
 from hypothesis import strategies as st
+
+from fedledger.protocol import merkle
 
 ADDR = "0x" + "ab" * 20
 HASH = "0x" + "cd" * 32

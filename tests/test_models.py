@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from fedledger.errors import ConfigError, FormatError, ModelNotAllowed, ModelPinMismatch
 from fedledger.learning.models import (
     available_models,
@@ -19,7 +21,6 @@ from fedledger.learning.models import (
     numpy_to_state,
     state_to_numpy,
 )
-from torch import nn
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_model.py"
 
@@ -188,8 +189,9 @@ def test_an_architecture_is_built_without_initialising_its_weights() -> None:
     next); a module with a non-persistent buffer, which loading would not set, is built
     normally."""
     import torch
-    from fedledger.learning.models import build_architecture, build_model, state_to_numpy
     from torch import nn
+
+    from fedledger.learning.models import build_architecture, build_model, state_to_numpy
 
     arch = state_to_numpy(build_architecture("mlp_digits"))
     full = state_to_numpy(build_model("mlp_digits", seed=0))

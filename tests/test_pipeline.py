@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pipeline_kit import backend_for, make_scenario, zero_like
+
 from fedledger.flows.verify import verify_task
 from fedledger.protocol import codec, merkle
 from fedledger_backend.api.server import BackgroundServer
-from pipeline_kit import backend_for, make_scenario, zero_like
 
 
 def _run_until_final(backend, ledger, task_id: int, rnd: int, passes: int = 20) -> None:

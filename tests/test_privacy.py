@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import norm
+
 from fedledger.errors import ConfigError, FormatError
 from fedledger.learning.privacy import (
     DPConfig,
@@ -20,7 +22,6 @@ from fedledger.learning.privacy import (
     global_l2_norm,
     privatize,
 )
-from scipy.stats import norm
 
 
 def _delta(seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:

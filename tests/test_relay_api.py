@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from pipeline_kit import Scenario, make_scenario
+
 from fedledger.chain.ledger import Ledger, SignedUpdate
 from fedledger.content.cid import compute_cid
 from fedledger.content.store import ContentStore
@@ -41,7 +43,6 @@ from fedledger_backend.relay_service import (
     RelayService,
     ledger_scope,
 )
-from pipeline_kit import Scenario, make_scenario
 
 SECP256K1_N = 2 * SECP256K1_HALF_N + 1
 GENEROUS = RelayLimits(address_burst=50, address_per_s=50, ip_burst=500, ip_per_s=500)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedledger.errors import ConfigError
 from fedledger.protocol import aggregation as A
 from fedledger.protocol.screening import Candidate, ScreeningSpec, accepted_ids, screen

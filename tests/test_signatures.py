@@ -21,6 +21,7 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
+
 from fedledger.chain.devnet import dev_private_keys, start_anvil
 from fedledger.chain.ledger import (
     Ledger,

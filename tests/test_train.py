@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
+
 from fedledger.errors import ConfigError, FormatError
 from fedledger.learning.data import TabularDataset, load_dataset
 from fedledger.learning.models import build_model, state_to_numpy
 from fedledger.learning.train import LocalTrainer, TrainProgress, evaluate, train_centralized
-from torch.utils.data import DataLoader, TensorDataset
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_model.py"
 

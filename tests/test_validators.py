@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pipeline_kit import Scenario, backend_for, make_scenario
+
 from fedledger.chain.devnet import Devnet, start_anvil
 from fedledger.chain.ledger import Ledger, connect
 from fedledger.content.store import ContentStore, open_store
@@ -21,7 +23,6 @@ from fedledger.protocol.verdicts import parse as parse_verdicts
 from fedledger_backend.api.server import BackgroundServer
 from fedledger_backend.service import Backend
 from fedledger_backend.validator import Validator
-from pipeline_kit import Scenario, backend_for, make_scenario
 
 
 @pytest.fixture(scope="module")

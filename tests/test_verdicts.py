@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from fedledger.errors import FormatError
 from fedledger.protocol import merkle, verdicts
 from fedledger.protocol.aggregation import RuleSpec

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fedledger.errors import ConfigError, StoreError
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -31,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from fedledger.errors import ConfigError, StoreError
 
 # Which chain numbers can be large.  Every number in an event is attacker-chosen on the
 # attacker's own (open) task unless the contract derives it, and one value a column cannot hold

@@ -7,11 +7,11 @@ indexer can replay the stored events after a reorg.
 
 from __future__ import annotations
 
-from fedledger.chain.ledger import to_checksum
-from fedledger.chain.records import UpdateRecord
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from fedledger.chain.ledger import to_checksum
+from fedledger.chain.records import UpdateRecord
 from fedledger_backend.db import (
     AttestationRow,
     ContributionRow,

@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fedledger.chain.ledger import rpc_batch
-from fedledger.errors import ChainError, ConfigError
 from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
+from fedledger.chain.ledger import rpc_batch
+from fedledger.errors import ChainError, ConfigError
 from fedledger_backend import quarantine
 from fedledger_backend.db import BlockSeen, Checkpoint, Database, EventRow, QuarantineRow
 

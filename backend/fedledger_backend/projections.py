@@ -15,14 +15,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from sqlalchemy import select
+
 from fedledger.content.store import ContentStore
 from fedledger.errors import FedledgerError, IntegrityError
 from fedledger.learning.architecture import admit_spec, allow_list
 from fedledger.protocol import codec, verdicts
 from fedledger.protocol.taskspec import TaskSpec
 from fedledger.redact import public_reason
-from sqlalchemy import select
-
 from fedledger_backend import quarantine
 from fedledger_backend.db import Database, RoundRow, TaskNodeStatusRow, TaskRow, VerdictFileRow
 from fedledger_backend.handlers import apply_verdict_file

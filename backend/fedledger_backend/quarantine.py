@@ -32,12 +32,12 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedledger.errors import ChainError, ContractRevert, FedledgerError, IntegrityError, StoreError
-from fedledger.redact import public_reason, public_text
 from sqlalchemy import delete, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from fedledger.errors import ChainError, ContractRevert, FedledgerError, IntegrityError, StoreError
+from fedledger.redact import public_reason, public_text
 from fedledger_backend.db import Database, EventRow, QuarantineRow
 
 log = logging.getLogger("fedledger.quarantine")

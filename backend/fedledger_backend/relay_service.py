@@ -77,7 +77,6 @@ from fedledger.flows.relay import (
     simulate,
 )
 from fedledger.protocol import codec
-
 from fedledger_backend.relay_journal import EntryKey, JournalEntry, RelayJournal
 
 if TYPE_CHECKING:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 
 from eth_account.signers.local import LocalAccount
+
 from fedledger.chain.ledger import open_ledger
 from fedledger.config import Settings
 from fedledger.content.store import open_store
-
 from fedledger_backend.db import Database
 from fedledger_backend.service import Backend
 from fedledger_backend.worker_process import WorkerConfig, WorkerProcess
@@ -36,8 +36,8 @@ def run_service(
     judging a round never holds the GIL the API needs.  ``worker_process=False`` runs the worker
     as a thread of this process instead."""
     import uvicorn
-    from fedledger.logs import configure
 
+    from fedledger.logs import configure
     from fedledger_backend.api.app import freeze_startup_heap
 
     configure("INFO", json_lines=True)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+
 from fedledger.chain.ledger import Ledger
 from fedledger.content.store import ContentStore
 from fedledger.errors import FedledgerError
-
 from fedledger_backend import quarantine
 from fedledger_backend.db import Database
 from fedledger_backend.handlers import HANDLERS, SUBJECT, rebuild

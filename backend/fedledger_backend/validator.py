@@ -42,14 +42,14 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from fedledger.chain.ledger import Ledger, to_hex
 from fedledger.content.store import ContentStore
 from fedledger.errors import ContractRevert, FedledgerError
 from fedledger.flows.task import fetch_verified, load_task
 from fedledger.protocol import verdicts
 from fedledger.protocol.rounds import Judgement, UpdateRef, judge_round
-from sqlalchemy import select
-
 from fedledger_backend import quarantine
 from fedledger_backend.db import Checkpoint, ContributionRow, Database, MemberRow, RoundRow
 

@@ -14,7 +14,6 @@ import time
 
 from fedledger.chain.ledger import Ledger, connect
 from fedledger.errors import FedledgerError
-
 from fedledger_backend.db import Database
 from fedledger_backend.handlers import HANDLERS, rebuild
 from fedledger_backend.indexer import Indexer, LedgerSource

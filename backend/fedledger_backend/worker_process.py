@@ -184,11 +184,11 @@ class WorkerProcess:
 def child_main(argv: list[str]) -> int:
     """``python -m fedledger_backend.worker_process CONFIG_JSON`` with the key (hex or empty) on stdin."""
     from eth_account import Account
+
     from fedledger.chain.ledger import Ledger, connect
     from fedledger.content.store import open_store
     from fedledger.errors import FedledgerError
     from fedledger.logs import configure
-
     from fedledger_backend.db import Database
     from fedledger_backend.service import Backend
 

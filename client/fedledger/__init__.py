@@ -5,10 +5,15 @@ The whole contributor and owner journey from one import::
     import fedledger
     session = fedledger.connect(key="alice")            # settings/env -> ledger + store + key
     task = session.task(1)
-    model = task.global_model(as_torch=my_net)           # or task.global_tensors()
-    my_training_loop(model, my_loader, device="cuda")    # your own loop, any device
+    model = task.model(device="cuda")                    # the task's model, global weights in
+    my_training_loop(model, my_loader)                   # your own loop, optimiser, precision
     receipt = task.submit(model, num_samples=len(my_dataset))
-    print(receipt.update_id, receipt.cid, session.verify(1).ok)
+    task.wait_for_round(receipt.round + 1)
+    print(receipt.update_id, task.verdict(receipt).verdict.name, session.verify(1).ok)
+
+An owner starts with ``fedledger.deploy(key="owner")`` (or ``connect`` to a deployed ledger),
+then ``session.create_task(fedledger.TaskSpec(...), max_samples=...)`` and ``session.admit``.
+See ``docs/tutorial.md`` and ``examples/``.
 
 Layers, bottom to top (``make lint`` checks them): ``errors``/``logs`` -> ``config`` ->
 ``content`` | ``chain`` | ``learning`` -> ``protocol`` -> ``flows`` -> ``cli``.  Heavy parts
@@ -22,10 +27,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fedledger.errors import (
+    ChainError,
     ConfigError,
+    ContractRevert,
     FedledgerError,
     FormatError,
     IntegrityError,
+    KeystoreError,
+    ModelNotAllowed,
     NotFoundError,
     VerificationError,
 )
@@ -39,15 +48,19 @@ logging.getLogger("fedledger").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from fedledger.config import Settings
-    from fedledger.flows.session import Receipt, Session, Task, connect
+    from fedledger.flows.session import Receipt, Session, Task, connect, deploy
     from fedledger.flows.verify import Report
     from fedledger.protocol.taskspec import TaskSpec
 
 __all__ = [
+    "ChainError",
     "ConfigError",
+    "ContractRevert",
     "FedledgerError",
     "FormatError",
     "IntegrityError",
+    "KeystoreError",
+    "ModelNotAllowed",
     "NotFoundError",
     "Receipt",
     "Report",
@@ -58,12 +71,13 @@ __all__ = [
     "VerificationError",
     "__version__",
     "connect",
+    "deploy",
 ]
 
 
 def __getattr__(name: str) -> Any:
     """The public names that pull in web3, torch or pydantic models, loaded on first use."""
-    if name in ("connect", "Session", "Task", "Receipt"):
+    if name in ("connect", "deploy", "Session", "Task", "Receipt"):
         from fedledger.flows import session
 
         return getattr(session, name)

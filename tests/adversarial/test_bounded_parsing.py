@@ -39,6 +39,10 @@ import numpy as np
 import pytest
 from api_data import populate
 from eth_account import Account
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pipeline_kit import Scenario, make_scenario
+
 from fedledger import safejson
 from fedledger.chain.devnet import dev_private_keys, start_anvil
 from fedledger.chain.ledger import Ledger, SignedUpdate, connect
@@ -49,9 +53,6 @@ from fedledger.protocol.screening import ScreeningSpec
 from fedledger.protocol.taskspec import TaskSpec
 from fedledger_backend.db import Database
 from fedledger_backend.worker_process import WorkerConfig, WorkerProcess
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from pipeline_kit import Scenario, make_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 M = 16 * 1024**2

@@ -27,6 +27,10 @@ import pytest
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+from pipeline_kit import Scenario, backend_for, make_scenario
+from web3 import Web3
+from web3.exceptions import ContractCustomError
+
 from fedledger.chain.ledger import Ledger, to_hex
 from fedledger.errors import ConfigError, ContractRevert
 from fedledger.flows.submit import submit
@@ -35,9 +39,6 @@ from fedledger.protocol import aggregation as agg
 from fedledger.protocol import codec, verdicts
 from fedledger.protocol.rounds import UpdateRef, judge_round
 from fedledger.protocol.verdicts import Verdict
-from pipeline_kit import Scenario, backend_for, make_scenario
-from web3 import Web3
-from web3.exceptions import ContractCustomError
 
 CAP = 400  # each contributor of these scenarios holds about 337 digits (a quarter of 1347)
 U64_MAX = 2**64 - 1

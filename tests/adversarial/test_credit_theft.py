@@ -24,6 +24,9 @@ import numpy as np
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from pipeline_kit import Scenario, backend_for, make_scenario
+from web3 import Web3
+
 from fedledger.chain.devnet import Devnet, start_anvil
 from fedledger.chain.ledger import Ledger, connect
 from fedledger.content.blockstore import Blockstore
@@ -40,8 +43,6 @@ from fedledger.protocol.taskspec import TaskSpec, TrainingParams
 from fedledger.protocol.verdicts import Verdict
 from fedledger_backend.api.server import BackgroundServer
 from fedledger_backend.service import Backend
-from pipeline_kit import Scenario, backend_for, make_scenario
-from web3 import Web3
 
 HONEST = 4  # contributors 0..3 train honestly
 COPIER, GRIEFER, OLD_CLIENT = 4, 5, 6

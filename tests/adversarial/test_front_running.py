@@ -22,9 +22,6 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from fedledger.chain.ledger import Ledger, SignedUpdate
-from fedledger.content.store import ContentStore
-from fedledger_backend.relay_service import LANDED_BY_OTHER, RelayLimits, RelayPolicy
 from hexbytes import HexBytes
 from pipeline_kit import Scenario, make_scenario
 from relay_kit import (
@@ -38,6 +35,10 @@ from relay_kit import (
     wait_settled,
 )
 from web3 import Web3
+
+from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.content.store import ContentStore
+from fedledger_backend.relay_service import LANDED_BY_OTHER, RelayLimits, RelayPolicy
 
 RELAYER, FRONT_RUNNER = 15, 16
 ROOMY = RelayLimits(address_burst=50, address_per_s=50, ip_burst=1000, ip_per_s=1000)

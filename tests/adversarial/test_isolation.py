@@ -24,6 +24,11 @@ import httpx
 import pytest
 from chain_kit import dump, fresh_dump, indexer
 from eth_account.signers.local import LocalAccount
+from pipeline_kit import Scenario, backend_for, make_scenario
+from sqlalchemy import event, select, text
+from sqlalchemy.orm import Session
+from web3 import Web3
+
 from fedledger.chain.ledger import Ledger, TaskConfig, to_checksum
 from fedledger.content.store import ContentStore
 from fedledger.errors import ContentNotFoundError, StoreError
@@ -37,10 +42,6 @@ from fedledger_backend.api.server import BackgroundServer
 from fedledger_backend.db import ContributionRow, Database, EventRow, QuarantineRow
 from fedledger_backend.handlers import HANDLERS, SUBJECT
 from fedledger_backend.service import Backend
-from pipeline_kit import Scenario, backend_for, make_scenario
-from sqlalchemy import event, select, text
-from sqlalchemy.orm import Session
-from web3 import Web3
 
 U64_MAX = 2**64 - 1
 

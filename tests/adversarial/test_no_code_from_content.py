@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 import pytest
 from eth_account.signers.local import LocalAccount
+
 from fedledger.chain.devnet import Devnet
 from fedledger.chain.keys import DEV_SCRYPT_N, new_key
 from fedledger.chain.ledger import Ledger, TaskConfig

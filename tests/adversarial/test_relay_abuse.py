@@ -29,12 +29,6 @@ from typing import Any
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
-from fedledger.chain.devnet import dev_private_keys, free_port
-from fedledger.chain.keys import DEV_SCRYPT_N, new_key
-from fedledger.chain.ledger import Ledger, SignedUpdate
-from fedledger.content.cid import compute_cid
-from fedledger.content.store import ContentStore
-from fedledger_backend.relay_service import RelayLimits, RelayPolicy
 from pipeline_kit import Scenario, make_scenario
 from relay_kit import (
     RelayNode,
@@ -49,6 +43,13 @@ from relay_kit import (
     transact,
     wait_settled,
 )
+
+from fedledger.chain.devnet import dev_private_keys, free_port
+from fedledger.chain.keys import DEV_SCRYPT_N, new_key
+from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.content.cid import compute_cid
+from fedledger.content.store import ContentStore
+from fedledger_backend.relay_service import RelayLimits, RelayPolicy
 
 RELAYER, ATTACKER = 15, 16
 ROOMY = RelayLimits(address_burst=50, address_per_s=50, ip_burst=1000, ip_per_s=1000)

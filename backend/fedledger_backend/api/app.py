@@ -14,19 +14,19 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import fedledger
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fedledger import safejson
-from fedledger.config import load_settings
-from fedledger.errors import ConfigError, FedledgerError, FormatError
-from fedledger.redact import public_text
 from prometheus_client import Histogram
 from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import fedledger
+from fedledger import safejson
+from fedledger.config import load_settings
+from fedledger.errors import ConfigError, FedledgerError, FormatError
+from fedledger.redact import public_text
 from fedledger_backend.api.deps import ApiContext
 from fedledger_backend.api.routes import (
     contributions,

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import HTTPException
-from fedledger.errors import FedledgerError, FormatError, VerificationError
-from fedledger.protocol import merkle, verdicts
 from sqlalchemy.orm import Session
 
+from fedledger.errors import FedledgerError, FormatError, VerificationError
+from fedledger.protocol import merkle, verdicts
 from fedledger_backend.api.addresses import checksum
 from fedledger_backend.api.schemas import Proof
 from fedledger_backend.db import ContributionRow, RoundRow, VerdictFileRow

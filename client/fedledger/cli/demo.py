@@ -3,10 +3,12 @@
 A local anvil devnet, TrainingLedger deployed from the compiled artifact, the embedded content
 store, SQLite, encrypted keystores for every party; a task on ``load_digits`` with quorum 2;
 N contributor processes (each its own key and its own Dirichlet(α) share), k of them attacking;
-two validators, each with its own key and database, judging and attesting every round; the
-first one's REST API and dashboard served throughout.  It ends with a table per round, what
-became of the attackers' updates, a centrally trained baseline, a full ``verify`` and a report
-(markdown + PNG) in the data dir.
+two validators, each a ``fedledger serve`` process with its own key and database, judging and
+attesting every round; the first one's REST API and dashboard served throughout.  The demo reads
+every result as a user would, over that REST API and from the chain, never from the service's
+tables (the SDK never imports the service).  It ends with a table per round, what became of the
+attackers' updates, a centrally trained baseline, a full ``verify`` and a report (markdown +
+PNG) in the data dir.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import multiprocessing as mp
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,10 +181,6 @@ def _contributor_main(args: dict[str, Any]) -> None:
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # noqa: C901
-    from fedledger_backend.api.server import BackgroundServer
-    from fedledger_backend.db import Database
-    from fedledger_backend.service import Backend
-
     from fedledger.chain.devnet import dev_private_keys, start_anvil
     from fedledger.chain.keys import DEV_SCRYPT_N, load_key, new_key
     from fedledger.chain.ledger import Ledger, connect
@@ -207,8 +207,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
     t0 = time.monotonic()
 
     devnet = start_anvil(accounts=n + 3, log_path=home / "anvil.log")
-    backends: list[Backend] = []
-    server = None
+    services: list[ServiceProcess] = []
     procs: list[Any] = []
     result = DemoResult(ok=False)
     try:
@@ -253,24 +252,26 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
         ledger.add_validator(task_id, v1.address)
         ledger.add_validator(task_id, v2.address)
 
-        for i, acct in enumerate((v1, v2)):
-            b = Backend(
-                ledger=Ledger(w3, ledger.address, from_block=ledger.from_block),
-                store=store,
-                db=Database(f"sqlite:///{home / f'validator-{i + 1}.db'}"),
-                account=acct,
-                evaluate=(i == 0),
-                poll_s=0.2,
+        api_port = _port_or_free(cfg.port)
+        for i in (1, 2):
+            services.append(
+                ServiceProcess.start(
+                    home=home,
+                    key=f"validator-{i}",
+                    rpc_url=devnet.url,
+                    contract=ledger.address,
+                    port=api_port if i == 1 else _port_or_free(0),
+                    evaluate=(i == 1),
+                )
             )
-            backends.append(b.start())
-        server = BackgroundServer(backends[0].app(), port=_port_or_free(cfg.port)).start()
-        result.api_url = server.url
+        for svc in services:
+            svc.wait_ready()
+        rest = services[0].rest
+        result.api_url = rest.url
         say(
             f"[bold]fedledger demo[/]: devnet {devnet.url}, contract {ledger.address}, task {task_id}"
         )
-        say(
-            f"REST API and dashboard: [bold cyan]{server.url}/[/]  (OpenAPI docs at {server.url}/docs)"
-        )
+        say(f"REST API and dashboard: [bold cyan]{rest.url}/[/]  (OpenAPI docs at {rest.url}/docs)")
         say(
             f"{n} contributors ({k} attacking with {cfg.attack}), 2 validators (quorum 2), "
             f"rule {cfg.rule}, {cfg.rounds} rounds; data dir {home}"
@@ -310,8 +311,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
                         f"round {rnd} was not finalised within {cfg.round_timeout_s:.0f}s"
                     )
                 time.sleep(0.2)
-            _wait_projected(backends[0], task_id, rnd)
-            stats = _round_stats(backends[0], w3, task_id, rnd, attackers, time.monotonic() - r0)
+            _wait_projected(rest, task_id, rnd)
+            stats = _round_stats(rest, w3, task_id, rnd, attackers, time.monotonic() - r0)
             result.rounds.append(stats)
             acc = f"{stats.accuracy:.3f}" if stats.accuracy is not None else "-"
             say(
@@ -323,7 +324,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
         result.centralized_accuracy = _centralized(spec, cfg)
         report = verify_task(ledger, store, task_id)
         result.verify_ok, result.verify_problems = report.ok, report.problems
-        attack_rows = _attacker_rows(backends[0], task_id, attackers)
+        attack_rows = _attacker_rows(rest, task_id, attackers)
         result.report_path, result.plot_path = _write_report(home, cfg, result, attack_rows)
         _print_summary(con, cfg, result, attack_rows)
         honest_ok = all(r.honest_rejected <= max(1, n // 10) for r in result.rounds)
@@ -334,7 +335,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
         )
         (home / "result.json").write_text(json.dumps(result.to_json(), indent=2, default=str))
         if cfg.keep_serving:
-            say(f"serving the dashboard at {server.url}/ until Ctrl-C")
+            say(f"serving the dashboard at {rest.url}/ until Ctrl-C")
             try:
                 while True:
                     time.sleep(1)
@@ -346,10 +347,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
             if p.is_alive():
                 p.terminate()
             p.join(timeout=5)
-        if server is not None:
-            server.stop()
-        for b in backends:
-            b.stop()
+        for svc in services:
+            svc.stop()
         devnet.stop()
 
 
@@ -387,86 +386,172 @@ def _port_or_free(port: int) -> int:
     return port
 
 
-def _wait_projected(b: Any, task_id: int, rnd: int, timeout: float = 60.0) -> None:
-    from fedledger_backend.db import RoundRow
+@dataclass
+class Rest:
+    """The REST API of one ``fedledger serve``, read as any client would (answers parsed
+    within bounds)."""
 
+    url: str
+    timeout_s: float = 30.0
+
+    def get(self, path: str, **params: Any) -> Any:
+        import httpx
+
+        from fedledger import safejson
+
+        try:
+            resp = httpx.get(self.url + path, params=params, timeout=self.timeout_s)
+        except httpx.HTTPError as exc:
+            raise FedledgerError(f"the demo's service at {self.url} did not answer: {exc}") from exc
+        if resp.status_code >= 400:
+            raise FedledgerError(
+                f"GET {path} answered {resp.status_code}: {resp.text[:300]}",
+                hint="the service's log is in the demo's data dir",
+            )
+        return safejson.loads(resp.content, what=f"answer to GET {path}", max_bytes=64 << 20)
+
+    def pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged listing, following ``next_cursor``."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = self.get(path, limit=200, **params, **({"cursor": cursor} if cursor else {}))
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+
+
+@dataclass
+class ServiceProcess:
+    """One validator node: ``fedledger serve --key validator-N`` as its own process, its log
+    in ``<home>/validator-N.log``, its index in ``<home>/validator-N.db``."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    rest: Rest
+    log_path: Path
+
+    @classmethod
+    def start(
+        cls, *, home: Path, key: str, rpc_url: str, contract: str, port: int, evaluate: bool
+    ) -> ServiceProcess:
+        log_path = home / f"{key}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "fedledger",
+            "serve",
+            "--key",
+            key,
+            "--port",
+            str(port),
+            "--rpc-url",
+            rpc_url,
+            "--contract",
+            contract,
+            "--home",
+            str(home),
+            "--keystore",
+            str(home / "keystore"),
+            "--db",
+            f"sqlite:///{home / f'{key}.db'}",
+            "--eval-dataset" if evaluate else "--no-eval-dataset",
+        ]
+        with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(  # noqa: S603 - our own CLI, arguments we built
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        return cls(key, proc, Rest(f"http://127.0.0.1:{port}"), log_path)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Until ``GET /health`` answers; a process that exits first fails with its log's tail."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise FedledgerError(
+                    f"`fedledger serve --key {self.name}` exited with {self.proc.returncode}: "
+                    + self._tail(),
+                    hint=f"its whole log is {self.log_path}",
+                )
+            try:
+                self.rest.get("/health")
+                return
+            except FedledgerError:
+                if time.monotonic() > deadline:
+                    raise FedledgerError(
+                        f"`fedledger serve --key {self.name}` did not answer within "
+                        f"{timeout_s:.0f}s",
+                        hint=f"its log is {self.log_path}",
+                    ) from None
+                time.sleep(0.2)
+
+    def _tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM (the service shuts its worker down), then SIGKILL if it does not exit."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout_s)
+
+
+def _wait_projected(rest: Rest, task_id: int, rnd: int, timeout: float = 60.0) -> None:
+    """Until the round's verdicts and its model's accuracy show over REST."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        with b.db.session() as s:
-            r = s.get(RoundRow, (task_id, rnd))
-            if r is not None and r.verdicts_applied and r.accuracy is not None:
-                return
+        r = rest.get(f"/tasks/{task_id}/rounds/{rnd}")
+        if (
+            r["status"] == "finalized"
+            and not r["counts"].get("PENDING")
+            and r["accuracy"] is not None
+        ):
+            return
         time.sleep(0.1)
 
 
 def _round_stats(
-    b: Any, w3: Any, task_id: int, rnd: int, attackers: set[str], secs: float
+    rest: Rest, w3: Any, task_id: int, rnd: int, attackers: set[str], secs: float
 ) -> RoundStats:
-    from fedledger_backend.db import AttestationRow, ContributionRow, RoundRow
-    from sqlalchemy import select
-
-    with b.db.session() as s:
-        rows = list(
-            s.scalars(
-                select(ContributionRow).where(
-                    ContributionRow.task_id == task_id, ContributionRow.round == rnd
-                )
-            )
-        )
-        r = s.get(RoundRow, (task_id, rnd))
-        atts = list(
-            s.scalars(
-                select(AttestationRow).where(
-                    AttestationRow.task_id == task_id, AttestationRow.round == rnd
-                )
-            )
-        )
-        txs = {c.tx_hash for c in rows} | {a.tx_hash for a in atts}
-        attesters = sorted({a.validator for a in atts})
-    gas = 0
-    for h in txs:
-        gas += int(w3.eth.get_transaction_receipt(h)["gasUsed"])
+    rows = rest.pages("/contributions", task_id=task_id, round=rnd)
+    r = rest.get(f"/tasks/{task_id}/rounds/{rnd}")
+    atts = r["attestations"]
+    txs = {c["tx_hash"] for c in rows} | {a["tx_hash"] for a in atts}
+    gas = sum(int(w3.eth.get_transaction_receipt(h)["gasUsed"]) for h in txs)
     rejected: dict[str, int] = {}
     for c in rows:
-        if c.status != "ACCEPTED":
-            rejected[c.status] = rejected.get(c.status, 0) + 1
-    att = [c for c in rows if c.contributor in attackers]
-    hon = [c for c in rows if c.contributor not in attackers]
+        if c["status"] != "ACCEPTED":
+            rejected[c["status"]] = rejected.get(c["status"], 0) + 1
+    att = [c for c in rows if c["contributor"] in attackers]
+    hon = [c for c in rows if c["contributor"] not in attackers]
     return RoundStats(
         round=rnd,
         submitted=len(rows),
-        accepted=sum(c.status == "ACCEPTED" for c in rows),
+        accepted=sum(c["status"] == "ACCEPTED" for c in rows),
         rejected=rejected,
-        accuracy=r.accuracy if r else None,
+        accuracy=r["accuracy"],
         gas=gas,
-        attackers_rejected=sum(c.status != "ACCEPTED" for c in att),
+        attackers_rejected=sum(c["status"] != "ACCEPTED" for c in att),
         attackers_total=len(att),
-        honest_rejected=sum(c.status != "ACCEPTED" for c in hon),
+        honest_rejected=sum(c["status"] != "ACCEPTED" for c in hon),
         seconds=secs,
-        attesters=attesters,
+        attesters=sorted({a["validator"] for a in atts}),
     )
 
 
-def _attacker_rows(b: Any, task_id: int, attackers: set[str]) -> list[dict[str, Any]]:
-    from fedledger_backend.db import ContributionRow
-    from sqlalchemy import select
-
-    with b.db.session() as s:
-        rows = s.scalars(
-            select(ContributionRow)
-            .where(ContributionRow.task_id == task_id, ContributionRow.contributor.in_(attackers))
-            .order_by(ContributionRow.update_id)
-        )
-        return [
-            {
-                "update_id": c.update_id,
-                "round": c.round,
-                "contributor": c.contributor,
-                "status": c.status,
-                "reason": c.reason,
-            }
-            for c in rows
-        ]
+def _attacker_rows(rest: Rest, task_id: int, attackers: set[str]) -> list[dict[str, Any]]:
+    return [
+        {k: c[k] for k in ("update_id", "round", "contributor", "status", "reason")}
+        for c in rest.pages("/contributions", task_id=task_id)
+        if c["contributor"] in attackers
+    ]
 
 
 def _centralized(spec: Any, cfg: DemoConfig) -> float:
@@ -572,15 +657,16 @@ def _print_summary(
     con.print(t)
     if attack_rows:
         a = Table(title="the attackers' updates")
-        for c in ("update", "round", "contributor", "verdict", "reason"):
-            a.add_column(c)
+        for c in ("update", "round", "contributor", "verdict"):
+            a.add_column(c, no_wrap=True)
+        a.add_column("reason", overflow="fold", ratio=1)  # wrapped, never cut
         for row in attack_rows:
             a.add_row(
                 str(row["update_id"]),
                 str(row["round"]),
                 row["contributor"][:10] + "…",
                 row["status"],
-                (row["reason"] or "")[:60],
+                row["reason"] or "",
             )
         con.print(a)
     fa = f"{res.final_accuracy:.3f}" if res.final_accuracy is not None else "-"

@@ -2,16 +2,26 @@
 
 Every command is a thin shell over the SDK functions the backend and the tests use.  Failures
 print one line (``error: …``) and exit non-zero; read commands take ``--json``.
+
+The options many commands share (``--rpc-url``, ``--ipfs``, ``--home``, ``--keystore``,
+``--contract``, ``--db``) are declared once (:data:`_COMMON_OPTIONS`); a command names the ones
+it takes with :func:`common` and receives them as one :class:`Common`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import signal
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,8 +42,15 @@ task_app = typer.Typer(
     help="Create tasks and admit contributors and validators.", no_args_is_help=True
 )
 keys_app = typer.Typer(help="Encrypted keystores.", no_args_is_help=True)
+model_app = typer.Typer(help="Global models of a task.", no_args_is_help=True)
+store_app = typer.Typer(
+    help="Move content between stores as CAR files (ipfs dag export / import).",
+    no_args_is_help=True,
+)
 app.add_typer(task_app, name="task")
 app.add_typer(keys_app, name="keys")
+app.add_typer(model_app, name="model")
+app.add_typer(store_app, name="store")
 
 out = Console()
 err = Console(stderr=True)
@@ -83,6 +100,63 @@ AllowModelOpt = Annotated[
         "adds to FEDLEDGER_ALLOW_MODELS); tasks naming any other code are refused",
     ),
 ]
+
+
+_COMMON_OPTIONS: dict[str, Any] = {
+    "rpc_url": RpcOpt,
+    "ipfs": IpfsOpt,
+    "home": HomeOpt,
+    "keystore": KeystoreOpt,
+    "contract": ContractOpt,
+    "db": DbOpt,
+}
+
+
+@dataclass(frozen=True)
+class Common:
+    """The shared options as given on a command line (``None``: not given, the environment or
+    the default decides); :meth:`settings` merges them over ``FEDLEDGER_*``."""
+
+    rpc_url: str | None = None
+    ipfs: str | None = None
+    home: Path | None = None
+    keystore: Path | None = None
+    contract: str | None = None
+    db: str | None = None
+
+    def settings(self, **extra: Any) -> Settings:
+        return load_settings(**asdict(self), **extra)
+
+
+Command = Callable[..., None]
+
+
+def common(*names: str) -> Callable[[Command], Command]:
+    """Give a command the shared options ``names`` (each with its one flag and help text,
+    after the command's own) and hand them to it as one :class:`Common` in its ``opts``."""
+    unknown = set(names) - set(_COMMON_OPTIONS)
+    assert not unknown, f"no common option {unknown}"
+
+    def decorate(fn: Command) -> Command:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for name, p in sig.parameters.items() if name != "opts"]
+        shared = [
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+            for n, a in _COMMON_OPTIONS.items()
+            if n in names
+        ]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> None:
+            given = {n: kwargs.pop(n) for n in names}
+            fn(opts=Common(**given), **kwargs)
+
+        params = [*own, *shared]
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}  # typer reads these
+        return command
+
+    return decorate
 
 
 def _settings(**kw: Any) -> Settings:
@@ -141,18 +215,20 @@ def _emit(data: Any, as_json: bool, table: Table | None = None) -> None:
 
 
 @app.command()
+@common("home")
 def devnet(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8545,
     hardhat: Annotated[
         bool, typer.Option("--hardhat", help="run `npx hardhat node` instead of anvil")
     ] = False,
     accounts: Annotated[int, typer.Option(help="number of development accounts")] = 10,
-    home: HomeOpt = None,
+    *,
+    opts: Common,
 ) -> None:
     """Start a local development chain and print its accounts (public test keys: devnets only)."""
     from fedledger.chain.devnet import dev_private_keys, start_anvil, start_hardhat
 
-    s = _settings(home=home)
+    s = opts.settings()
     dn = start_hardhat(port) if hardhat else start_anvil(port, accounts=accounts)
     s.home.mkdir(parents=True, exist_ok=True)
     s.devnet_file().write_text(
@@ -179,17 +255,12 @@ def devnet(
 
 
 @app.command()
-def deploy(
-    key: KeyOpt,
-    rpc_url: RpcOpt = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@common("rpc_url", "home", "keystore")
+def deploy(key: KeyOpt, as_json: JsonOpt = False, *, opts: Common) -> None:
     """Deploy TrainingLedger and record it in <home>/deployments/<chain_id>.json."""
     from fedledger.chain.ledger import Ledger, connect
 
-    s = _settings(rpc_url=rpc_url, home=home, keystore=keystore)
+    s = opts.settings()
     acct = _account(s, key)
     w3 = connect(s.resolve_rpc_url())
     led = Ledger.deploy(w3, acct, s.deployments_dir)
@@ -212,19 +283,20 @@ def deploy(
 
 
 @keys_app.command("new")
+@common("home", "keystore")
 def keys_new(
     name: Annotated[str, typer.Argument(help="a name for the key")],
     dev_index: Annotated[
         int | None, typer.Option(help="import devnet account #I instead of a fresh key")
     ] = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
     as_json: JsonOpt = False,
+    *,
+    opts: Common,
 ) -> None:
     """Create a key (or import a devnet account) into an encrypted keystore."""
     from fedledger.chain.keys import DEV_SCRYPT_N, USER_SCRYPT_N, new_key
 
-    s = _settings(home=home, keystore=keystore)
+    s = opts.settings()
     pk = None
     if dev_index is not None:
         from fedledger.chain.devnet import dev_private_keys
@@ -244,11 +316,12 @@ def keys_new(
 
 
 @keys_app.command("list")
-def keys_list(home: HomeOpt = None, keystore: KeystoreOpt = None, as_json: JsonOpt = False) -> None:
+@common("home", "keystore")
+def keys_list(as_json: JsonOpt = False, *, opts: Common) -> None:
     """List keystores (names and addresses; never secrets)."""
     from fedledger.chain.keys import list_keys
 
-    s = _settings(home=home, keystore=keystore)
+    s = opts.settings()
     rows = [
         {"name": k.name, "address": k.address, "path": str(k.path)}
         for k in list_keys(s.keystore_dir)
@@ -265,6 +338,7 @@ def keys_list(home: HomeOpt = None, keystore: KeystoreOpt = None, as_json: JsonO
 
 
 @task_app.command("create")
+@common("rpc_url", "ipfs", "home", "keystore", "contract")
 def task_create(
     key: KeyOpt,
     max_samples: Annotated[
@@ -298,21 +372,22 @@ def task_create(
     round_duration: Annotated[int, typer.Option(help="seconds; 0 = none")] = 0,
     open_: Annotated[bool, typer.Option("--open", help="anyone may contribute")] = False,
     seed: int = 0,
-    rpc_url: RpcOpt = None,
-    ipfs: IpfsOpt = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
-    contract: ContractOpt = None,
     allow_model: AllowModelOpt = None,
     as_json: JsonOpt = False,
+    *,
+    opts: Common,
 ) -> None:
-    """Create a training task: publish the initial model and spec, then createTask."""
-    from fedledger.flows.task import create_task
+    """Create a training task: check it, publish the initial model and spec, then createTask.
+
+    The task is refused before anything is sent when no one could train it: an unknown data
+    set, a rule or screening parameter that does not parse, a model that does not take the
+    data set's samples or has fewer outputs than it has classes."""
+    from fedledger.flows.task import check_spec, create_task
     from fedledger.learning.architecture import admit
     from fedledger.learning.models import build_task_model, state_to_numpy
     from fedledger.protocol.taskspec import TaskSpec, TrainingParams
 
-    s = _settings(rpc_url=rpc_url, ipfs=ipfs, home=home, keystore=keystore, contract=contract)
+    s = opts.settings()
     try:
         agg = {"rule": rule, **json.loads(rule_params)}
         scr = json.loads(screening)
@@ -339,7 +414,9 @@ def task_create(
         seed=seed,
         training=TrainingParams(epochs=epochs, lr=lr, batch_size=batch_size),
     )
-    initial = state_to_numpy(build_task_model(spec, allow=allowed))  # before any transaction
+    net = build_task_model(spec, allow=allowed)
+    check_spec(spec, net)  # before the key is unlocked or anything is sent
+    initial = state_to_numpy(net)
     led = _ledger(s, key)
     tid = create_task(
         led,
@@ -366,20 +443,15 @@ AddressesArg = Annotated[list[str], typer.Argument(help="one or more addresses (
 
 
 @task_app.command("add-contributor")
+@common("rpc_url", "home", "keystore", "contract")
 def task_add_contributor(
-    task_id: int,
-    addresses: AddressesArg,
-    key: KeyOpt,
-    rpc_url: RpcOpt = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
-    contract: ContractOpt = None,
+    task_id: int, addresses: AddressesArg, key: KeyOpt, *, opts: Common
 ) -> None:
     """Admit contributors to a task (task owner only)."""
     from fedledger.chain.ledger import to_checksum
 
     who = [to_checksum(a) for a in addresses]  # all valid before anything is sent
-    s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
+    s = opts.settings()
     led = _ledger(s, key)
     for a in who:
         led.add_contributor(task_id, a)
@@ -387,30 +459,92 @@ def task_add_contributor(
 
 
 @task_app.command("add-validator")
-def task_add_validator(
-    task_id: int,
-    addresses: AddressesArg,
-    key: KeyOpt,
-    rpc_url: RpcOpt = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
-    contract: ContractOpt = None,
-) -> None:
+@common("rpc_url", "home", "keystore", "contract")
+def task_add_validator(task_id: int, addresses: AddressesArg, key: KeyOpt, *, opts: Common) -> None:
     """Admit validators to a task (task owner only)."""
     from fedledger.chain.ledger import to_checksum
 
     who = [to_checksum(a) for a in addresses]
-    s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
+    s = opts.settings()
     led = _ledger(s, key)
     for a in who:
         led.add_validator(task_id, a)
         out.print(f"{a} now validates task {task_id}")
 
 
+def _summary_rows(tasks: list[Any]) -> Table:
+    t = Table(title="tasks")
+    for c in ("task", "model", "dataset", "rule", "round", "updates", "sealed", "quorum",
+              "max samples", "open"):  # fmt: skip
+        t.add_column(c)
+    for k in tasks:
+        c = k.config
+        t.add_row(
+            str(k.task_id),
+            k.model or f"? ({k.spec_error})",
+            k.dataset or "?",
+            k.rule or "?",
+            str(k.current_round),
+            f"{k.updates_in_round}/{c.max_updates} (closes at {c.min_updates})",
+            "yes" if k.sealed else "no",
+            str(c.quorum),
+            str(c.max_samples),
+            "yes" if c.open else "no",
+        )
+    return t
+
+
+@task_app.command("list")
+@common("rpc_url", "ipfs", "home", "contract")
+def task_list(
+    limit: Annotated[int, typer.Option(min=1, help="newest tasks shown")] = 50,
+    as_json: JsonOpt = False,
+    *,
+    opts: Common,
+) -> None:
+    """Tasks on the contract, newest first: model, data set, rule, round and its updates."""
+    from fedledger.flows.task import list_tasks
+
+    s = opts.settings()
+    tasks = list(list_tasks(_ledger(s), _store(s), limit=limit))
+    if as_json:
+        _emit([k.to_json() for k in tasks], True)
+    elif not tasks:
+        out.print("no tasks yet: create one with `fedledger task create`")
+    else:
+        out.print(_summary_rows(tasks))
+
+
+@task_app.command("show")
+@common("rpc_url", "ipfs", "home", "contract")
+def task_show(
+    task_id: Annotated[int, typer.Argument(help="task id")],
+    as_json: JsonOpt = False,
+    *,
+    opts: Common,
+) -> None:
+    """One task as the chain holds it now: config, spec summary, current round."""
+    from fedledger.flows.task import task_summary
+
+    s = opts.settings()
+    k = task_summary(_ledger(s), _store(s), task_id)
+    if as_json:
+        _emit(k.to_json(), True)
+        return
+    t = Table(title=f"task {task_id}", show_header=False)
+    t.add_column("field")
+    t.add_column("value")
+    for name, value in k.to_json().items():
+        if value is not None:
+            t.add_row(name, str(value))
+    out.print(t)
+
+
 # -- contributing -----------------------------------------------------------------------------
 
 
 @app.command()
+@common("rpc_url", "ipfs", "home", "keystore", "contract")
 def submit(
     task_id: Annotated[int, typer.Option("--task", help="task id")],
     file: Annotated[Path, typer.Argument(help="update file (safetensors)")],
@@ -424,34 +558,40 @@ def submit(
         ),
     ] = None,
     valid_for: Annotated[int, typer.Option(help="seconds a signed update stays valid")] = 3600,
-    rpc_url: RpcOpt = None,
-    ipfs: IpfsOpt = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
-    contract: ContractOpt = None,
     as_json: JsonOpt = False,
+    *,
+    opts: Common,
 ) -> None:
-    """Store an update file and record it on chain (or sign it for a relayer)."""
-    from fedledger.errors import NotFoundError
-    from fedledger.flows import submit as sdk
-    from fedledger.flows.task import load_task
+    """Store an update file and record it on chain (or sign it for a relayer).
 
-    s = _settings(rpc_url=rpc_url, ipfs=ipfs, home=home, keystore=keystore, contract=contract)
-    if not file.is_file():
-        raise NotFoundError(f"update file {file} does not exist")
-    data = file.read_bytes()
+    The file is checked first, as validators will judge it (an update of this task's current
+    round and model, by this key's address, its tensors the model's, all finite), and the
+    round must still take it: a refused update costs no gas and no slot."""
+    from fedledger.errors import ContractRevert
+    from fedledger.flows import submit as sdk
+    from fedledger.flows.contribute import check_round_open
+    from fedledger.flows.task import explain_revert, load_task
+
+    s = opts.settings()
+    data = _read_update_file(file)  # before any key is unlocked
     led = _ledger(s, key)
+    assert led.sender is not None
     store = _store(s)
     state = load_task(led, store, task_id)
-    if sign_only is not None:
-        assert led.sender is not None
-        su = sdk.sign(led, led.sender.account, store, state, data, samples, valid_for_s=valid_for)
-        sign_only.write_text(json.dumps(su.to_json(), indent=2))
-        _emit(su.to_json(), as_json) if as_json else out.print(
-            f"signed update written to {sign_only}"
-        )
-        return
-    res = sdk.submit(led, store, state, data, samples)
+    check_round_open(led, state, led.sender.address)
+    try:
+        if sign_only is not None:
+            su = sdk.sign(
+                led, led.sender.account, store, state, data, samples, valid_for_s=valid_for
+            )
+            sign_only.write_text(json.dumps(su.to_json(), indent=2))
+            _emit(su.to_json(), as_json) if as_json else out.print(
+                f"signed update written to {sign_only}"
+            )
+            return
+        res = sdk.submit(led, store, state, data, samples)
+    except ContractRevert as exc:
+        raise explain_revert(exc) from None
     info = {
         "update_id": res.update_id,
         "task_id": task_id,
@@ -467,16 +607,41 @@ def submit(
         )
 
 
+def _read_update_file(file: Path) -> bytes:
+    """The bytes of an update file given to ``submit``, refused unless it is a safetensors
+    update file (a model, a data set or any other file is named as such)."""
+    from fedledger.errors import FormatError, NotFoundError
+    from fedledger.protocol import codec
+
+    if not file.is_file():
+        raise NotFoundError(f"update file {file} does not exist")
+    size = file.stat().st_size
+    if size > codec.DEFAULT_MAX_BYTES:
+        raise FormatError(
+            f"{file} is {size} bytes: not an update file (at most {codec.DEFAULT_MAX_BYTES})"
+        )
+    data = file.read_bytes()
+    try:
+        codec.decode(data, kind="update", copy=False)
+    except FormatError as exc:
+        raise FormatError(
+            f"{file} is not a safetensors update file: {exc.message}",
+            hint="submit the update `fedledger train --sign-only` or the SDK "
+            "(codec.encode_update, task.submit) writes; `fedledger train` trains and submits "
+            "in one step",
+        ) from exc
+    return data
+
+
 @app.command()
+@common("rpc_url", "home", "keystore", "contract")
 def relay(
     files: Annotated[list[Path], typer.Argument(help="signed update JSON files")],
     key: KeyOpt,
     batch: Annotated[int, typer.Option(help="updates per transaction")] = 64,
-    rpc_url: RpcOpt = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
-    contract: ContractOpt = None,
     as_json: JsonOpt = False,
+    *,
+    opts: Common,
 ) -> None:
     """Submit signed updates for their contributors, in batches (the relayer pays the gas)."""
     from fedledger.chain.ledger import SignedUpdate
@@ -495,7 +660,7 @@ def relay(
             raise ConfigError(
                 f"cannot read signed update {f}: {exc.message}", hint=exc.hint
             ) from exc
-    s = _settings(rpc_url=rpc_url, home=home, keystore=keystore, contract=contract)
+    s = opts.settings()
     if not 1 <= batch <= 256:
         raise ConfigError("--batch must be between 1 and 256")
     # One entry landed by someone else never sinks the rest: see fedledger.flows.relay.BatchRelayer.
@@ -511,17 +676,44 @@ def relay(
 
 
 @app.command()
+@common("rpc_url", "ipfs", "home", "keystore", "contract")
 def train(
     task_id: Annotated[int, typer.Option("--task", help="task id")],
     key: KeyOpt,
     data: Annotated[
-        Path | None, typer.Option(help=".npz with arrays X and y (your local data)")
+        Path | None,
+        typer.Option(
+            help="your local data: an .npz with arrays X (n samples x features, numbers) and "
+            "y (n class ids 0..C-1), read without pickle"
+        ),
     ] = None,
     partition: Annotated[
         str | None,
         typer.Option(help="simulate: use share I/N of the task's built-in data set, e.g. 0/5"),
     ] = None,
     alpha: Annotated[float, typer.Option(help="Dirichlet alpha for --partition (0 = IID)")] = 0.5,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="train this many rounds: the current one, then each next one as soon as the "
+            "validators open it (with --json: one JSON object per line per round when above 1)",
+        ),
+    ] = 1,
+    round_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="seconds to wait for each next round before giving up (validators down?)",
+        ),
+    ] = 600.0,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="where to train: cpu, cuda, cuda:N or mps (the update file is the same "
+            "whatever the device)"
+        ),
+    ] = "cpu",
     encoding: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | topk")] = "fp32",
     dp_clip: Annotated[
         float | None, typer.Option(help="enable DP: clip the update to this L2 norm")
@@ -532,56 +724,99 @@ def train(
         Path | None, typer.Option("--sign-only", help="sign for a relayer, write JSON here")
     ] = None,
     seed: int = 0,
-    rpc_url: RpcOpt = None,
-    ipfs: IpfsOpt = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
-    contract: ContractOpt = None,
     allow_model: AllowModelOpt = None,
     as_json: JsonOpt = False,
+    *,
+    opts: Common,
 ) -> None:
-    """Train on local data against the current global model and submit the update."""
+    """Train on local data against the global model and submit the update (--rounds N: N rounds).
+
+    With --rounds N it trains the current round, then waits for each next round and trains
+    it.  Each round prints the trained model's loss and accuracy on your own data."""
     from rich.progress import Progress
 
-    from fedledger.flows.contribute import ContributorOptions, contribute, contribute_signed
+    from fedledger.flows.contribute import (
+        ContributorOptions,
+        contribute_rounds,
+        contribute_signed,
+    )
     from fedledger.flows.local_data import load_local_data
     from fedledger.flows.task import load_task
     from fedledger.learning.architecture import admit_spec
     from fedledger.learning.privacy import DPConfig, PrivacyAccountant
+    from fedledger.learning.train import resolve_device
 
-    s = _settings(rpc_url=rpc_url, ipfs=ipfs, home=home, keystore=keystore, contract=contract)
+    s = opts.settings()
     if encoding not in ("fp32", "fp16", "int8", "topk"):
         raise ConfigError(f"unknown encoding {encoding!r}", hint="use fp32, fp16, int8 or topk")
+    if relay_out is not None and rounds > 1:
+        raise ConfigError(
+            "--sign-only writes one signed update: it does not combine with --rounds",
+            hint="sign each round with its own `fedledger train --sign-only FILE`",
+        )
+    resolve_device(device)  # a device this machine lacks: said before any key is unlocked
     led = _ledger(s, key)
+    assert led.sender is not None
     store = _store(s)
     state = load_task(led, store, task_id)
     allowed = _allowed(s, allow_model)
     admit_spec(state.spec, allowed)  # ModelNotAllowed / ModelPinMismatch before anything runs
     local = load_local_data(state.spec.dataset, data, partition, alpha, seed=state.spec.seed)
     dp = DPConfig(dp_clip, dp_noise, dp_delta) if dp_clip is not None else None
-    acct = PrivacyAccountant(s.home / "privacy" / f"{led.sender.address}.json") if dp else None  # type: ignore[union-attr]
+    acct = PrivacyAccountant(s.home / "privacy" / f"{led.sender.address}.json") if dp else None
     with Progress(console=err, transient=True) as prog:
         bar = prog.add_task(f"training task {task_id} round {state.current_round}", total=None)
 
         def cb(p: Any) -> None:
             prog.update(bar, completed=p.step, total=p.total_steps)
 
-        opts = ContributorOptions(
+        def training(rnd: int) -> None:
+            prog.update(bar, description=f"training task {task_id} round {rnd}", completed=0)
+
+        def waiting(now: int, wanted: int) -> None:
+            prog.update(
+                bar,
+                description=f"task {task_id}: waiting for round {wanted} "
+                f"(validators are closing round {now})",
+                completed=0,
+                total=None,
+            )
+
+        copts = ContributorOptions(
             encoding=encoding,  # type: ignore[arg-type]
             dp=dp,
             accountant=acct,
             seed=seed,
             progress=cb,
             allow_models=allowed,
+            device=device,
         )
         if relay_out is not None:
-            su = contribute_signed(led, led.sender.account, store, task_id, local, opts)  # type: ignore[union-attr]
+            su = contribute_signed(
+                led, led.sender.account, store, task_id, local, copts, state=state
+            )
             relay_out.write_text(json.dumps(su.to_json(), indent=2))
             _emit(su.to_json(), as_json) if as_json else out.print(
                 f"signed update written to {relay_out}"
             )
             return
-        res = contribute(led, store, task_id, local, opts)
+        for res in contribute_rounds(
+            led,
+            store,
+            task_id,
+            local,
+            copts,
+            rounds,
+            timeout_s=round_timeout,
+            on_wait=waiting,
+            on_train=training,
+            state=state,
+        ):
+            _print_round(res, task_id, as_json=as_json, lines=rounds > 1)
+
+
+def _print_round(res: Any, task_id: int, *, as_json: bool, lines: bool) -> None:
+    """One trained and recorded round: a sentence, a JSON object, or one JSON line."""
     info = {
         "update_id": res.update_id,
         "task_id": task_id,
@@ -589,20 +824,97 @@ def train(
         "content_hash": res.content_hash,
         "cid": res.cid,
         "num_samples": res.num_samples,
+        "train_loss": res.loss,
+        "local_loss": res.local_loss,
+        "local_accuracy": res.local_accuracy,
+    }
+    if as_json:
+        if lines:
+            print(json.dumps(info), flush=True)
+        else:
+            _emit(info, True)
+        return
+    quality = f"training loss {res.loss:.4f}"
+    if res.local_accuracy is not None and res.local_loss is not None:
+        quality = f"local loss {res.local_loss:.4f}, accuracy {res.local_accuracy:.1%} on your data"
+    out.print(
+        f"trained on {res.num_samples} samples ({quality}); update [bold]{res.update_id}[/] "
+        f"recorded for task {task_id} round {res.round}",
+        highlight=False,
+    )
+
+
+@model_app.command("pull")
+@common("rpc_url", "ipfs", "home", "contract")
+def model_pull(
+    task_id: Annotated[int, typer.Option("--task", help="task id")],
+    out_file: Annotated[Path, typer.Option("--out", help="write the model file here")],
+    round_: Annotated[
+        int | None,
+        typer.Option(
+            "--round",
+            min=0,
+            help="the model round R trains from: the initial model for 0, else the aggregate "
+            "attested for round R-1 [the current round]",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    *,
+    opts: Common,
+) -> None:
+    """Write a task's global model (a safetensors file), checked against the hash on chain."""
+    from fedledger.flows.task import model_for_round
+
+    s = opts.settings()
+    got = model_for_round(_ledger(s), _store(s), task_id, round_)
+    with _atomic_write(out_file) as f:
+        f.write(got.data)
+    info = {
+        "task_id": got.task_id,
+        "round": got.round,
+        "content_hash": got.content_hash,
+        "cid": got.cid,
+        "bytes": len(got.data),
+        "path": str(out_file),
     }
     if as_json:
         _emit(info, True)
     else:
         out.print(
-            f"trained on {res.num_samples} samples; update [bold]{res.update_id}[/] "
-            f"recorded for task {task_id} round {res.round}"
+            f"global model of task {task_id} for round {got.round} ({len(got.data)} bytes, "
+            f"sha256 {got.content_hash} as on chain) written to {out_file}",
+            highlight=False,
         )
+
+
+@contextmanager
+def _atomic_write(path: Path) -> Iterator[IO[bytes]]:
+    """A file written whole or not at all: a temp file beside ``path``, renamed over it."""
+    from fedledger.errors import FedledgerError
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: directory {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except (FedledgerError, KeyboardInterrupt):
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # -- reading ----------------------------------------------------------------------------------
 
 
 @app.command()
+@common("rpc_url", "home", "contract")
 def history(
     task_id: Annotated[int | None, typer.Option("--task")] = None,
     round_: Annotated[int | None, typer.Option("--round")] = None,
@@ -612,10 +924,9 @@ def history(
     api: Annotated[
         str | None, typer.Option(help="backend REST URL; without it, read the chain")
     ] = None,
-    rpc_url: RpcOpt = None,
-    home: HomeOpt = None,
-    contract: ContractOpt = None,
     as_json: JsonOpt = False,
+    *,
+    opts: Common,
 ) -> None:
     """Who contributed what, and what became of it (from the REST API, else from the chain)."""
     if not 1 <= limit <= 500:
@@ -625,7 +936,7 @@ def history(
 
     if contributor is not None:
         contributor = to_checksum(contributor)
-    s = _settings(rpc_url=rpc_url, home=home, contract=contract)
+    s = opts.settings()
     if api:
         rows = history_from_api(
             api, task_id=task_id, round_=round_, contributor=contributor, status=status, limit=limit
@@ -650,24 +961,23 @@ def history(
 
 
 @app.command()
+@common("rpc_url", "ipfs", "home", "contract")
 def verify(
     task_id: Annotated[int, typer.Option("--task")],
     round_: Annotated[
         int | None, typer.Option("--round", help="one round (default: all final rounds)")
     ] = None,
-    rpc_url: RpcOpt = None,
-    ipfs: IpfsOpt = None,
-    home: HomeOpt = None,
-    contract: ContractOpt = None,
     allow_model: AllowModelOpt = None,
     as_json: JsonOpt = False,
+    *,
+    opts: Common,
 ) -> None:
     """Re-verify from the chain and the store alone: hashes, verdicts, aggregates, roots."""
     from rich.progress import Progress
 
     from fedledger.flows.verify import verify_task
 
-    s = _settings(rpc_url=rpc_url, ipfs=ipfs, home=home, contract=contract)
+    s = opts.settings()
     with Progress(console=err, transient=True) as prog:
         bar = prog.add_task("verifying", total=None)
         report = verify_task(
@@ -705,6 +1015,124 @@ def verify(
         )
 
 
+# -- content ----------------------------------------------------------------------------------
+
+MAX_CAR_BYTES = 8 * 1024**3  # four of the largest model files validators read
+MAX_CAR_ROOTS = 1024
+
+
+def _blockstore(s: Settings) -> Any:
+    from fedledger.content.blockstore import Blockstore
+
+    store = _store(s)
+    if not isinstance(store, Blockstore):
+        raise ConfigError(
+            "store export and import work on the embedded store; FEDLEDGER_IPFS names a Kubo node",
+            hint="on a Kubo node use `ipfs dag export CID > file.car` and `ipfs dag import "
+            "file.car`, or unset FEDLEDGER_IPFS / --ipfs for the embedded store",
+        )
+    return store
+
+
+@store_app.command("export")
+@common("ipfs", "home")
+def store_export(
+    cid: Annotated[str, typer.Argument(help="root CID of the content (a model, an update, …)")],
+    out_file: Annotated[Path, typer.Option("--out", help="write the CAR file here")],
+    as_json: JsonOpt = False,
+    *,
+    opts: Common,
+) -> None:
+    """Write the DAG under CID as a CAR v1 file (as `ipfs dag export` does)."""
+    from fedledger.content.car import iter_car
+    from fedledger.content.cid import parse_cid
+    from fedledger.errors import ContentNotFoundError
+
+    store = _blockstore(opts.settings())
+    root = str(parse_cid(cid))  # FormatError for a string that is not a CID
+    if not store.has(root):
+        raise ContentNotFoundError(
+            f"{root} is not in the store at {store.root}",
+            hint="check the CID (`fedledger history`, `fedledger task show`) and --home",
+        )
+    size = 0
+    with _atomic_write(out_file) as f:
+        for piece in iter_car(store, root):  # every block verified as it is read
+            f.write(piece)
+            size += len(piece)
+    if as_json:
+        _emit({"cid": root, "bytes": size, "path": str(out_file)}, True)
+    else:
+        out.print(f"CAR of {root} ({size} bytes) written to {out_file}", highlight=False)
+
+
+@store_app.command("import")
+@common("ipfs", "home")
+def store_import(
+    file: Annotated[Path, typer.Argument(help="a CAR v1 file (`ipfs dag export` writes them)")],
+    max_bytes: Annotated[
+        int, typer.Option(min=1, help="refuse a CAR file larger than this")
+    ] = MAX_CAR_BYTES,
+    as_json: JsonOpt = False,
+    *,
+    opts: Common,
+) -> None:
+    """Add a CAR file's blocks to the store and pin its roots (as `ipfs dag import` does).
+
+    The file is read twice: once to check every block against its CID and the file's bounds,
+    then to store them; a corrupt, truncated or oversize CAR adds nothing.  Each root's DAG
+    must then be whole in the store."""
+    from fedledger.content.car import import_car, read_car
+    from fedledger.errors import ContentNotFoundError, FormatError, NotFoundError
+
+    store = _blockstore(opts.settings())
+    if not file.is_file():
+        raise NotFoundError(f"CAR file {file} does not exist")
+    size = file.stat().st_size
+    if size > max_bytes:
+        raise FormatError(
+            f"CAR file {file} is {size} bytes, more than --max-bytes {max_bytes}",
+            hint="raise --max-bytes if you trust the file and have the disk for it",
+        )
+    with file.open("rb") as f:
+        try:
+            roots, sections = read_car(f)
+            blocks = sum(1 for _ in sections)  # each one verified, nothing stored yet
+        except FormatError as exc:
+            raise FormatError(
+                f"{file} is not a valid CAR v1 file: {exc.message}",
+                hint="export it again (`fedledger store export` or `ipfs dag export`)",
+            ) from exc
+        if not roots:
+            raise FormatError(
+                f"CAR file {file} names no root: nothing would keep its blocks",
+                hint="export a DAG by its root CID (`fedledger store export CID`)",
+            )
+        if len(roots) > MAX_CAR_ROOTS:
+            raise FormatError(
+                f"CAR file {file} names {len(roots)} roots, more than {MAX_CAR_ROOTS}"
+            )
+        if f.tell() > max_bytes:  # the file grew while it was read
+            raise FormatError(f"CAR file {file} grew past --max-bytes {max_bytes} while read")
+        f.seek(0)
+        try:
+            result = import_car(store, f)
+        except ContentNotFoundError as exc:
+            raise FormatError(
+                f"CAR file {file} does not hold the whole DAG of its roots: {exc.message}",
+                hint="export the DAG whole (`fedledger store export ROOT`); its blocks stay "
+                "unpinned and go at the next gc",
+            ) from exc
+    info = {"roots": list(result.roots), "blocks": result.blocks, "checked_blocks": blocks}
+    if as_json:
+        _emit(info, True)
+    else:
+        out.print(
+            f"imported {result.blocks} blocks from {file}; pinned {', '.join(result.roots)}",
+            highlight=False,
+        )
+
+
 # -- service and demo -------------------------------------------------------------------------
 
 
@@ -722,19 +1150,47 @@ def _service_entry_point() -> Any:
     return found[0].load()
 
 
+MAX_TASKS_SCANNED = 10_000
+
+
+def _say_what_the_key_validates(s: Settings, key: str, address: str) -> None:
+    """At start: a log line and a line on stderr when the validator key validates no task
+    (the service would index and serve, and never judge a round)."""
+    import logging
+
+    from fedledger.logs import configure
+
+    led = _ledger(s)
+    count = led.task_count()
+    if count > MAX_TASKS_SCANNED:
+        return  # too many to ask one by one at start; the worker reports what it judges
+    validated = next((t for t in range(1, count + 1) if led.is_validator(t, address)), None)
+    if validated is not None:
+        return
+    configure("INFO", json_lines=True)  # as the service logs (it configures the same again)
+    where = f"none of the {count} task(s) on contract {led.address}" if count else "no task yet"
+    logging.getLogger("fedledger.service").warning(
+        "the validator key validates no task",
+        extra={"validator": address, "tasks": count, "contract": led.address},
+    )
+    err.print(
+        f"warning: key {key} ({address}) validates {where}: this node indexes and serves, "
+        f"and judges no round until a task owner admits it (`fedledger task add-validator "
+        f"ID {address}`)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command()
+@common("rpc_url", "ipfs", "db", "home", "keystore", "contract")
 def serve(
     key: Annotated[
         str | None, typer.Option("--key", "-k", help="validator key (omit to only index and serve)")
     ] = None,
     host: str = "127.0.0.1",
     port: int = 8000,
-    rpc_url: RpcOpt = None,
-    ipfs: IpfsOpt = None,
-    db: DbOpt = None,
-    home: HomeOpt = None,
-    keystore: KeystoreOpt = None,
-    contract: ContractOpt = None,
     confirmations: Annotated[
         int | None, typer.Option(help="blocks to wait before indexing")
     ] = None,
@@ -786,18 +1242,12 @@ def serve(
         ),
     ] = True,
     allow_model: AllowModelOpt = None,
+    *,
+    opts: Common,
 ) -> None:
     """Run the backend: indexer, validator (with --key) and the REST API with its dashboard."""
     run_service = _service_entry_point()
-    s = _settings(
-        rpc_url=rpc_url,
-        ipfs=ipfs,
-        db=db,
-        home=home,
-        keystore=keystore,
-        contract=contract,
-        confirmations=confirmations,
-    )
+    s = opts.settings(confirmations=confirmations)
     s = s.with_overrides(allow_models=",".join(_allowed(s, allow_model)))
     s = s.with_overrides(
         relay_tasks=",".join([*map(str, s.relay_task_ids), *map(str, relay_task or [])]),
@@ -806,6 +1256,8 @@ def serve(
     )
     account = _account(s, key) if key else None
     relay_account = _account(s, relay_key) if relay_key else None
+    if account is not None:
+        _say_what_the_key_validates(s, key or "", account.address)
     run_service(
         s,
         account=account,

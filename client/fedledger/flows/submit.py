@@ -1,10 +1,23 @@
 """Submitting updates: encode → store → ``submitUpdate``; or sign (EIP-712) for a relayer.
 
-The CLI's ``submit`` and ``train``, the demo's contributors and the tests all come here.
-Contributions are checked before anything is sent: the file must decode as an update for this
-task, this round and this global model, so a contributor never pays gas for an update that
-validators would reject as malformed, nor one that names another contributor (an update file
-names the address that submits it, and validators judge any other submitter's copy ``COPIED``).
+The CLI's ``submit`` and ``train``, the SDK's ``Task.submit`` (also through a relayer), the
+demo's contributors and the tests all come here.
+
+A contributor has one slot per round, so every update is checked before anything is stored or
+sent (:func:`check_update`, the one local check) by the rules validators apply to the file
+whatever else the round holds, with the validators' own functions:
+
+- ``MALFORMED``: larger than validators read for this model
+  (:func:`fedledger.protocol.rounds.max_update_bytes`), not a valid update file, not for this
+  task, round and global model, or naming no contributor;
+- ``COPIED``: it names another contributor than the address about to submit or sign it (an
+  update file names its author, and validators judge anyone else's copy ``COPIED``);
+- ``SHAPE_MISMATCH``: tensor names, shapes or dtype differ from the global model's;
+- ``NON_FINITE``: a NaN or Inf anywhere.
+
+Each refusal is a :class:`~fedledger.errors.FormatError` that names the verdict it avoids, what
+is wrong and what to do.  The round-dependent screens (free riders, norm bounds, outliers)
+cannot be judged from one update alone and are the validators'.
 """
 
 from __future__ import annotations
@@ -19,8 +32,10 @@ from eth_account.signers.local import LocalAccount
 from fedledger.chain.ledger import Ledger, SignedUpdate
 from fedledger.content.store import ContentStore
 from fedledger.errors import ConfigError, FormatError
-from fedledger.flows.task import Published, TaskState, publish
-from fedledger.protocol import codec
+from fedledger.flows.task import Published, TaskState, global_model, publish
+from fedledger.protocol import aggregation as agg
+from fedledger.protocol import codec, rounds
+from fedledger.protocol.verdicts import Verdict
 
 
 @dataclass(frozen=True)
@@ -57,37 +72,83 @@ def encode(
     )
 
 
-def check_update(state: TaskState, data: bytes, *, contributor: str) -> codec.Decoded:
-    """Refuse an update file that does not belong to this task's current round and model, or
-    that does not name ``contributor`` (the address about to submit or sign it)."""
-    dec = codec.decode(data, kind="update", copy=False)  # checked, not kept: no copy
-    named = dec.contributor
-    if named is None:
-        raise FormatError(
-            f"update file names no contributor ({codec.K_CONTRIBUTOR}); validators judge it "
-            "MALFORMED",
-            hint="rebuild it with this fedledger (`fedledger train`, or codec.encode_update "
-            "with contributor=your address)",
+_FILE_HINTS = {
+    Verdict.MALFORMED: "train again against the task's current global model (`fedledger "
+    "train`, or the SDK: fedledger.connect(...).task(ID).submit(model, num_samples=N))",
+    Verdict.COPIED: "submit it with the key of the contributor it names, or rebuild it bound to "
+    "your address (codec.encode_update(..., contributor=your address))",
+}
+
+
+def _refused(verdict: Verdict, reason: str, hint: str) -> FormatError:
+    return FormatError(f"{reason}; validators judge it {verdict.name}", hint=hint)
+
+
+def check_tensors(
+    base: Mapping[str, np.ndarray], tensors: Mapping[str, np.ndarray], *, what: str = "update"
+) -> None:
+    """Validators' ``SHAPE_MISMATCH`` and ``NON_FINITE`` rules on ``tensors`` (an update's delta,
+    or the trained weights it will be made from) against the global model ``base``."""
+    problem = agg.TensorLayout.of(base).matches(tensors)
+    if problem is not None:
+        raise _refused(
+            Verdict.SHAPE_MISMATCH,
+            f"the {what} does not fit the task's model: {problem}",
+            "train the task's own architecture: task.model() builds it with the global "
+            "weights loaded (task.global_tensors() lists its tensor names and shapes)",
         )
-    if named != contributor.lower():
-        raise FormatError(
-            f"update file names contributor {named}, but it would be submitted by "
-            f"{contributor.lower()}; validators judge it COPIED",
-            hint="submit it with the key of the contributor it names, or rebuild it with "
-            "contributor=your address",
+    counts = (
+        (name, int(arr.size - np.count_nonzero(np.isfinite(arr)))) for name, arr in tensors.items()
+    )
+    bad = {name: n for name, n in counts if n}
+    if bad:
+        shown = ", ".join(f"{name} ({n})" for name, n in list(bad.items())[:5])
+        raise _refused(
+            Verdict.NON_FINITE,
+            f"the {what} holds {sum(bad.values())} NaN or Inf values, in {shown}",
+            "lower the learning rate or clip the gradients; with mixed precision, scale the "
+            "loss (torch.amp.GradScaler); then train the round again",
         )
-    if dec.task_id != state.task_id or dec.round != state.current_round:
-        raise FormatError(
-            f"update file is for task {dec.task_id} round {dec.round}, "
-            f"but task {state.task_id} is in round {state.current_round}",
-            hint="train again against the current global model (`fedledger train`)",
+
+
+def check_update(
+    state: TaskState,
+    data: bytes,
+    *,
+    contributor: str,
+    base: Mapping[str, np.ndarray],
+) -> codec.Decoded:
+    """Refuse an update file that validators would reject whatever else the round holds (see
+    the module docstring): ``base`` is the task's current global model (its tensors), and
+    ``contributor`` the address about to submit or sign the file."""
+    layout = agg.TensorLayout.of(base)
+    limit = rounds.max_update_bytes(layout)
+    if len(data) > limit:
+        raise _refused(
+            Verdict.MALFORMED,
+            f"the update file is {len(data)} bytes, more than the {limit} validators read for "
+            f"task {state.task_id}'s model ({layout.size} parameters)",
+            "is it an update of this task? make it from the task's model (`fedledger train`, "
+            "or task.submit(model) in the SDK)",
         )
-    if dec.base_hash != state.global_hash:
-        raise FormatError(
-            f"update file was made against model {dec.base_hash}, "
-            f"the task's global model is {state.global_hash}",
-            hint="train again against the current global model",
+    try:  # checked, not kept: no copy
+        dec = codec.decode(
+            data, kind="update", max_bytes=limit, max_elements=layout.size, copy=False
         )
+    except FormatError as exc:
+        raise _refused(
+            Verdict.MALFORMED,
+            f"not a fedledger update file: {exc.message}",
+            "submit the .safetensors update that `fedledger train --sign-only` or the SDK "
+            "(task.submit) makes, not a model, data or another file",
+        ) from exc
+    judged = rounds.check_file(
+        dec, state.task_id, state.current_round, state.global_hash, contributor
+    )
+    if judged is not None:
+        verdict, reason = judged
+        raise _refused(verdict, reason, _FILE_HINTS.get(verdict, _FILE_HINTS[Verdict.MALFORMED]))
+    check_tensors(base, dec.tensors, what="update file")
     return dec
 
 
@@ -105,9 +166,18 @@ def _check_samples(state: TaskState, num_samples: int) -> None:
 
 
 def store_update(
-    store: ContentStore, state: TaskState, data: bytes, *, contributor: str
+    store: ContentStore,
+    state: TaskState,
+    data: bytes,
+    *,
+    contributor: str,
+    base: Mapping[str, np.ndarray] | None = None,
 ) -> Published:
-    check_update(state, data, contributor=contributor)
+    """Check the update (:func:`check_update`) and put it in the store.  ``base``: the global
+    model's tensors when the caller holds them (else they are fetched and checked)."""
+    if base is None:
+        base = global_model(store, state)
+    check_update(state, data, contributor=contributor, base=base)
     return publish(store, data)
 
 
@@ -120,11 +190,18 @@ def _submitter(ledger: Ledger) -> str:
 
 
 def submit(
-    ledger: Ledger, store: ContentStore, state: TaskState, data: bytes, num_samples: int
+    ledger: Ledger,
+    store: ContentStore,
+    state: TaskState,
+    data: bytes,
+    num_samples: int,
+    *,
+    base: Mapping[str, np.ndarray] | None = None,
 ) -> Submitted:
-    """Store the update and record it on chain; returns its global update id."""
+    """Check and store the update and record it on chain; returns its global update id.
+    ``base``: the global model's tensors, when the caller holds them already."""
     _check_samples(state, num_samples)
-    pub = store_update(store, state, data, contributor=_submitter(ledger))
+    pub = store_update(store, state, data, contributor=_submitter(ledger), base=base)
     uid = ledger.submit_update(
         state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples
     )
@@ -142,10 +219,11 @@ def sign(
     num_samples: int,
     *,
     valid_for_s: int = 3600,
+    base: Mapping[str, np.ndarray] | None = None,
 ) -> SignedUpdate:
-    """Store the update and sign it for a relayer (gasless for the contributor)."""
+    """Check and store the update and sign it for a relayer (gasless for the contributor)."""
     _check_samples(state, num_samples)
-    pub = store_update(store, state, data, contributor=account.address)
+    pub = store_update(store, state, data, contributor=account.address, base=base)
     deadline = int(time.time()) + valid_for_s
     return ledger.sign_update(
         account,

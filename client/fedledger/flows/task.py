@@ -1,24 +1,45 @@
 """Tasks from the owner's and the contributor's side: publish the initial model and the spec,
-create the task on chain, and load a task's current state (config, spec, global model).
+check and create the task on chain, load a task's current state (config, spec, global model),
+summarise tasks for ``fedledger task list | show``, fetch the global model of any round, and
+wait for a round to open.
 
 The CLI, the backend, the demo and the tests all go through these functions.
+
+A task is checked before it goes on chain (:func:`check_spec`): its rule and screening
+parameters parse, its data set is one fedledger knows, and, given the model, the model takes
+that data set's samples and has an output per class; a task nobody can train or evaluate is
+refused at ``task create``, not found out by its contributors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedledger.chain.ledger import Ledger, TaskConfig, to_hex
 from fedledger.content.store import ContentStore
-from fedledger.errors import IntegrityError, ModelPinMismatch, NotFoundError
+from fedledger.errors import (
+    ConfigError,
+    ContractRevert,
+    FedledgerError,
+    IntegrityError,
+    ModelPinMismatch,
+    NotFoundError,
+)
 from fedledger.learning import architecture
 from fedledger.protocol import codec
 from fedledger.protocol.taskspec import TaskSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+MAX_SPEC_BYTES = 1 << 20  # a spec is ~1 KiB; TaskSpec.from_bytes reads no more
 
 
 @dataclass(frozen=True)
@@ -39,9 +60,12 @@ def publish(store: ContentStore, data: bytes) -> Published:
     return Published(content_hash=content_hash.result(), cid=cid, size=len(data))
 
 
-def fetch_verified(store: ContentStore, cid: str, content_hash: str) -> bytes:
-    """Bytes for ``cid`` whose sha256 must equal ``content_hash`` (else IntegrityError)."""
-    data, got = store.get_hashed(cid, expect=content_hash)
+def fetch_verified(
+    store: ContentStore, cid: str, content_hash: str, *, max_bytes: int | None = None
+) -> bytes:
+    """Bytes for ``cid`` whose sha256 must equal ``content_hash`` (else IntegrityError);
+    ``max_bytes`` bounds what is read."""
+    data, got = store.get_hashed(cid, max_bytes=max_bytes, expect=content_hash)
     if got != content_hash.lower():
         raise IntegrityError(
             f"content {cid} hashes to {got}, not the recorded {content_hash}",
@@ -68,6 +92,57 @@ class TaskState:
     last_verdict_cid: str | None = None  # the verdict file of the last final round
 
 
+def check_spec(spec: TaskSpec, model: nn.Module | None = None) -> None:
+    """Refuse a spec no contributor could train or no validator could run, before it is
+    published (:class:`ConfigError` naming the field and what to use instead).
+
+    The aggregation rule and the screening parameters must parse; the data set must be one
+    fedledger ships (:data:`fedledger.learning.data.DATASETS`: the one ``--partition`` splits
+    and validators score each global model on).  With ``model`` (the task's model, built), two
+    of the data set's samples go through it: it must take them and have an output per class.
+    """
+    from fedledger.learning.data import DATASETS, load_dataset
+    from fedledger.protocol.aggregation import RuleSpec
+    from fedledger.protocol.screening import ScreeningSpec
+
+    RuleSpec.parse(spec.aggregation)
+    ScreeningSpec.parse(spec.screening)
+    if spec.dataset not in DATASETS:
+        close = difflib.get_close_matches(spec.dataset, DATASETS, n=1, cutoff=0.5)
+        maybe = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"unknown data set {spec.dataset!r}{maybe}",
+            hint=f"choose one of: {', '.join(DATASETS)} (--dataset): the data set validators "
+            "score each global model on",
+        )
+    if model is None:
+        return
+    import torch
+
+    ds = load_dataset(spec.dataset, seed=spec.seed)
+    sample = torch.from_numpy(ds.X_test[:2])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(sample)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"the model does not take data set {spec.dataset!r}: its samples have "
+            f"{ds.n_features} features (torch: {first})",
+            hint=f"give the model {ds.n_features} inputs, or pick the data set it was made for",
+        ) from exc
+    finally:
+        model.train(was_training)
+    if out.ndim == 2 and out.shape[1] < ds.n_classes:
+        raise ConfigError(
+            f"the model has {out.shape[1]} outputs, but data set {spec.dataset!r} has "
+            f"{ds.n_classes} classes",
+            hint=f"give the model {ds.n_classes} outputs, or pick the data set it was made for",
+        )
+
+
 def create_task(
     ledger: Ledger,
     store: ContentStore,
@@ -80,6 +155,7 @@ def create_task(
     quorum: int = 1,
     round_duration: int = 0,
     open_: bool = False,
+    model: nn.Module | None = None,
 ) -> int:
     """Publish the initial model and the spec, then ``createTask``; returns the task id.
 
@@ -89,7 +165,11 @@ def create_task(
 
     The spec is published with its architecture's pin (``model_sha256``, see
     :mod:`fedledger.learning.architecture`), computed here if it has none; a pin that does not match is
-    refused, since no node would build that task's model."""
+    refused, since no node would build that task's model.
+
+    The spec is checked first (:func:`check_spec`; with ``model``, the built model, also
+    against its data set): nothing is stored or sent for a task nobody could train."""
+    check_spec(spec, model)
     pin = architecture.pin(spec.model, spec.model_kwargs)
     if spec.model_sha256 is None:
         spec = spec.model_copy(update={"model_sha256": pin})
@@ -98,11 +178,11 @@ def create_task(
             f"the spec pins model architecture {spec.model_sha256}, but its model is {pin}",
             hint="leave model_sha256 out and create_task fills it in",
         )
-    model = publish(store, codec.encode_model(initial, task_id=0, round=0))
+    model_pub = publish(store, codec.encode_model(initial, task_id=0, round=0))
     spec_pub = publish(store, spec.to_bytes())
     cfg = TaskConfig(
-        model_hash=model.content_hash,
-        model_cid=model.cid,
+        model_hash=model_pub.content_hash,
+        model_cid=model_pub.cid,
         spec_cid=spec_pub.cid,
         min_updates=min_updates,
         max_updates=max_updates,
@@ -121,25 +201,9 @@ def load_task(
 
     ``task``: the task's ``getTask`` answer when the caller has just read it (the validator
     does), so it is not asked for again."""
-    if task is None and (task_id < 1 or task_id > ledger.task_count()):
-        raise NotFoundError(
-            f"task {task_id} does not exist on contract {ledger.address}",
-            hint="list tasks with `fedledger history --tasks` or create one with `fedledger task create`",
-        )
-    t = task if task is not None else ledger.get_task(task_id)
-    cfg_raw = t
-    cfg = TaskConfig(
-        model_hash=to_hex(cfg_raw["modelHash"]),
-        model_cid=cfg_raw["modelCid"],
-        spec_cid=cfg_raw["specCid"],
-        min_updates=int(cfg_raw["minUpdates"]),
-        max_updates=int(cfg_raw["maxUpdates"]),
-        quorum=int(cfg_raw["quorum"]),
-        round_duration=int(cfg_raw["roundDuration"]),
-        open=bool(cfg_raw["open"]),
-        max_samples=int(cfg_raw["maxSamples"]),
-    )
-    spec = TaskSpec.from_bytes(store.get(cfg.spec_cid))
+    t = task if task is not None else _get_task(ledger, task_id)
+    cfg = _config(t)
+    spec = read_spec(store, cfg.spec_cid)
     global_hash = to_hex(t["globalModelHash"])
     global_cid = cfg.model_cid
     last_verdict_cid = None
@@ -166,7 +230,256 @@ def load_task(
     )
 
 
+def _get_task(ledger: Ledger, task_id: int) -> dict[str, Any]:
+    if task_id < 1 or task_id > ledger.task_count():
+        raise NotFoundError(
+            f"task {task_id} does not exist on contract {ledger.address}",
+            hint="list tasks with `fedledger task list` or create one with `fedledger task create`",
+        )
+    return ledger.get_task(task_id)
+
+
+def _config(t: Mapping[str, Any]) -> TaskConfig:
+    return TaskConfig(
+        model_hash=to_hex(t["modelHash"]),
+        model_cid=str(t["modelCid"]),
+        spec_cid=str(t["specCid"]),
+        min_updates=int(t["minUpdates"]),
+        max_updates=int(t["maxUpdates"]),
+        quorum=int(t["quorum"]),
+        round_duration=int(t["roundDuration"]),
+        open=bool(t["open"]),
+        max_samples=int(t["maxSamples"]),
+    )
+
+
+def read_spec(store: ContentStore, spec_cid: str) -> TaskSpec:
+    """The task spec behind ``spec_cid``, read within :data:`MAX_SPEC_BYTES` and validated."""
+    return TaskSpec.from_bytes(store.get(spec_cid, max_bytes=MAX_SPEC_BYTES))
+
+
 def global_model(store: ContentStore, state: TaskState) -> dict[str, np.ndarray]:
     """The current global model's tensors, checked against the on-chain hash."""
     data = fetch_verified(store, state.global_cid, state.global_hash)
     return codec.decode(data, kind="model").tensors
+
+
+# -- reading tasks: `fedledger task list | show` -------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """A task as the chain holds it now, with its spec summarised (for ``task list | show``).
+
+    ``spec`` is ``None`` when this node cannot read the spec (not in its store, or invalid);
+    ``spec_error`` then says why, and the chain's fields are still shown."""
+
+    task_id: int
+    owner: str
+    config: TaskConfig
+    current_round: int
+    updates_in_round: int
+    sealed: bool
+    round_start: int
+    spec: TaskSpec | None
+    spec_error: str | None = None
+
+    @property
+    def model(self) -> str | None:
+        return None if self.spec is None else model_label(self.spec)
+
+    @property
+    def dataset(self) -> str | None:
+        return None if self.spec is None else self.spec.dataset
+
+    @property
+    def rule(self) -> str | None:
+        return None if self.spec is None else str(self.spec.aggregation.get("rule", "fedavg"))
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "task_id": self.task_id,
+            "owner": self.owner,
+            "model": self.model,
+            "dataset": self.dataset,
+            "rule": self.rule,
+            "current_round": self.current_round,
+            "updates_in_round": self.updates_in_round,
+            "sealed": self.sealed,
+            "round_start": self.round_start,
+            "min_updates": c.min_updates,
+            "max_updates": c.max_updates,
+            "quorum": c.quorum,
+            "round_duration": c.round_duration,
+            "open": c.open,
+            "max_samples": c.max_samples,
+            "model_hash": c.model_hash,
+            "model_cid": c.model_cid,
+            "spec_cid": c.spec_cid,
+            "spec_error": self.spec_error,
+        }
+
+
+def model_label(spec: TaskSpec) -> str:
+    """A task's model in a few words, read as data (nothing is imported): a built-in name, a
+    description's layer widths (``mlp 30-16-2``), or a factory's ``module:factory``."""
+    try:
+        what = architecture.describe(spec.model, spec.model_kwargs)
+    except FedledgerError as exc:
+        return f"invalid model ({exc.message})"
+    if isinstance(what, architecture.FactoryRef):
+        return what.ref
+    desc = what.description
+    n = architecture.parameter_count(desc)
+    if isinstance(desc, architecture.MLPDescription):
+        widths = "-".join(str(w) for w in (desc.in_features, *desc.hidden, desc.out_features))
+        shape = f"mlp {widths}"
+    else:
+        shape = f"sequential, {len(desc.layers)} layers"
+    named = "" if what.name == "description" else f"{what.name}: "
+    return f"{named}{shape} ({n:,} parameters)"
+
+
+def task_summary(
+    ledger: Ledger, store: ContentStore, task_id: int, *, task: dict[str, Any] | None = None
+) -> TaskSummary:
+    """One task's :class:`TaskSummary` (``NotFoundError`` for an id the contract has not
+    given out)."""
+    t = task if task is not None else _get_task(ledger, task_id)
+    cfg = _config(t)
+    spec: TaskSpec | None = None
+    spec_error = None
+    try:
+        spec = read_spec(store, cfg.spec_cid)
+    except FedledgerError as exc:  # the chain's facts stand without it
+        spec_error = exc.message
+    return TaskSummary(
+        task_id=task_id,
+        owner=str(t["owner"]),
+        config=cfg,
+        current_round=int(t["currentRound"]),
+        updates_in_round=int(t["updateCount"]),
+        sealed=bool(t["isSealed"]),
+        round_start=int(t["roundStart"]),
+        spec=spec,
+        spec_error=spec_error,
+    )
+
+
+def list_tasks(
+    ledger: Ledger, store: ContentStore, *, limit: int | None = None
+) -> Iterator[TaskSummary]:
+    """Every task on the contract, newest first (at most ``limit``), one at a time."""
+    count = ledger.task_count()
+    last = 0 if limit is None else max(count - limit, 0)
+    for task_id in range(count, last, -1):
+        yield task_summary(ledger, store, task_id)
+
+
+# -- the global model of a round -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundModel:
+    """The global model a round trains from: the file's bytes as the chain committed them."""
+
+    task_id: int
+    round: int
+    content_hash: str
+    cid: str
+    data: bytes
+
+
+def model_for_round(
+    ledger: Ledger, store: ContentStore, task_id: int, round_: int | None = None
+) -> RoundModel:
+    """The global model round ``round_`` (default: the current one) trains from: the initial
+    model for round 0, else the aggregate attested for round ``round_ - 1``.  Its bytes are
+    checked against the hash on chain and must decode as a model file."""
+    t = _get_task(ledger, task_id)
+    cfg = _config(t)
+    current = int(t["currentRound"])
+    rnd = current if round_ is None else round_
+    if rnd < 0:
+        raise ConfigError(f"round must be 0 or more, got {rnd}")
+    if rnd > current:
+        raise NotFoundError(
+            f"task {task_id} has no global model for round {rnd} yet: it is in round {current}",
+            hint=f"round {rnd}'s model is the aggregate of round {rnd - 1}, attested when that "
+            f"round is final; pull round {current} (or omit --round)",
+        )
+    if rnd == 0:
+        content_hash, cid = cfg.model_hash, cfg.model_cid
+    else:
+        fin = ledger.last_finalized(task_id, rnd - 1)
+        if fin is None:
+            raise NotFoundError(f"task {task_id}: no RoundFinalized event for round {rnd - 1}")
+        content_hash, cid = to_hex(fin["aggregateHash"]), str(fin["aggregateCid"])
+        if content_hash == cfg.model_hash:  # nothing accepted yet: still the initial model
+            cid = cfg.model_cid
+    data = fetch_verified(store, cid, content_hash, max_bytes=codec.DEFAULT_MAX_BYTES)
+    codec.decode(data, kind="model", copy=False)  # FormatError if it is not a model file
+    return RoundModel(task_id, rnd, content_hash, cid, data)
+
+
+# -- waiting for a round ------------------------------------------------------------------------
+
+VALIDATORS_HINT = (
+    "are the task's validators running (`fedledger serve --key VALIDATOR`) and admitted "
+    "(`fedledger task add-validator`)? `fedledger task show ID` shows the round"
+)
+
+
+def wait_for_round(
+    ledger: Ledger,
+    task_id: int,
+    round_: int,
+    *,
+    timeout_s: float = 600.0,
+    poll_s: float = 1.0,
+    tick: Callable[[int], None] | None = None,
+) -> int:
+    """Block until task ``task_id`` reaches round ``round_`` (every round before it final);
+    returns the round it is in.  At ``timeout_s`` a :class:`FedledgerError` names the round it
+    is stuck in, what that round holds, and that its validators may be down.  ``tick`` is
+    called with the current round after each poll."""
+    deadline = time.monotonic() + timeout_s
+    while (now := ledger.current_round(task_id)) < round_:
+        if tick is not None:
+            tick(now)
+        if time.monotonic() >= deadline:
+            t = ledger.get_task(task_id)
+            count, least = int(t["updateCount"]), int(t["minUpdates"])
+            state = "sealed" if bool(t["isSealed"]) else "open"
+            raise FedledgerError(
+                f"task {task_id} is still in round {now} after {timeout_s:g}s of waiting for "
+                f"round {round_}: round {now} is {state} with {count} update(s) (it closes at "
+                f"{least}); validators may be down",
+                hint=VALIDATORS_HINT,
+            )
+        time.sleep(min(poll_s, max(deadline - time.monotonic(), 0.0)))
+    return now
+
+
+# -- reverts a contributor meets -------------------------------------------------------------
+
+
+def explain_revert(exc: ContractRevert) -> ContractRevert:
+    """``exc`` with a hint that says what to do, for the reverts a submission meets when
+    the round moved on or filled up (the revert itself names the facts)."""
+    hints = {
+        "RoundFull": "the round is full: wait for its validators to attest it, then train "
+        "the next round (`fedledger train --rounds N` waits); " + VALIDATORS_HINT,
+        "RoundAlreadySealed": "the round is closed to new updates while validators judge it: "
+        "wait for the next round (`fedledger train --rounds N` waits)",
+        "WrongRound": "the task moved on to another round: train again against its current "
+        "global model",
+        "DuplicateSubmission": "one update per contributor per round: wait for the next round",
+    }
+    hint = hints.get(exc.name)
+    if hint is None or exc.hint is not None:
+        return exc
+    exc.hint = hint
+    exc.args = (f"{exc.message} ({hint})",)
+    return exc

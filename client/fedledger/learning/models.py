@@ -35,7 +35,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from fedledger.protocol.taskspec import TaskSpec
 
 Tensors = dict[str, NDArray[np.float32]]
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 __all__ = [
     "MLP",
@@ -299,8 +300,9 @@ def _iter_mismatches(
                 yield f"{name}: dtype {array.dtype} is not numeric"
 
 
-def numpy_to_state(module: nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
-    """Load ``tensors`` into ``module`` in place; names and shapes must match exactly.
+def numpy_to_state(module: ModuleT, tensors: Mapping[str, np.ndarray]) -> ModuleT:
+    """Load ``tensors`` into ``module`` in place and return it (on its device, in its dtypes):
+    ``net = numpy_to_state(MyNet(), tensors)``; names and shapes must match exactly.
 
     Raises :class:`FormatError` naming every missing, unexpected or misshapen tensor, before
     anything is written, so a bad update never leaves a half-loaded model behind.
@@ -316,3 +318,4 @@ def numpy_to_state(module: nn.Module, tensors: Mapping[str, np.ndarray]) -> None
         for name, target in state.items():
             source = torch.from_numpy(np.asarray(tensors[name], order="C"))
             target.copy_(source.to(target.dtype))
+    return module

@@ -10,6 +10,17 @@ one torch thread count; BLAS may sum in another order with another thread count.
 Data may be numpy arrays (fast path: whole tensors, batches by index), a torch ``Dataset``
 (batched by a seeded ``DataLoader``), or a ready ``DataLoader`` (used as given; its shuffling is
 seeded through the global RNG when it has no generator of its own).
+
+**Devices.**  ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``;
+:func:`resolve_device`) is where the model and each batch go.  The global tensors come in and the
+delta goes out as float32 numpy arrays on CPU, so the update file encoded from them is the same
+bytes whatever device trained it (given the same arithmetic: a GPU may round differently).  A
+device this machine does not have is a :class:`~fedledger.errors.ConfigError` saying so.  Seeding
+covers CPU and CUDA random state; on MPS, dropout's random state is seeded but not restored.
+
+**Data that does not fit.**  Features that do not fit the model's first layer and labels beyond
+its outputs are :class:`~fedledger.errors.ConfigError` naming both shapes, not torch's
+``mat1 and mat2 shapes cannot be multiplied``.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ __all__ = [
     "TrainResult",
     "evaluate",
     "init_worker",
+    "resolve_device",
     "train_centralized",
 ]
 
@@ -45,6 +57,95 @@ OptimizerName = Literal["sgd", "adam"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LabelTransform = Callable[[torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
+Device = str | torch.device
+
+_DEVICE_HINT = "use device 'cpu' (--device cpu), or run where that device is"
+
+
+def resolve_device(device: Device | None) -> torch.device:
+    """The torch device named by ``device`` (``None``: CPU), checked to exist on this machine.
+
+    Raises :class:`ConfigError` for a name torch does not know, and for a CUDA or MPS device
+    this machine (or this torch build) does not have."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"unknown device {device!r}", hint="use cpu, cuda, cuda:N or mps"
+        ) from exc
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if torch.version.cuda is None:
+            why = f"this torch ({torch.__version__}) is built without CUDA"
+        elif not torch.cuda.is_available():
+            why = "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES?)"
+        elif dev.index is not None and dev.index >= torch.cuda.device_count():
+            why = f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+        else:
+            return dev
+        raise ConfigError(f"device {str(dev)!r} is not available: {why}", hint=_DEVICE_HINT)
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(
+                "device 'mps' is not available: no Apple GPU (Metal) on this machine",
+                hint=_DEVICE_HINT,
+            )
+        return dev
+    raise ConfigError(f"device {str(dev)!r} is not supported", hint="use cpu, cuda or mps")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(iter(model.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def _first_layer_input(model: nn.Module) -> str | None:
+    """What the model's first weighted layer takes, in words (``None`` if not a plain one)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            return f"{module.in_features} features per sample"
+        if isinstance(module, nn.Conv2d):
+            return f"{module.in_channels} input channel(s)"
+        if any(True for _ in module.parameters(recurse=False)):
+            return None
+    return None
+
+
+def _data_does_not_fit(exc: Exception, xb: torch.Tensor, model: nn.Module) -> ConfigError:
+    per_sample = tuple(xb.shape[1:])
+    got = (
+        f"{per_sample[0]} features per sample"
+        if len(per_sample) == 1
+        else f"samples of shape {per_sample}"
+    )
+    takes = _first_layer_input(model)
+    wants = f", but the model's first layer takes {takes}" if takes else ""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(
+        f"the data does not fit the model: it has {got}{wants} (torch: {first_line})",
+        hint="give the data the task's model was made for (X of shape (n, features), the "
+        "features in the task's order), or create a task whose model takes your data",
+    )
+
+
+def _check_labels(labels: torch.Tensor | None, outputs: int) -> None:
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or not labels.numel():
+        return
+    if int(labels.min()) < 0 or int(labels.max()) >= outputs:
+        raise _labels_do_not_fit(labels, outputs)
+
+
+def _labels_do_not_fit(labels: torch.Tensor, outputs: int) -> ConfigError:
+    low, high = int(labels.min()), int(labels.max())
+    return ConfigError(
+        f"the labels do not fit the model: they range from {low} to {high}, but the model has "
+        f"{outputs} outputs (classes 0 to {outputs - 1})",
+        hint="number the classes 0..C-1 as the task's model does, or create a task whose "
+        "model has an output per class",
+    )
 
 
 @dataclass(frozen=True)
@@ -96,6 +197,15 @@ class _ArrayBatches:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def labels(self) -> torch.Tensor | None:
+        return self.y
+
+    def to(self, device: torch.device) -> _ArrayBatches:
+        """The same batches drawn from copies on ``device`` (copied once, not per batch)."""
+        if self.X.device == device:
+            return self
+        return _ArrayBatches(self.X.to(device), self.y.to(device))
+
     def epochs(
         self, epochs: int, batch_size: int, generator: torch.Generator
     ) -> Iterator[Iterator[Batch]]:
@@ -105,7 +215,7 @@ class _ArrayBatches:
     def _epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         order = torch.randperm(len(self), generator=generator)
         for start in range(0, len(self), batch_size):
-            idx = order[start : start + batch_size]
+            idx = order[start : start + batch_size].to(self.X.device)
             yield self.X[idx], self.y[idx]
 
     def steps_per_epoch(self, batch_size: int) -> int:
@@ -117,6 +227,12 @@ class _LoaderBatches:
 
     def __init__(self, data: Dataset[Any] | DataLoader[Any]) -> None:
         self.data = data
+
+    def labels(self) -> torch.Tensor | None:
+        return None  # checked batch by batch
+
+    def to(self, device: torch.device) -> _LoaderBatches:
+        return self  # each batch is moved as it comes
 
     def __len__(self) -> int:
         dataset = self.data.dataset if isinstance(self.data, DataLoader) else self.data
@@ -177,7 +293,8 @@ class LocalTrainer:
     ``data`` is either numpy features with ``y`` the labels, a torch ``Dataset`` yielding
     ``(x, label)`` pairs, or a ``DataLoader``.  ``label_transform`` rewrites every batch's labels
     before the loss (the label-flip attack uses it; honest contributors leave it ``None``).
-    ``loss_fn`` defaults to cross-entropy on logits.
+    ``loss_fn`` defaults to cross-entropy on logits.  ``device`` (cpu, cuda, cuda:N, mps;
+    default CPU) is where training runs: the model is moved there, and every batch.
     """
 
     def __init__(
@@ -189,7 +306,9 @@ class LocalTrainer:
         loss_fn: LossFn | None = None,
         label_transform: LabelTransform | None = None,
         progress: ProgressCallback | None = None,
+        device: Device | None = None,
     ) -> None:
+        self.device = resolve_device(device)  # ConfigError before any data is copied
         self.model = model
         self.loss_fn: LossFn = loss_fn or nn.functional.cross_entropy
         self.label_transform = label_transform
@@ -225,12 +344,19 @@ class LocalTrainer:
 
         The optimizer is created fresh for every call: a round starts from the global model,
         and momentum or Adam moments from a previous round would leak the old local model in.
-        The wrapped model is left holding the trained weights.
+        The wrapped model is left holding the trained weights, on the trainer's device; the
+        delta is float32 numpy on CPU.
         """
         _check_hyper(epochs, lr, batch_size)
         callback = progress or self.progress
+        device = self.device
+        self.model.to(device)
         numpy_to_state(self.model, global_tensors)
         start = state_to_numpy(self.model)
+        batches_on = self._batches.to(device)
+        # Labels beyond the outputs fail inside cross-entropy (a CUDA assert on a GPU): say so.
+        check_labels = self.loss_fn is nn.functional.cross_entropy and self.label_transform is None
+        n_out: int | None = None
         opt = _make_optimizer(optimizer, self.model.parameters(), lr, momentum, weight_decay)
         steps_per_epoch = self._batches.steps_per_epoch(batch_size)
         total_steps = epochs * steps_per_epoch
@@ -240,14 +366,24 @@ class LocalTrainer:
         correct = seen = 0
         began = time.perf_counter()
         self.model.train()
-        with torch.random.fork_rng(devices=[]):
+        with _forked_rng(device):
             torch.manual_seed(seed)
-            for epoch, batches in enumerate(self._batches.epochs(epochs, batch_size, generator)):
+            for epoch, batches in enumerate(batches_on.epochs(epochs, batch_size, generator)):
                 loss_sum, n_epoch, correct, seen = 0.0, 0, 0, 0
-                for i, (xb, yb_raw) in enumerate(batches):
+                for i, (xb_in, yb_in) in enumerate(batches):
+                    xb = xb_in.to(device, non_blocking=True)
+                    yb_raw = yb_in.to(device, non_blocking=True)
                     yb = self.label_transform(yb_raw) if self.label_transform else yb_raw
                     opt.zero_grad(set_to_none=True)
-                    out = self.model(xb)
+                    if step == 0:
+                        out = self._first_forward(xb)
+                        if check_labels and out.ndim == 2:
+                            n_out = int(out.shape[1])
+                            _check_labels(self._batches.labels(), n_out)
+                    else:
+                        out = self.model(xb)
+                    if n_out is not None and isinstance(self._batches, _LoaderBatches):
+                        _check_labels(yb_in, n_out)  # as it came: on CPU, before the copy
                     loss = self.loss_fn(out, yb)
                     loss.backward()
                     opt.step()
@@ -285,6 +421,16 @@ class LocalTrainer:
             delta=delta, num_samples=self.num_samples, loss=epoch_losses[-1], metrics=metrics
         )
 
+    def _first_forward(self, xb: torch.Tensor) -> torch.Tensor:
+        """The first batch through the model: a failure here means the data does not fit it
+        (out of memory is not that, and is raised as it is)."""
+        try:
+            return self.model(xb)  # type: ignore[no-any-return]
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            raise _data_does_not_fit(exc, xb, self.model) from exc
+
     def evaluate(
         self,
         tensors: Mapping[str, np.ndarray] | None,
@@ -306,23 +452,41 @@ def evaluate(
 ) -> tuple[float, float]:
     """Return ``(accuracy, mean loss)`` of a classifier on ``X, y``.
 
-    ``tensors``, when given, are loaded into ``model`` first (in place).
+    ``tensors``, when given, are loaded into ``model`` first (in place).  Runs on the device the
+    model is on.  Data that does not fit the model is a :class:`ConfigError` saying how.
     """
     if tensors is not None:
         numpy_to_state(model, tensors)
     X_t, y_t = _as_tensors(X, y)
+    device = _model_device(model)
     fn = loss_fn or nn.functional.cross_entropy
     model.eval()
     correct = 0
     loss_sum = 0.0
     with torch.no_grad():
         for start in range(0, int(y_t.shape[0]), batch_size):
-            xb, yb = X_t[start : start + batch_size], y_t[start : start + batch_size]
-            out = model(xb)
+            xb = X_t[start : start + batch_size].to(device)
+            yb = y_t[start : start + batch_size].to(device)
+            try:
+                out = model(xb)
+            except torch.OutOfMemoryError:
+                raise
+            except (RuntimeError, ValueError) as exc:
+                raise _data_does_not_fit(exc, xb, model) from exc
+            if out.ndim == 2 and fn is nn.functional.cross_entropy:
+                _check_labels(yb, int(out.shape[1]))
             loss_sum += float(fn(out, yb)) * int(yb.shape[0])
             correct += int((out.argmax(1) == yb).sum())
     n = int(y_t.shape[0])
     return correct / n, loss_sum / n
+
+
+def _forked_rng(device: torch.device) -> Any:
+    """Run under a forked global RNG (restored afterwards) for the CPU and a CUDA device."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.random.fork_rng(devices=[index], device_type="cuda")
+    return torch.random.fork_rng(devices=[])
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,15 @@ def _fetch_all(
     return out
 
 
-def _check_file(
+def max_update_bytes(layout: agg.TensorLayout) -> int:
+    """The largest update file validators read for a model of ``layout`` (an fp32 delta is
+    4 bytes a parameter; twice that and 1 MiB of header leave room for every encoding): a
+    larger one is ``MALFORMED`` unread.  Contributors check against the same bound
+    (:func:`fedledger.flows.submit.check_update`)."""
+    return 2 * layout.size * 4 + (1 << 20)
+
+
+def check_file(
     dec: codec.Decoded, task_id: int, round_: int, base_hash: str, contributor: str
 ) -> tuple[Verdict, str] | None:
     """The file's own claims against the chain's record: ``MALFORMED`` if it is not an update
@@ -169,7 +177,7 @@ def _candidate(
         dec = codec.decode(
             got, kind="update", max_bytes=max_bytes, max_elements=max_elements, copy=False
         )
-        problem = _check_file(dec, task_id, round_, base_hash, r.contributor)
+        problem = check_file(dec, task_id, round_, base_hash, r.contributor)
     except FormatError as exc:
         return stopped(Verdict.MALFORMED, str(exc))
     except Exception as exc:  # noqa: BLE001 - whatever escapes the decoder judges this update
@@ -221,7 +229,7 @@ def judge_round(
     base_hash = (base_hash or codec.sha256_hex(base_model)).lower()
     global_model = codec.decode(base_model, kind="model", copy=False).tensors  # only read
     layout = agg.TensorLayout.of(global_model)
-    max_bytes = 2 * layout.size * 4 + (1 << 20)
+    max_bytes = max_update_bytes(layout)
     refs = sorted(updates, key=lambda r: r.update_id)
     unavailable = dict(unavailable or {})
 

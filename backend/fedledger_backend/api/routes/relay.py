@@ -19,10 +19,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
-from fedledger.chain.ledger import SignedUpdate
-from fedledger.errors import ContractRevert
 from starlette.concurrency import run_in_threadpool
 
+from fedledger.chain.ledger import SignedUpdate
+from fedledger.errors import ContractRevert
 from fedledger_backend.api.addresses import parse_address
 from fedledger_backend.api.client_ip import client_ip, rate_key
 from fedledger_backend.api.deps import ADDRESS_PATTERN, CtxDep
