@@ -169,8 +169,13 @@ def test_connect_finds_the_deployment_the_owner_recorded(
 
 
 def test_connect_unlocks_a_keystore_key_with_the_password_from_the_environment(
-    chain: Devnet, home: Path, owner: fedledger.Session, accounts: list[LocalAccount]
+    chain: Devnet,
+    home: Path,
+    owner: fedledger.Session,
+    accounts: list[LocalAccount],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("FEDLEDGER_PASSWORD", raising=False)
     new_key(
         home / "keystore", "bob", PASSWORD, private_key=accounts[BOB].key, scrypt_n=DEV_SCRYPT_N
     )
@@ -179,6 +184,8 @@ def test_connect_unlocks_a_keystore_key_with_the_password_from_the_environment(
     with pytest.raises(KeystoreError, match="no password for key 'bob'") as err:
         fedledger.connect(key="bob", rpc_url=chain.url, home=home)
     assert "FEDLEDGER_PASSWORD" in str(err.value)
+    monkeypatch.setenv("FEDLEDGER_PASSWORD", PASSWORD)
+    assert fedledger.connect(key="bob", rpc_url=chain.url, home=home).address == s.address
 
 
 def test_a_session_without_a_key_cannot_submit(

@@ -3,24 +3,34 @@
 No script, font or style is fetched from anywhere: the CSS is inline and the accuracy plot is an
 SVG drawn here, so the page works on machines without network access. ``load`` runs a handful
 of bounded, index-friendly queries; ``render`` is a pure function of what it returns.
+
+Every string from the chain, the store or a task's spec was written by someone else (a task's
+creator chooses its spec, its validators the verdict reasons): all go through :func:`_e`, and
+the page has no script to hand them to.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from fedledger_backend.db import Checkpoint, ContributionRow, RoundRow, TaskRow
 
+if TYPE_CHECKING:
+    from fedledger_backend.taskspecs import SpecFields
+
 RECENT_CONTRIBUTIONS = 30
 RECENT_ROUNDS = 12
 PLOT_ROUNDS = 200
 MARKED_POINTS = 60  # beyond this many rounds a line is drawn without point markers
 MAX_TASKS = 50
+MAX_REASON_CHARS = 160  # a verdict's reason, as shown (its validator wrote it: any length)
 
 SERIES = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#4b5563")
 
@@ -38,10 +48,16 @@ class DashboardData:
     """Contributions per status in the rounds shown (bounded: a whole-history GROUP BY is not)."""
     contributions: list[ContributionRow]
     contribution_total: int
+    specs: Mapping[str, SpecFields] = field(default_factory=dict)
+    """What each task's spec says, by spec CID (a spec not read yet is missing)."""
 
 
-def load(s: Session, task_id: int | None = None) -> DashboardData:
-    """What the page shows, for every task or for ``task_id``."""
+SpecReader = Callable[[Iterable[str]], Mapping[str, "SpecFields"]]
+
+
+def load(s: Session, task_id: int | None = None, specs: SpecReader | None = None) -> DashboardData:
+    """What the page shows, for every task or for ``task_id``; ``specs`` reads the tasks'
+    spec fields by spec CID (``SpecCache.lookup`` on the app's store)."""
     cp = s.scalars(select(Checkpoint).order_by(Checkpoint.block_number.desc()).limit(1)).first()
     tasks = list(s.scalars(select(TaskRow).order_by(TaskRow.task_id.desc()).limit(MAX_TASKS)))
     finalized = dict(
@@ -93,6 +109,7 @@ def load(s: Session, task_id: int | None = None) -> DashboardData:
         status_counts={str(k): int(v) for k, v in status_counts},
         contributions=list(s.scalars(cq.limit(RECENT_CONTRIBUTIONS))),
         contribution_total=int(s.scalar(total) or 0),
+        specs=specs([t.spec_cid for t in tasks]) if specs is not None else {},
     )
 
 
@@ -100,12 +117,30 @@ def load(s: Session, task_id: int | None = None) -> DashboardData:
 
 
 def _e(value: object) -> str:
+    """``value`` as HTML text, safe inside an element or a quoted attribute."""
     return html.escape("" if value is None else str(value), quote=True)
 
 
+NONE = '<span class="muted">—</span>'
+
+
+def _clip(text: str | None, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, escaped; the whole (up to 4×) in its title."""
+    if not text:
+        return ""
+    if len(text) <= limit:
+        return _e(text)
+    return f'<span title="{_e(text[: 4 * limit])}">{_e(text[: limit - 1])}…</span>'
+
+
+def _text(value: str | None) -> str:
+    return NONE if value is None else _e(value)
+
+
 def _short(value: str | None, head: int = 8, tail: int = 6) -> str:
+    """A hash, CID or address as its ends, the whole in the title (copied from there)."""
     if not value:
-        return '<span class="muted">—</span>'
+        return NONE
     if len(value) <= head + tail + 1:
         return f"<code>{_e(value)}</code>"
     return f'<code title="{_e(value)}">{_e(value[:head])}…{_e(value[-tail:])}</code>'
@@ -129,13 +164,16 @@ def _badge(text: str, cls: str) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return '<span class="muted">—</span>' if value is None else f"{value * 100:.1f}%"
+    return NONE if value is None else f"{value * 100:.1f}%"
 
 
 def accuracy_svg(
     series: dict[int, list[tuple[int, float]]], width: int = 720, height: int = 230
 ) -> str:
-    """Accuracy per round, one line per task, as an inline SVG."""
+    """Accuracy per round, one line per task, as an inline SVG on an axis from 0 to 100 %
+    (one fitted to the data would make a few points look like a leap)."""
+    finite = ((t, [(r, a) for r, a in pts if math.isfinite(a)]) for t, pts in series.items())
+    series = {t: pts for t, pts in finite if pts}
     points = [p for pts in series.values() for p in pts]
     if not points:
         return '<p class="empty">No round has reported accuracy yet.</p>'
@@ -143,28 +181,21 @@ def accuracy_svg(
     w, h = width - left - right, height - top - bottom
     r_min = min(r for r, _ in points)
     r_max = max(r for r, _ in points)
-    # Axis on whole tens of percent around the data, so the ticks read 40%, 50%, …
-    lo = max(0.0, math.floor(min(a for _, a in points) * 10) / 10)
-    hi = min(1.0, math.ceil(max(a for _, a in points) * 10) / 10)
-    if hi - lo < 0.1:
-        lo, hi = max(0.0, hi - 0.1), max(hi, 0.1)
-    ticks = round((hi - lo) * 10)
-    if ticks > 5:
-        ticks = ticks // 2 if ticks % 2 == 0 else ticks
+    ticks = 5  # 0 %, 20 %, … 100 %
     span_r = max(1, r_max - r_min)
 
     def x(r: int) -> float:
         return left + (r - r_min) / span_r * w
 
     def y(a: float) -> float:
-        return top + (1 - (a - lo) / (hi - lo)) * h
+        return top + (1 - min(1.0, max(0.0, a))) * h
 
     parts = [
         f'<svg class="plot" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         f'role="img" aria-label="accuracy per round">'
     ]
     for i in range(ticks + 1):
-        a = lo + (hi - lo) * i / ticks
+        a = i / ticks
         yy = y(a)
         parts.append(
             f'<line x1="{left}" x2="{left + w}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
@@ -218,6 +249,13 @@ def _verdict_bar(counts: dict[str, int]) -> str:
     return f'<div class="bar">{segs}</div><table class="counts">{keys}</table>'
 
 
+def _proof_link(c: ContributionRow) -> str:
+    """A link to the Merkle proof of the verdict (a verdict is applied once its round is final)."""
+    if c.status == "PENDING":
+        return NONE
+    return f'<a href="/contributions/{c.update_id}/proof" title="Merkle proof (JSON)">proof</a>'
+
+
 CSS = """
 :root{--bg:#f6f7f9;--card:#fff;--ink:#1f2328;--muted:#6b7280;--line:#e5e7eb;
 --ok:#1a7f37;--ok-bg:#dafbe1;--bad:#b42318;--bad-bg:#fee4e2;--warn:#9a6700;--warn-bg:#fff4d6;
@@ -243,6 +281,7 @@ td{border-bottom:1px solid #f0f1f3;padding:5px 8px;vertical-align:middle}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tr:last-child td{border-bottom:none}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,"DejaVu Sans Mono",monospace;color:#374151}
+td code{white-space:nowrap}
 a{color:var(--info);text-decoration:none}a:hover{text-decoration:underline}
 .badge{display:inline-block;padding:1px 8px;border-radius:999px;font-size:11.5px;font-weight:600;
 letter-spacing:.2px;white-space:nowrap}
@@ -270,10 +309,19 @@ def render(d: DashboardData) -> str:
     scope = f"task {d.task_filter}" if d.task_filter is not None else "all tasks"
     clear = ' <a class="filter" href="/">show all tasks</a>' if d.task_filter is not None else ""
 
+    def spec(t: TaskRow) -> str:
+        """The model, data set and rule cells of ``t``."""
+        got = d.specs.get(t.spec_cid)
+        if got is None:
+            return f'<td colspan="3" class="muted" title="{_e(t.spec_cid)}">spec not read</td>'
+        return "".join(
+            f"<td>{_text(v)}</td>" for v in (got.model, got.dataset, got.aggregation_rule)
+        )
+
     task_rows = (
         "".join(
             f'<tr><td><a href="/?task_id={t.task_id}">#{t.task_id}</a></td>'
-            f"<td>{_short(t.owner, 6, 4)}</td>"
+            f"<td>{_short(t.owner, 6, 4)}</td>{spec(t)}"
             f'<td class="num">{t.current_round}</td>'
             f'<td class="num">{d.finalized_per_task.get(t.task_id, 0)}</td>'
             f'<td class="num">{t.min_updates}–{t.max_updates}</td>'
@@ -282,7 +330,7 @@ def render(d: DashboardData) -> str:
             f"<td>{_short(t.global_cid, 10, 6)}</td></tr>"
             for t in d.tasks
         )
-        or '<tr><td colspan="8" class="empty">No task indexed yet.</td></tr>'
+        or '<tr><td colspan="11" class="empty">No task indexed yet.</td></tr>'
     )
 
     round_rows = (
@@ -301,16 +349,18 @@ def render(d: DashboardData) -> str:
 
     contribution_rows = (
         "".join(
-            f'<tr><td class="num">{c.update_id}</td><td>#{c.task_id}</td>'
+            f'<tr><td class="num"><a href="/contributions/{c.update_id}" '
+            f'title="the record (JSON)">{c.update_id}</a></td><td>#{c.task_id}</td>'
             f'<td class="num">{c.round}</td><td>{_short(c.contributor, 6, 4)}</td>'
             f'<td class="num">{c.num_samples:,}</td>'
             f"<td>{_badge(c.status, verdict_class(c.status))}</td>"
             f'<td class="num">{"" if c.score is None else f"{c.score:.3f}"}</td>'
-            f'<td class="muted">{_e(c.reason or "")}</td>'
-            f"<td>{_short(c.cid, 10, 6)}</td></tr>"
+            f'<td class="muted">{_clip(c.reason, MAX_REASON_CHARS)}</td>'
+            f"<td>{_short(c.cid, 10, 6)}</td><td>{_short(c.tx_hash, 8, 6)}</td>"
+            f"<td>{_proof_link(c)}</td></tr>"
             for c in d.contributions
         )
-        or '<tr><td colspan="9" class="empty">No contribution yet.</td></tr>'
+        or '<tr><td colspan="11" class="empty">No contribution yet.</td></tr>'
     )
 
     chain = "—" if d.chain_id is None else str(d.chain_id)
@@ -334,7 +384,8 @@ def render(d: DashboardData) -> str:
 <section><h2>Verdicts <small>latest {RECENT_ROUNDS} rounds, {_e(scope)}</small></h2>
 {_verdict_bar(d.status_counts)}</section>
 <section class="wide"><h2>Tasks</h2><table>
-<tr><th>task</th><th>owner</th><th class="num">round</th><th class="num">finalised</th>
+<tr><th>task</th><th>owner</th><th>model</th><th>data set</th><th>rule</th>
+<th class="num">round</th><th class="num">finalised</th>
 <th class="num">updates</th><th class="num">quorum</th><th>access</th><th>global model</th></tr>
 {task_rows}</table></section>
 <section class="wide"><h2>Rounds <small>latest {RECENT_ROUNDS}, {_e(scope)}</small></h2><table>
@@ -346,7 +397,7 @@ def render(d: DashboardData) -> str:
 <h2>Contributions <small>latest {RECENT_CONTRIBUTIONS}, {_e(scope)}</small></h2>
 <table><tr><th class="num">update</th><th>task</th><th class="num">round</th><th>contributor</th>
 <th class="num">samples</th><th>verdict</th><th class="num">score</th><th>reason</th>
-<th>cid</th></tr>
+<th>cid</th><th>transaction</th><th>proof</th></tr>
 {contribution_rows}</table></section>
 </main></body></html>
 """

@@ -144,6 +144,16 @@ class TaskDetail(Task):
     skip_reason: str | None = Field(
         default=None, description="why the task's model is not built here, and what allows it"
     )
+    model: str | None = Field(
+        default=None,
+        description="the spec's model in a few words (a built-in name, a description's widths "
+        "or a factory's module:factory); like dataset and aggregation_rule, the task creator's "
+        "text, at most 64 characters, null while this node cannot read the spec",
+    )
+    dataset: str | None = Field(default=None, description="the data set the spec names")
+    aggregation_rule: str | None = Field(
+        default=None, description="the spec's rule and its parameters, e.g. trimmed_mean beta=0.2"
+    )
 
 
 class Round(Model):

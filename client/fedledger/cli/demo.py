@@ -150,8 +150,7 @@ def _contributor_main(args: dict[str, Any]) -> None:
     from fedledger.flows.contribute import ContributorOptions, contribute
     from fedledger.flows.local_data import partition_share
 
-    password = os.environ["FEDLEDGER_PASSWORD"]
-    acct = load_key(Path(args["keystore"]), args["key"], password)
+    acct = load_key(Path(args["keystore"]), args["key"], args["password"])
     w3 = connect(args["rpc"])
     led = Ledger(w3, args["contract"], from_block=args["from_block"]).with_account(acct)
     store = open_store(None, Path(args["home"]))
@@ -181,7 +180,7 @@ def _contributor_main(args: dict[str, Any]) -> None:
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # noqa: C901
-    from fedledger.chain.devnet import dev_private_keys, start_anvil
+    from fedledger.chain.devnet import dev_private_keys, free_port, start_anvil
     from fedledger.chain.keys import DEV_SCRYPT_N, load_key, new_key
     from fedledger.chain.ledger import Ledger, connect
     from fedledger.content.store import open_store
@@ -201,8 +200,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
     home = Path(cfg.home)
     _fresh_demo_dir(home)
     keystore = home / "keystore"
-    password = secrets.token_urlsafe(24)  # lives in memory and in the children's environment only
-    os.environ["FEDLEDGER_PASSWORD"] = password
+    # The keystores' password lives in memory, handed to the contributor processes through their
+    # spawn pipe and to the validator nodes in their environment; never in a file or argv.
+    password = secrets.token_urlsafe(24)
     n, k = cfg.contributors, cfg.attackers
     t0 = time.monotonic()
 
@@ -260,8 +260,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
                     key=f"validator-{i}",
                     rpc_url=devnet.url,
                     contract=ledger.address,
-                    port=api_port if i == 1 else _port_or_free(0),
+                    port=api_port if i == 1 else free_port(),
                     evaluate=(i == 1),
+                    password=password,
                 )
             )
         for svc in services:
@@ -282,6 +283,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:  # 
             args = {
                 "keystore": str(keystore),
                 "key": f"contributor-{i}",
+                "password": password,
                 "rpc": devnet.url,
                 "contract": ledger.address,
                 "from_block": ledger.from_block,
@@ -434,7 +436,15 @@ class ServiceProcess:
 
     @classmethod
     def start(
-        cls, *, home: Path, key: str, rpc_url: str, contract: str, port: int, evaluate: bool
+        cls,
+        *,
+        home: Path,
+        key: str,
+        rpc_url: str,
+        contract: str,
+        port: int,
+        evaluate: bool,
+        password: str,
     ) -> ServiceProcess:
         log_path = home / f"{key}.log"
         cmd = [
@@ -460,7 +470,11 @@ class ServiceProcess:
         ]
         with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(  # noqa: S603 - our own CLI, arguments we built
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "FEDLEDGER_PASSWORD": password},
             )
         return cls(key, proc, Rest(f"http://127.0.0.1:{port}"), log_path)
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from fedledger_backend import dashboard
-from fedledger_backend.api.deps import MAX_DB_INT, SessionDep
+from fedledger_backend.api.deps import MAX_DB_INT, CtxDep, SessionDep
+from fedledger_backend.taskspecs import SPECS
 
 router = APIRouter(tags=["dashboard"])
 
@@ -16,7 +17,10 @@ router = APIRouter(tags=["dashboard"])
 @router.get("/", response_class=HTMLResponse)
 def page(
     s: SessionDep,
+    ctx: CtxDep,
     task_id: Annotated[int | None, Query(ge=1, le=MAX_DB_INT, description="show one task")] = None,
 ) -> HTMLResponse:
-    """Tasks, rounds, verdicts and accuracy per round, readable at a glance."""
-    return HTMLResponse(dashboard.render(dashboard.load(s, task_id)))
+    """Tasks (with their model, data set and rule), rounds, verdicts and accuracy per round,
+    readable at a glance."""
+    data = dashboard.load(s, task_id, specs=lambda cids: SPECS.lookup(ctx.store, cids))
+    return HTMLResponse(dashboard.render(data))

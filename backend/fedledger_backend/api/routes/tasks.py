@@ -1,4 +1,5 @@
-"""GET /tasks and /tasks/{task_id}: task configs and where each task stands."""
+"""GET /tasks and /tasks/{task_id}: task configs and where each task stands (the spec's
+model, data set and rule from :data:`fedledger_backend.taskspecs.SPECS`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from fedledger_backend.api.deps import (
 )
 from fedledger_backend.api.schemas import Page, Task, TaskDetail
 from fedledger_backend.db import MemberRow, RoundRow, TaskNodeStatusRow, TaskRow
+from fedledger_backend.taskspecs import SPECS, SpecFields
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -61,7 +63,7 @@ async def list_tasks(ctx: CtxDep, limit: Limit = 50, cursor: Cursor = None) -> R
 
 
 @router.get("/{task_id}", response_model=TaskDetail)
-def get_task(task_id: TaskId, s: SessionDep) -> TaskDetail:
+def get_task(task_id: TaskId, ctx: CtxDep, s: SessionDep) -> TaskDetail:
     """One task with its members and progress."""
     row = get_task_row(s, task_id)
     members = s.execute(
@@ -80,8 +82,12 @@ def get_task(task_id: TaskId, s: SessionDep) -> TaskDetail:
         node = None  # judged a spec a reorg replaced: not this task's
     status, status_reason = quarantine.task_status(s, task_id)
     base = task_model(row).model_dump()
+    spec = SPECS.lookup(ctx.store, [row.spec_cid]).get(row.spec_cid, SpecFields())
     return TaskDetail(
         **base,
+        model=spec.model,
+        dataset=spec.dataset,
+        aggregation_rule=spec.aggregation_rule,
         contributors=[checksum(a) for a, role in members if role == "contributor"],
         validators=[checksum(a) for a, role in members if role == "validator"],
         rounds_finalized=int(finalized),
