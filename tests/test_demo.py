@@ -67,3 +67,25 @@ def test_report_and_plot_are_written(demo: tuple[DemoConfig, DemoResult]) -> Non
     assert "## The attackers' updates" in report and "OUTLIER" in report
     png = Path(res.plot_path).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_the_final_table_wraps_long_reasons_instead_of_cutting_them() -> None:
+    from rich.console import Console
+
+    from fedledger.cli.demo import RoundStats, _print_summary
+
+    reason = "cosine to consensus -0.1797 is 5.1 robust sigmas from 0.331; " * 3 + "END-OF-REASON"
+    res = DemoResult(
+        ok=True,
+        rounds=[RoundStats(0, 4, 3, {"OUTLIER": 1}, 0.5, 1, 1, 1, 0, 1.0)],
+        verify_ok=True,
+    )
+    con = Console(width=80, record=True, color_system=None)
+    rows = [{"update_id": 4, "round": 0, "contributor": "0x" + "ab" * 20, "status": "OUTLIER"}]
+    _print_summary(con, DemoConfig(), res, [{**rows[0], "reason": reason}])
+    text = con.export_text()
+    assert "END-OF-REASON" in text and max(len(line) for line in text.splitlines()) <= 80
+    # every word of the reason is there, in order, across the wrapped lines of its cell
+    table = text[text.index("the attackers' updates") :]
+    cells = [line.split("│")[-2].strip() for line in table.splitlines() if line.count("│") == 6]
+    assert " ".join(cells).split() == reason.split()

@@ -380,6 +380,8 @@ def _port_or_free(port: int) -> int:
 
     from fedledger.chain.devnet import free_port
 
+    if port == 0:
+        return free_port()
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
