@@ -208,7 +208,20 @@ def _emit(data: Any, as_json: bool, table: Table | None = None) -> None:
     if as_json or table is None:
         out.print_json(json.dumps(data, default=str))
     else:
+        _print_table(table)
+
+
+def _print_table(table: Table) -> None:
+    """A table on stdout: fitted to a terminal; piped or redirected, at the width its cells
+    need, so that no value is cut short (``fedledger task list | grep digits`` finds it)."""
+    if out.is_terminal:
         out.print(table)
+        return
+    from rich.measure import Measurement
+
+    wide = out.options.update(max_width=1 << 16)
+    width = max(Measurement.get(out, wide, table).maximum, 1)
+    Console(file=out.file, width=width, no_color=out.no_color).print(table)
 
 
 # -- devnet / deploy --------------------------------------------------------------------------
@@ -512,7 +525,7 @@ def task_list(
     elif not tasks:
         out.print("no tasks yet: create one with `fedledger task create`")
     else:
-        out.print(_summary_rows(tasks))
+        _print_table(_summary_rows(tasks))
 
 
 @task_app.command("show")
@@ -537,7 +550,7 @@ def task_show(
     for name, value in k.to_json().items():
         if value is not None:
             t.add_row(name, str(value))
-    out.print(t)
+    _print_table(t)
 
 
 # -- contributing -----------------------------------------------------------------------------
@@ -607,9 +620,53 @@ def submit(
         )
 
 
+_UPDATE_FILE_HINT = (
+    "an update file is the .safetensors file of one round's update (the SDK's "
+    "codec.encode_update writes it); to train and submit in one step run `fedledger train "
+    "--task ID --data FILE.npz`"
+)
+
+# Leading bytes of files people mistake for an update file, and what each is.
+_OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a zip archive (a torch.save checkpoint or an .npz data file?)"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"\x80\x02", "a Python pickle (a torch.save checkpoint?)"),
+    (b"\x80\x04", "a Python pickle (a torch.save checkpoint?)"),
+    (b"\x80\x05", "a Python pickle (a torch.save checkpoint?)"),
+)
+
+
+def _not_safetensors(data: bytes) -> tuple[str, str] | None:
+    """Why ``data`` is plainly no safetensors file, and what to do (``None``: it may be one;
+    the codec then judges it).  A safetensors file opens with its JSON header's length (8
+    bytes, little-endian), then the header, ``{``: bytes that do may be one whatever else
+    they look like (a 640-byte header starts as a pickle does)."""
+    header = int.from_bytes(data[:8], "little")
+    if len(data) >= 10 and header <= len(data) - 8 and data[8:9] == b"{":
+        return None
+    for magic, what in _OTHER_FORMATS:
+        if data.startswith(magic):
+            return f"it is {what}", _UPDATE_FILE_HINT
+    if data[:64].lstrip()[:1] == b"{":
+        return (
+            "it is a JSON file, not safetensors",
+            "a signed update (`--sign-only` writes them) is sent with `fedledger relay FILE`; "
+            + _UPDATE_FILE_HINT,
+        )
+    return (
+        f"its first bytes are not a safetensors header (it is {len(data)} bytes, "
+        "of no known format)",
+        _UPDATE_FILE_HINT,
+    )
+
+
 def _read_update_file(file: Path) -> bytes:
     """The bytes of an update file given to ``submit``, refused unless it is a safetensors
-    update file (a model, a data set or any other file is named as such)."""
+    update file (an image, a checkpoint, a signed update or any other file is named as such)."""
     from fedledger.errors import FormatError, NotFoundError
     from fedledger.protocol import codec
 
@@ -618,17 +675,19 @@ def _read_update_file(file: Path) -> bytes:
     size = file.stat().st_size
     if size > codec.DEFAULT_MAX_BYTES:
         raise FormatError(
-            f"{file} is {size} bytes: not an update file (at most {codec.DEFAULT_MAX_BYTES})"
+            f"{file} is {size} bytes: not an update file (at most {codec.DEFAULT_MAX_BYTES})",
+            hint=_UPDATE_FILE_HINT,
         )
     data = file.read_bytes()
+    plainly = _not_safetensors(data)
+    if plainly is not None:
+        why, hint = plainly
+        raise FormatError(f"{file} is not an update file: {why}", hint=hint)
     try:
         codec.decode(data, kind="update", copy=False)
     except FormatError as exc:
         raise FormatError(
-            f"{file} is not a safetensors update file: {exc.message}",
-            hint="submit the update `fedledger train --sign-only` or the SDK "
-            "(codec.encode_update, task.submit) writes; `fedledger train` trains and submits "
-            "in one step",
+            f"{file} is not an update file: {exc.message}", hint=_UPDATE_FILE_HINT
         ) from exc
     return data
 
@@ -841,6 +900,7 @@ def _print_round(res: Any, task_id: int, *, as_json: bool, lines: bool) -> None:
         f"trained on {res.num_samples} samples ({quality}); update [bold]{res.update_id}[/] "
         f"recorded for task {task_id} round {res.round}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -848,7 +908,7 @@ def _print_round(res: Any, task_id: int, *, as_json: bool, lines: bool) -> None:
 @common("rpc_url", "ipfs", "home", "contract")
 def model_pull(
     task_id: Annotated[int, typer.Option("--task", help="task id")],
-    out_file: Annotated[Path, typer.Option("--out", help="write the model file here")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="write the model file here")],
     round_: Annotated[
         int | None,
         typer.Option(
@@ -884,6 +944,7 @@ def model_pull(
             f"global model of task {task_id} for round {got.round} ({len(got.data)} bytes, "
             f"sha256 {got.content_hash} as on chain) written to {out_file}",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -1038,7 +1099,7 @@ def _blockstore(s: Settings) -> Any:
 @common("ipfs", "home")
 def store_export(
     cid: Annotated[str, typer.Argument(help="root CID of the content (a model, an update, …)")],
-    out_file: Annotated[Path, typer.Option("--out", help="write the CAR file here")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="write the CAR file here")],
     as_json: JsonOpt = False,
     *,
     opts: Common,
@@ -1063,7 +1124,9 @@ def store_export(
     if as_json:
         _emit({"cid": root, "bytes": size, "path": str(out_file)}, True)
     else:
-        out.print(f"CAR of {root} ({size} bytes) written to {out_file}", highlight=False)
+        out.print(
+            f"CAR of {root} ({size} bytes) written to {out_file}", highlight=False, soft_wrap=True
+        )
 
 
 @store_app.command("import")
@@ -1130,6 +1193,7 @@ def store_import(
         out.print(
             f"imported {result.blocks} blocks from {file}; pinned {', '.join(result.roots)}",
             highlight=False,
+            soft_wrap=True,
         )
 
 

@@ -465,19 +465,22 @@ def wait_for_round(
 # -- reverts a contributor meets -------------------------------------------------------------
 
 
+REVERT_HINTS = {
+    "RoundFull": "the round is full: wait for its validators to attest it, then train "
+    "the next round (`fedledger train --rounds N` waits); " + VALIDATORS_HINT,
+    "RoundAlreadySealed": "the round is closed to new updates while validators judge it: "
+    "wait for the next round (`fedledger train --rounds N` waits)",
+    "WrongRound": "the task moved on to another round: train again against its current "
+    "global model",
+    "DuplicateSubmission": "one update per contributor per round: wait for the next round",
+}
+"""What to do about the reverts a submission meets when the round moved on or filled up."""
+
+
 def explain_revert(exc: ContractRevert) -> ContractRevert:
     """``exc`` with a hint that says what to do, for the reverts a submission meets when
     the round moved on or filled up (the revert itself names the facts)."""
-    hints = {
-        "RoundFull": "the round is full: wait for its validators to attest it, then train "
-        "the next round (`fedledger train --rounds N` waits); " + VALIDATORS_HINT,
-        "RoundAlreadySealed": "the round is closed to new updates while validators judge it: "
-        "wait for the next round (`fedledger train --rounds N` waits)",
-        "WrongRound": "the task moved on to another round: train again against its current "
-        "global model",
-        "DuplicateSubmission": "one update per contributor per round: wait for the next round",
-    }
-    hint = hints.get(exc.name)
+    hint = REVERT_HINTS.get(exc.name)
     if hint is None or exc.hint is not None:
         return exc
     exc.hint = hint

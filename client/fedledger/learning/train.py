@@ -102,30 +102,58 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu") if first is None else first.device
 
 
-def _first_layer_input(model: nn.Module) -> str | None:
-    """What the model's first weighted layer takes, in words (``None`` if not a plain one)."""
+@dataclass(frozen=True)
+class _FirstLayer:
+    """What a model's first weighted layer takes: ``size`` along the first of ``ndim`` sample
+    dimensions (features of a linear layer, channels of a conv layer)."""
+
+    words: str  # "64 features per sample"
+    shape: str  # the X that fits: "(n, 64)"
+    ndim: int
+    size: int
+
+    def takes(self, per_sample: tuple[int, ...]) -> bool:
+        return len(per_sample) == self.ndim and per_sample[0] == self.size
+
+
+def _first_layer_input(model: nn.Module) -> _FirstLayer | None:
+    """What the model's first weighted layer takes (``None`` if it is not a plain linear or
+    conv layer, or a layer before it reshapes the samples)."""
     for module in model.modules():
+        if isinstance(module, nn.Flatten | nn.Unflatten):
+            return None
         if isinstance(module, nn.Linear):
-            return f"{module.in_features} features per sample"
+            n = module.in_features
+            return _FirstLayer(f"{n} features per sample", f"(n, {n})", 1, n)
         if isinstance(module, nn.Conv2d):
-            return f"{module.in_channels} input channel(s)"
+            c = module.in_channels
+            return _FirstLayer(f"{c} input channel(s)", f"(n, {c}, height, width)", 3, c)
         if any(True for _ in module.parameters(recurse=False)):
             return None
     return None
 
 
 def _data_does_not_fit(exc: Exception, xb: torch.Tensor, model: nn.Module) -> ConfigError:
+    """The data's sample shape against what the model's first layer takes, and what to do.
+    torch's own words (``mat1 and mat2 shapes cannot be multiplied``) are given only when the
+    first layer does not explain the failure."""
     per_sample = tuple(xb.shape[1:])
     got = (
         f"{per_sample[0]} features per sample"
         if len(per_sample) == 1
         else f"samples of shape {per_sample}"
     )
-    takes = _first_layer_input(model)
-    wants = f", but the model's first layer takes {takes}" if takes else ""
+    first = _first_layer_input(model)
+    if first is not None and not first.takes(per_sample):
+        return ConfigError(
+            f"the data does not fit the task's model: it has {got}, but the model's first "
+            f"layer takes {first.words}",
+            hint=f"give X of shape {first.shape}, the features in the order and scale the "
+            "task was made for, or create a task whose model takes your data",
+        )
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ConfigError(
-        f"the data does not fit the model: it has {got}{wants} (torch: {first_line})",
+        f"the data does not fit the task's model: it has {got} (torch: {first_line})",
         hint="give the data the task's model was made for (X of shape (n, features), the "
         "features in the task's order), or create a task whose model takes your data",
     )
