@@ -398,10 +398,13 @@ class Sender:
         tx = self.w3.eth.get_transaction(receipt["transactionHash"])
         call: dict[str, Any] = {k: tx[k] for k in ("from", "to", "value") if k in tx}
         call["data"] = tx.get("input", tx.get("data"))
-        try:
-            self.w3.eth.call(cast(Any, call), receipt["blockNumber"] - 1)
-        except (ContractLogicError, Web3RPCError, ValueError) as exc:
-            return self._explain(exc, label)
+        # On the state before its block first; a transaction before it in the same block (a
+        # race: another update filled the round, a seal) shows on the state after the block.
+        for block in (receipt["blockNumber"] - 1, receipt["blockNumber"]):
+            try:
+                self.w3.eth.call(cast(Any, call), block)
+            except (ContractLogicError, Web3RPCError, ValueError) as exc:
+                return self._explain(exc, label)
         return ChainError(f"{label}: transaction {to_hex(receipt['transactionHash'])} failed")
 
     @staticmethod

@@ -22,7 +22,6 @@ cannot be judged from one update alone and are the validators'.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,8 +31,8 @@ from eth_account.signers.local import LocalAccount
 
 from fedledger.chain.ledger import Ledger, SignedUpdate
 from fedledger.content.store import ContentStore
-from fedledger.errors import ChainError, ConfigError, ContractRevert, FormatError
-from fedledger.flows.task import REVERT_HINTS, Published, TaskState, global_model, publish
+from fedledger.errors import ConfigError, FormatError
+from fedledger.flows.task import Published, TaskState, global_model, publish
 from fedledger.protocol import aggregation as agg
 from fedledger.protocol import codec, rounds
 from fedledger.protocol.verdicts import Verdict
@@ -203,48 +202,12 @@ def submit(
     """Check and store the update and record it on chain; returns its global update id.
     ``base``: the global model's tensors, when the caller holds them already."""
     _check_samples(state, num_samples)
-    who = _submitter(ledger)
-    pub = store_update(store, state, data, contributor=who, base=base)
-    try:
-        uid = ledger.submit_update(
-            state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples
-        )
-    except ChainError as exc:
-        if isinstance(exc, ContractRevert) or not _MINED_AND_FAILED.search(exc.message):
-            raise
-        raise _why_it_failed(ledger, state, who, exc) from exc
+    pub = store_update(store, state, data, contributor=_submitter(ledger), base=base)
+    uid = ledger.submit_update(
+        state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples
+    )
     return Submitted(
         uid, state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, ""
-    )
-
-
-# What the ledger says of a transaction mined with status 0 whose revert it could not replay.
-_MINED_AND_FAILED = re.compile(r"transaction 0x[0-9a-fA-F]+ failed$")
-
-
-def _why_it_failed(ledger: Ledger, state: TaskState, who: str, exc: ChainError) -> ChainError:
-    """A ``submitUpdate`` that was mined and reverted for a reason the ledger could not replay
-    (it replays on the state before the block): a transaction before it in its block filled
-    the round, sealed it or closed it.  The task as it is now names the revert and what to do;
-    ``exc`` is returned as it is when the task shows none of these (or cannot be read)."""
-    t, r = state.task_id, state.current_round
-    try:
-        task = ledger.get_task(t)
-        now, count, cap = (int(task[k]) for k in ("currentRound", "updateCount", "maxUpdates"))
-        if now != r:
-            name, why = "WrongRound", f"task {t} moved on to round {now}"
-        elif bool(task["isSealed"]):
-            name, why = "RoundAlreadySealed", f"task {t} round {r} was sealed"
-        elif count >= cap:
-            name, why = "RoundFull", f"task {t} round {r} filled up ({count} of {cap} updates)"
-        elif ledger.has_submitted(t, r, who):
-            name, why = "DuplicateSubmission", f"{who} already has an update in round {r}"
-        else:
-            return exc
-    except ChainError:
-        return exc
-    return ChainError(
-        f"{exc.message}: {why} while the update was in flight ({name})", hint=REVERT_HINTS[name]
     )
 
 
