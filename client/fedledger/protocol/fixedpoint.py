@@ -97,7 +97,9 @@ class FixedPointRangeError(FormatError):
             )
             hint = "the update is too large for the task's format; clip it or use fewer frac_bits"
         else:
-            why = f"coordinate {index} is {value!r}: a fixed-point delta must be finite (not finite)"
+            why = (
+                f"coordinate {index} is {value!r}: a fixed-point delta must be finite (not finite)"
+            )
             hint = "screening rejects NaN and infinity before quantizing"
         super().__init__(why, hint=hint)
 
@@ -113,8 +115,9 @@ def _check_float(x: np.ndarray) -> None:
 def _scaled(x: np.ndarray, fmt: FixedPointFormat) -> np.ndarray:
     """``rint(x * 2**frac_bits)`` in ``x``'s own precision: the product is exact, ``rint`` rounds
     half to even, so this is the exact rounded value (or an infinity/NaN)."""
-    y = np.multiply(x, x.dtype.type(2.0**fmt.frac_bits))
-    np.rint(y, out=y)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow to inf is reported below
+        y = np.multiply(x, x.dtype.type(2.0**fmt.frac_bits))
+        np.rint(y, out=y)
     return y
 
 
