@@ -97,7 +97,7 @@ bench-venv: .venv-bench/.stamp
 	@touch $@
 
 bench: bootstrap bench-venv
-	for b in benchmarks/*.py; do $(PYTHON) $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do $(PYTHON) $$b || exit 1; done
 
 clean:
 	rm -rf artifacts cache cache_forge out .pytest_cache .mypy_cache .ruff_cache

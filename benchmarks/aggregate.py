@@ -20,13 +20,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _timing import best, read_bandwidth  # noqa: E402
 
 from fedledger.protocol import aggregation as A  # noqa: E402
 
@@ -94,23 +95,6 @@ print(json.dumps({"peak_models": (peak - base) / (size * 4), "sha": hash(out.tob
 """
 
 
-def _best(fn, reps: int) -> tuple[float, np.ndarray]:  # type: ignore[no-untyped-def]
-    best, out = float("inf"), None
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    assert out is not None
-    return best, out
-
-
-def read_bandwidth() -> float:
-    """Bytes per second numpy reads from memory (sum over 1 GiB, one thread, best of 5)."""
-    big = np.ones(1 << 28, dtype=np.float32)
-    t, _ = _best(lambda: big.sum(), 5)
-    return big.nbytes / t
-
-
 def peak_models(files: list[str], ns: list[int], size: int, cap: int, mode: str) -> float:
     spec = json.dumps({"files": files, "num_samples": ns, "size": size, "cap": cap, "mode": mode})
     out = subprocess.run(
@@ -151,10 +135,10 @@ def main() -> None:
         ups = [np.load(p) for p in round_files]
 
         ours = {
-            "fedavg": _best(lambda: A.fedavg(ups, ns[:n], sample_cap=cap), args.reps),
-            "median": _best(lambda: A.median(ups), args.reps),
-            "trimmed_mean": _best(lambda: A.trimmed_mean(ups, beta=beta), args.reps),
-            "krum": _best(lambda: A.krum(ups, f=f), 1),
+            "fedavg": best(lambda: A.fedavg(ups, ns[:n], sample_cap=cap), args.reps),
+            "median": best(lambda: A.median(ups), args.reps),
+            "trimmed_mean": best(lambda: A.trimmed_mean(ups, beta=beta), args.reps),
+            "krum": best(lambda: A.krum(ups, f=f), 1),
         }
 
         flower: dict[str, float] = {}

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from _timing import best, read_bandwidth  # noqa: E402
 
 from fedledger.learning.data import load_dataset, partition_dirichlet  # noqa: E402
 from fedledger.learning.models import build_model, state_to_numpy  # noqa: E402
@@ -46,23 +47,6 @@ CAP = 10_000
 BETA = Fraction(1, 5)
 
 
-def _best(fn: Callable[[], np.ndarray], reps: int) -> tuple[float, np.ndarray]:
-    best, out = float("inf"), None
-    for _ in range(reps):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    assert out is not None
-    return best, out
-
-
-def read_bandwidth() -> float:
-    """Bytes per second numpy reads from memory (sum over 256 MiB, one thread, best of 5)."""
-    big = np.ones(1 << 26, dtype=np.float32)
-    t, _ = _best(lambda: np.asarray(big.sum()), 5)
-    return big.nbytes / t
-
-
 # --------------------------------------------------------------------------- (a) speed
 
 
@@ -72,7 +56,7 @@ def speed(n: int, d: int, reps: int) -> dict[str, Any]:
     xs = [(common + rng.standard_normal(d, dtype=np.float32)) * np.float32(0.01) for _ in range(n)]
     ns = [int(v) for v in rng.integers(100, 20_000, n)]
     f = max(1, (n - 3) // 4)
-    t_quant, _ = _best(lambda: quantize(xs[0], FMT), reps)
+    t_quant, _ = best(lambda: quantize(xs[0], FMT), reps)
     qs = [quantize(x, FMT) for x in xs]
     cases: list[tuple[str, Callable[[], np.ndarray], Callable[[], np.ndarray], int]] = [
         (
@@ -98,13 +82,13 @@ def speed(n: int, d: int, reps: int) -> dict[str, Any]:
     )
     out: dict[str, Any] = {}
     for name, float_fn, exact_fn, r in cases:
-        tf, yf = _best(float_fn, r)
-        te, ye = _best(exact_fn, r)
+        tf, yf = best(float_fn, r)
+        te, ye = best(exact_fn, r)
         diff = float(np.max(np.abs(dequantize(ye, FMT, np.float64) - yf.astype(np.float64))))
         units = diff / FMT.ulp
         out[name] = {"float32_s": tf, "exact_s": te, "diff_units": units}
         print(f"{name:14s} {tf:12.4f} {te:10.4f} {te / tf:13.2f}x {units:19.2f}")
-    bw = read_bandwidth()
+    bw = read_bandwidth(26)
     nbytes = n * d * 4
     exact_bw = nbytes / out["fedavg"]["exact_s"]
     float_bw = nbytes / out["fedavg"]["float32_s"]
