@@ -507,3 +507,16 @@ def test_a_relayer_that_is_down_is_named_with_what_to_do(
     with pytest.raises(FedledgerError, match=f"relay {down} did not answer") as err:
         t.submit(t.model(), num_samples=10, relay=down)
     assert "--relay-key" in str(err.value)
+
+
+def test_a_task_whose_model_does_not_take_its_data_set_is_refused_before_anything_is_sent(
+    owner: fedledger.Session,
+) -> None:
+    """A 64-input MLP on breast_cancer (30 features): no contributor could train it."""
+    before = owner.ledger.task_count()
+    nonce = owner.ledger.w3.eth.get_transaction_count(owner.address)
+    with pytest.raises(ConfigError, match="30 features") as err:
+        owner.create_task(TaskSpec(model=MLP, dataset="breast_cancer"), max_samples=100)
+    assert "64" in str(err.value) or "inputs" in str(err.value)
+    assert owner.ledger.task_count() == before
+    assert owner.ledger.w3.eth.get_transaction_count(owner.address) == nonce

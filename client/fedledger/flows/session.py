@@ -143,6 +143,9 @@ class Session:
             quorum=quorum,
             round_duration=round_duration,
             open_=open_,
+            # a module is checked against the data set (features in, classes out) before
+            # anything is stored or sent
+            model=None if initial is None or isinstance(initial, Mapping) else initial,
         )
         return self.task(task_id)
 
