@@ -87,6 +87,7 @@ def make_scenario(
     round_duration: int = 0,
     screening: dict | None = None,
     max_samples: int = 1000,
+    fixed_point: dict | None = None,
 ) -> Scenario:
     owner = accounts[0]
     validators = accounts[1 : 1 + n_validators]
@@ -98,6 +99,7 @@ def make_scenario(
         aggregation=rule or {"rule": "median"},
         screening=screening or {},
         fetch_timeout_s=5,
+        fixed_point=fixed_point,
     )
     initial = state_to_numpy(build_model("mlp_digits", seed=0))
     task_id = create_task(

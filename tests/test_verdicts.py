@@ -56,6 +56,7 @@ def test_codes_match_interfaces_md() -> None:
         "DUPLICATE",
         "FREE_RIDER",
         "COPIED",
+        "OUT_OF_RANGE",
     ]
 
 

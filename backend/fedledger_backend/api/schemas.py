@@ -23,6 +23,7 @@ ContributionStatus = Literal[
     "DUPLICATE",
     "FREE_RIDER",
     "COPIED",
+    "OUT_OF_RANGE",
 ]
 """PENDING until the round's verdict file is indexed, then the update's verdict
 (``fedledger.protocol.verdicts.Verdict`` names; a test keeps the two in step)."""

@@ -376,6 +376,15 @@ def task_create(
     ] = "fedavg",
     rule_params: Annotated[str, typer.Option(help="JSON object of rule parameters")] = "{}",
     screening: Annotated[str, typer.Option(help="JSON object of screening parameters")] = "{}",
+    frac_bits: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=31,
+            help="exact fixed-point aggregation: deltas are int32 in units of 2^-FRAC_BITS "
+            "(e.g. 24; docs/aggregation.md); unset = the float32 rules",
+        ),
+    ] = None,
     epochs: int = 1,
     lr: float = 0.05,
     batch_size: int = 32,
@@ -426,6 +435,7 @@ def task_create(
         screening=scr,
         seed=seed,
         training=TrainingParams(epochs=epochs, lr=lr, batch_size=batch_size),
+        fixed_point=None if frac_bits is None else {"frac_bits": frac_bits},
     )
     net = build_task_model(spec, allow=allowed)
     check_spec(spec, net)  # before the key is unlocked or anything is sent
@@ -773,7 +783,13 @@ def train(
             "whatever the device)"
         ),
     ] = "cpu",
-    encoding: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | topk")] = "fp32",
+    encoding: Annotated[
+        str,
+        typer.Option(
+            help="auto | fp32 | fp16 | int8 | topk | int32 (auto: int32 for a task with a "
+            "fixed-point format, else fp32)"
+        ),
+    ] = "auto",
     dp_clip: Annotated[
         float | None, typer.Option(help="enable DP: clip the update to this L2 norm")
     ] = None,
@@ -806,8 +822,10 @@ def train(
     from fedledger.learning.train import resolve_device
 
     s = opts.settings()
-    if encoding not in ("fp32", "fp16", "int8", "topk"):
-        raise ConfigError(f"unknown encoding {encoding!r}", hint="use fp32, fp16, int8 or topk")
+    if encoding not in ("auto", "fp32", "fp16", "int8", "topk", "int32"):
+        raise ConfigError(
+            f"unknown encoding {encoding!r}", hint="use auto, fp32, fp16, int8, topk or int32"
+        )
     if relay_out is not None and rounds > 1:
         raise ConfigError(
             "--sign-only writes one signed update: it does not combine with --rounds",
@@ -842,7 +860,7 @@ def train(
             )
 
         copts = ContributorOptions(
-            encoding=encoding,  # type: ignore[arg-type]
+            encoding=None if encoding == "auto" else encoding,  # type: ignore[arg-type]
             dp=dp,
             accountant=acct,
             seed=seed,

@@ -48,7 +48,7 @@ class LocalData:
 
 @dataclass
 class ContributorOptions:
-    encoding: codec.Encoding = "fp32"
+    encoding: codec.Encoding | None = None  # the task's: int32 for a fixed-point task, else fp32
     dp: DPConfig | None = None
     accountant: PrivacyAccountant | None = None
     attack: str | None = None

@@ -359,7 +359,7 @@ class Task:
         trained: nn.Module | Mapping[str, Any],
         *,
         num_samples: int,
-        encoding: codec.Encoding = "fp32",
+        encoding: codec.Encoding | None = None,
         relay: str | None = None,
         valid_for_s: int = 3600,
     ) -> Receipt:
@@ -370,7 +370,8 @@ class Task:
         validators apply (:func:`fedledger.flows.submit.check_update`), stored, and then sent
         (paying gas) or, with ``relay=URL``, signed and handed to that relayer (``fedledger
         serve --relay-key``; gasless).  ``num_samples``: how many samples trained it (at most
-        :attr:`max_samples`)."""
+        :attr:`max_samples`).  ``encoding``: the task's by default (``int32`` in its fixed-point
+        format when its spec has one, else ``fp32``)."""
         account = self.session._need_key("submit")
         led = self.session.ledger
         now = led.current_round(self.id)

@@ -13,7 +13,13 @@ whatever else the round holds, with the validators' own functions:
 - ``COPIED``: it names another contributor than the address about to submit or sign it (an
   update file names its author, and validators judge anyone else's copy ``COPIED``);
 - ``SHAPE_MISMATCH``: tensor names, shapes or dtype differ from the global model's;
-- ``NON_FINITE``: a NaN or Inf anywhere.
+- ``NON_FINITE``: a NaN or Inf anywhere;
+- for a fixed-point task (a ``fixed_point`` section in its spec): ``MALFORMED`` for an ``int32``
+  file of another format, ``OUT_OF_RANGE`` for a float file with a coordinate the format cannot
+  hold (named: flat index in the task's tensor order, tensor and element), with the validators'
+  own :func:`fedledger.protocol.rounds.fixed_view`.  :func:`encode` quantizes to the task's
+  format and writes ``int32`` unless asked for another encoding, refusing out-of-range values
+  with the same error.
 
 Each refusal is a :class:`~fedledger.errors.FormatError` that names the verdict it avoids, what
 is wrong and what to do.  The round-dependent screens (free riders, norm bounds, outliers)
@@ -34,7 +40,8 @@ from fedledger.content.store import ContentStore
 from fedledger.errors import ConfigError, FormatError
 from fedledger.flows.task import Published, TaskState, global_model, publish
 from fedledger.protocol import aggregation as agg
-from fedledger.protocol import codec, rounds
+from fedledger.protocol import codec, fixed_deltas, rounds
+from fedledger.protocol.fixedpoint import FixedPointFormat, FixedPointRangeError
 from fedledger.protocol.verdicts import Verdict
 
 
@@ -54,12 +61,26 @@ def encode(
     delta: Mapping[str, np.ndarray],
     *,
     contributor: str,
-    encoding: codec.Encoding = "fp32",
+    encoding: codec.Encoding | None = None,
     extra: Mapping[str, str] | None = None,
     residual: codec.Residual | None = None,
 ) -> bytes:
     """The update file for ``delta`` against the task's current global model, bound to
-    ``contributor``: the address that will submit it (or sign it for a relayer)."""
+    ``contributor``: the address that will submit it (or sign it for a relayer).
+
+    ``encoding`` defaults to the task's: ``int32`` in the task's fixed-point format for a
+    fixed-point task (a value out of range raises :class:`FormatError` naming the coordinate
+    and the ``OUT_OF_RANGE`` verdict it avoids), ``fp32`` otherwise."""
+    fmt = state.spec.fixed_point_format()
+    if encoding is None:
+        encoding = "fp32" if fmt is None else "int32"
+    if encoding == "int32":
+        if fmt is None:
+            raise ConfigError(
+                f"task {state.task_id} has no fixed-point format, so it takes no int32 update",
+                hint="use the default encoding (fp32), or fp16, int8 or topk",
+            )
+        _check_range(delta, fmt)
     return codec.encode_update(
         delta,
         task_id=state.task_id,
@@ -69,7 +90,26 @@ def encode(
         encoding=encoding,
         extra=extra,
         residual=residual,
+        fixed_point=fmt if encoding == "int32" else None,
     )
+
+
+_RANGE_HINT = (
+    "the delta is larger than the task's fixed-point format holds: lower the learning rate or "
+    "clip the update (the task spec's fixed_point.frac_bits sets the range)"
+)
+
+
+def _check_range(delta: Mapping[str, np.ndarray], fmt: FixedPointFormat) -> None:
+    """Validators' ``OUT_OF_RANGE`` rule on a float delta, flattened in its own tensor order
+    (the global model's, for every delta the SDK makes)."""
+    layout = agg.TensorLayout.of(delta)
+    if layout.matches(delta) is not None:
+        return  # not float32 tensors: codec.encode_update says what is wrong
+    try:
+        fixed_deltas.quantize_delta(delta, layout, fmt)
+    except FixedPointRangeError as exc:
+        raise _refused(Verdict.OUT_OF_RANGE, exc.message, _RANGE_HINT) from exc
 
 
 _FILE_HINTS = {
@@ -143,13 +183,20 @@ def check_update(
             "codec.encode_update), not a model, data or another file; `fedledger train` "
             "trains and submits in one step",
         ) from exc
+    fmt = state.spec.fixed_point_format()
     judged = rounds.check_file(
-        dec, state.task_id, state.current_round, state.global_hash, contributor
+        dec, state.task_id, state.current_round, state.global_hash, contributor, fixed_point=fmt
     )
     if judged is not None:
         verdict, reason = judged
         raise _refused(verdict, reason, _FILE_HINTS.get(verdict, _FILE_HINTS[Verdict.MALFORMED]))
-    check_tensors(base, dec.tensors, what="update file")
+    tensors: Mapping[str, np.ndarray] = dec.tensors
+    if fmt is not None:
+        try:
+            tensors, _ = rounds.fixed_view(dec, layout, fmt)
+        except FixedPointRangeError as exc:
+            raise _refused(Verdict.OUT_OF_RANGE, exc.message, _RANGE_HINT) from exc
+    check_tensors(base, tensors, what="update file")
     return dec
 
 

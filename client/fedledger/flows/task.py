@@ -96,7 +96,8 @@ def check_spec(spec: TaskSpec, model: nn.Module | None = None) -> None:
     """Refuse a spec no contributor could train or no validator could run, before it is
     published (:class:`ConfigError` naming the field and what to use instead).
 
-    The aggregation rule and the screening parameters must parse; the data set must be one
+    The aggregation rule, the screening parameters and the fixed-point format (if any) must
+    parse, and the rule must exist in that format's integers; the data set must be one
     fedledger ships (:data:`fedledger.learning.data.DATASETS`: the one ``--partition`` splits
     and validators score each global model on).  With ``model`` (the task's model, built), two
     of the data set's samples go through it: it must take them and have an output per class.
@@ -105,8 +106,13 @@ def check_spec(spec: TaskSpec, model: nn.Module | None = None) -> None:
     from fedledger.protocol.aggregation import RuleSpec
     from fedledger.protocol.screening import ScreeningSpec
 
-    RuleSpec.parse(spec.aggregation)
+    rule = RuleSpec.parse(spec.aggregation)
     ScreeningSpec.parse(spec.screening)
+    fmt = spec.fixed_point_format()
+    if fmt is not None:  # the rule's integer parameters must exist in the format (clip_norm)
+        from fedledger.protocol.exact_rules import ExactRule
+
+        ExactRule.from_rule_spec(rule, fmt)
     if spec.dataset not in DATASETS:
         close = difflib.get_close_matches(spec.dataset, DATASETS, n=1, cutoff=0.5)
         maybe = f" (did you mean {close[0]!r}?)" if close else ""

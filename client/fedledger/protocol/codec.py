@@ -37,7 +37,9 @@ decoding costs CPU and memory in proportion to the file and the ``max_elements``
 fedledger metadata (all strings): ``fedledger.version`` (``"1"``), ``fedledger.kind``
 (``model`` | ``update``), ``fedledger.task``, ``fedledger.round`` (decimal), ``fedledger.base``
 (updates: ``0x`` sha256 of the base model file), ``fedledger.encoding`` (``fp32`` | ``fp16`` |
-``int8`` | ``topk``), ``fedledger.contributor`` (updates: the address that submits it on chain,
+``int8`` | ``topk`` | ``int32``), ``fedledger.fixed_point`` (``int32`` updates only, and required
+there: the fixed-point format, exactly ``{"coordinate":"int32","frac_bits":N}`` with ``N`` in
+0..31, canonical JSON matched as a string, never parsed), ``fedledger.contributor`` (updates: the address that submits it on chain,
 written ``0x`` + 40 lowercase hex and compared case-insensitively), plus any extra ``str → str``
 keys (e.g. ``fedledger.dp.epsilon``).
 
@@ -57,6 +59,11 @@ contain it):
   increasing flat indices, ``<name>::values``: F32, ``<name>::shape``: I64 dense shape; the
   ``k = ceil(ratio × size)`` largest magnitudes, ties broken by lower index. Decoded densely with
   zeros elsewhere. Error feedback lives on the client in :class:`Residual`.
+* ``int32`` (updates of a fixed-point task, :mod:`fedledger.protocol.fixedpoint`) — ``<name>``:
+  I32, the delta quantized to the format ``fedledger.fixed_point`` names
+  (``round_half_even(x * 2**frac_bits)``; a value out of the int32 range is refused, never
+  wrapped).  Decoded as int32 tensors, not through float: :attr:`Decoded.fixed_point` says their
+  scale.
 """
 
 from __future__ import annotations
@@ -79,12 +86,18 @@ from fedledger.content.digests import (
 )
 from fedledger.content.digests import sha256_hex as sha256_hex
 from fedledger.errors import FormatError
+from fedledger.protocol import fixedpoint
+from fedledger.protocol.fixedpoint import FixedPointFormat
 
 FORMAT_VERSION = "1"
 KINDS = ("model", "update")
 ENCODINGS = ("fp32", "fp16", "int8", "topk")
+"""The float encodings: decoded to float32 tensors, taken by every task."""
+FIXED_ENCODINGS = ("int32",)
+"""The fixed-point encodings: decoded to int32 tensors, taken by fixed-point tasks only."""
+UPDATE_ENCODINGS = ENCODINGS + FIXED_ENCODINGS
 Kind = Literal["model", "update"]
-Encoding = Literal["fp32", "fp16", "int8", "topk"]
+Encoding = Literal["fp32", "fp16", "int8", "topk", "int32"]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_HEADER_BYTES = 16 * 1024**2
@@ -122,7 +135,11 @@ K_ROUND: MetaKey = "fedledger.round"
 K_BASE: MetaKey = "fedledger.base"
 K_ENCODING: MetaKey = "fedledger.encoding"
 K_CONTRIBUTOR: MetaKey = "fedledger.contributor"
-_RESERVED = (K_VERSION, K_KIND, K_TASK, K_ROUND, K_BASE, K_ENCODING, K_CONTRIBUTOR)
+K_FIXED_POINT: MetaKey = "fedledger.fixed_point"
+_RESERVED = (K_VERSION, K_KIND, K_TASK, K_ROUND, K_BASE, K_ENCODING, K_CONTRIBUTOR, K_FIXED_POINT)
+_FIXED_POINT_RE = re.compile(r'\{"coordinate":"int32","frac_bits":(0|[1-9][0-9]?)\}')
+"""The one spelling of ``fedledger.fixed_point`` (canonical JSON of the format): matched, not
+parsed, so a file's metadata never reaches a JSON parser a second time."""
 ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 """An address as ``fedledger.contributor`` holds it (written lowercase, read in any case)."""
 
@@ -395,9 +412,29 @@ def is_canonical(data: bytes | memoryview, *, max_bytes: int = DEFAULT_MAX_BYTES
 # --------------------------------------------------------------------------- fedledger files
 
 
+def fixed_point_metadata(fmt: FixedPointFormat) -> str:
+    """``fedledger.fixed_point`` for ``fmt``: its canonical JSON, e.g.
+    ``{"coordinate":"int32","frac_bits":24}``."""
+    return json.dumps(fmt.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def parse_fixed_point_metadata(value: str | None) -> FixedPointFormat:
+    """The format an ``int32`` file declares; FormatError unless ``value`` is exactly what
+    :func:`fixed_point_metadata` writes for some ``frac_bits`` in 0..31."""
+    m = _FIXED_POINT_RE.fullmatch(value) if isinstance(value, str) else None
+    if m is None or int(m.group(1)) > fixedpoint.MAX_FRAC_BITS:
+        raise FormatError(
+            f"{K_FIXED_POINT} is {_shown(value)}, expected "
+            f'{{"coordinate":"int32","frac_bits":N}} with N in 0..{fixedpoint.MAX_FRAC_BITS}',
+            hint="encode the update with this fedledger (task.submit, codec.encode_update)",
+        )
+    return FixedPointFormat(frac_bits=int(m.group(1)))
+
+
 @dataclass(frozen=True)
 class Decoded:
-    """A decoded fedledger file: dense float32 tensors and the file's metadata."""
+    """A decoded fedledger file: dense float32 tensors (int32 ones for the ``int32`` encoding,
+    in the scale :attr:`fixed_point` names) and the file's metadata."""
 
     kind: Kind
     tensors: dict[str, np.ndarray]
@@ -425,6 +462,12 @@ class Decoded:
         whether it is an address at all is the judge's check (:mod:`fedledger.protocol.rounds`)."""
         named = self.metadata.get(K_CONTRIBUTOR)
         return None if named is None else named.lower()
+
+    @property
+    def fixed_point(self) -> FixedPointFormat | None:
+        """The fixed-point format of an ``int32`` file's tensors; ``None`` for float encodings."""
+        value = self.metadata.get(K_FIXED_POINT)
+        return None if value is None else parse_fixed_point_metadata(value)
 
     @property
     def extra(self) -> dict[str, str]:
@@ -481,6 +524,7 @@ def encode_update(
     extra: Mapping[str, str] | None = None,
     residual: Residual | None = None,
     topk_ratio: float = 0.01,
+    fixed_point: FixedPointFormat | None = None,
 ) -> bytes:
     """An update file holding ``delta = trained − global`` for ``round``.
 
@@ -488,6 +532,10 @@ def encode_update(
     ``contributor`` is the address that will submit it (any case; written lowercase): the file
     is bound to it, and submitted by anyone else it is judged ``COPIED``. With ``residual``,
     error feedback is applied before encoding and the residual updated after.
+    ``fixed_point`` is the task's format, for the ``int32`` encoding only (default
+    ``FixedPointFormat()``, frac_bits 24; :func:`fedledger.flows.submit.encode` passes the
+    task's): each tensor is quantized to it, and a value out of range raises
+    :class:`~fedledger.protocol.fixedpoint.FixedPointRangeError` naming the tensor and element.
     """
     if not (isinstance(base_hash, str) and _HASH_RE.fullmatch(base_hash)):
         raise ValueError("base_hash must be 0x followed by 64 lowercase hex digits")
@@ -495,12 +543,27 @@ def encode_update(
         raise ValueError(f"contributor must be an address, 0x + 40 hex digits, got {contributor!r}")
     if encoding == "topk" and not 0.0 < topk_ratio <= 1.0:
         raise ValueError("topk_ratio must be in (0, 1]")
+    if fixed_point is not None and encoding != "int32":
+        raise ValueError(f"fixed_point is the int32 encoding's format; {encoding} takes none")
+    if encoding == "int32" and fixed_point is None:
+        fixed_point = FixedPointFormat()  # the documented default, frac_bits 24
     meta = _metadata("update", task_id, round, base_hash, encoding, extra, contributor.lower())
+    if fixed_point is not None:
+        meta[K_FIXED_POINT] = fixed_point_metadata(fixed_point)
     corrected = residual.apply(_check_float32(delta)) if residual is not None else delta
-    stored = _encode_tensors(corrected, encoding, topk_ratio)
+    stored = _encode_tensors(corrected, encoding, topk_ratio, fixed_point)
     if residual is not None:
-        residual.update(corrected, _decode_tensors(stored, encoding))
+        residual.update(corrected, _sent(stored, encoding, fixed_point))
     return write_safetensors(stored, meta)
+
+
+def _sent(
+    stored: Mapping[str, np.ndarray], encoding: str, fmt: FixedPointFormat | None
+) -> dict[str, np.ndarray]:
+    """What validators will read of ``stored``, as float32 (for error feedback)."""
+    if fmt is None:
+        return _decode_tensors(stored, encoding)
+    return {name: fixedpoint.dequantize(arr, fmt) for name, arr in stored.items()}
 
 
 def decode(
@@ -512,7 +575,8 @@ def decode(
     canonical: bool = False,
     copy: bool = True,
 ) -> Decoded:
-    """Parse and validate a fedledger file; tensors come back dense float32.
+    """Parse and validate a fedledger file; tensors come back dense float32 (int32 for an
+    ``int32`` update: :attr:`Decoded.fixed_point` is their format).
 
     With ``copy=False`` fp32 tensors are read-only views of ``data`` (no copy of a model's
     worth of bytes), for a reader that only reads them, like a validator's screen.
@@ -561,8 +625,8 @@ def _metadata(
     extra: Mapping[str, str] | None,
     contributor: str | None = None,
 ) -> dict[str, str]:
-    if encoding not in ENCODINGS:
-        raise ValueError(f"unknown encoding {encoding!r} (one of {', '.join(ENCODINGS)})")
+    if encoding not in UPDATE_ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r} (one of {', '.join(UPDATE_ENCODINGS)})")
     for what, number in (("task_id", task_id), ("round", round)):
         if not (isinstance(number, int) and not isinstance(number, bool) and 0 <= number < 2**64):
             raise ValueError(f"{what} must be a non-negative integer below 2**64")
@@ -599,13 +663,19 @@ def _check_float32(tensors: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray
 
 
 def _encode_tensors(
-    tensors: Mapping[str, np.ndarray], encoding: str, topk_ratio: float
+    tensors: Mapping[str, np.ndarray],
+    encoding: str,
+    topk_ratio: float,
+    fmt: FixedPointFormat | None = None,
 ) -> dict[str, np.ndarray]:
     tensors = _check_float32(tensors)
     if encoding == "fp32":
         return dict(tensors)
     if encoding == "fp16":
         return {name: arr.astype("<f2") for name, arr in tensors.items()}
+    if encoding == "int32":
+        assert fmt is not None  # encode_update checked it
+        return {name: _quantize_int32(name, arr, fmt) for name, arr in tensors.items()}
     out: dict[str, np.ndarray] = {}
     for name, arr in tensors.items():
         if not np.isfinite(arr).all():
@@ -622,6 +692,16 @@ def _encode_tensors(
             out[f"{name}::values"] = vals
             out[f"{name}::shape"] = np.asarray(arr.shape, dtype="<i8")
     return out
+
+
+def _quantize_int32(name: str, arr: np.ndarray, fmt: FixedPointFormat) -> np.ndarray:
+    """``arr`` quantized to ``fmt`` in its own shape; the range error names the tensor."""
+    try:
+        return fixedpoint.quantize(arr, fmt).reshape(arr.shape)
+    except fixedpoint.FixedPointRangeError as exc:
+        at = list(np.unravel_index(exc.index, arr.shape)) if arr.ndim else []
+        where = f" (tensor {name!r} element {[int(i) for i in at]})"
+        raise fixedpoint.FixedPointRangeError(exc.index, exc.value, fmt, where) from None
 
 
 def _quantize_int8(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -649,7 +729,10 @@ def _topk(arr: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _decode_tensors(stored: Mapping[str, np.ndarray], encoding: str) -> dict[str, np.ndarray]:
-    """Dense float32 tensors from the stored ones (already validated for ``encoding``)."""
+    """Dense float32 tensors from the stored ones (already validated for ``encoding``); an
+    ``int32`` file's tensors as they are (int32: never through float)."""
+    if encoding == "int32":
+        return dict(stored)
     if encoding in ("fp32", "fp16"):
         return {name: arr.astype(np.float32, copy=False) for name, arr in stored.items()}
     out: dict[str, np.ndarray] = {}
@@ -702,13 +785,19 @@ def _interpret(raw: RawFile, kind: Kind | None, max_elements: int) -> Decoded:
         if not _UINT_RE.fullmatch(meta.get(key, "")) or int(meta[key]) >= 2**64:
             raise FormatError(f"{key} must be a decimal integer, got {meta.get(key)!r}")
     encoding = meta.get(K_ENCODING)
-    if encoding not in ENCODINGS or (file_kind == "model" and encoding not in ("fp32", "fp16")):
+    if encoding not in UPDATE_ENCODINGS or (
+        file_kind == "model" and encoding not in ("fp32", "fp16")
+    ):
         raise FormatError(f"{K_ENCODING} {encoding!r} not allowed for a {file_kind}")
     if file_kind == "update":
         if not _HASH_RE.fullmatch(meta.get(K_BASE, "")):
             raise FormatError(f"{K_BASE} must be 0x + 64 lowercase hex digits")
     elif K_BASE in meta:
         raise FormatError(f"a model file has no {K_BASE}")
+    if encoding == "int32":
+        parse_fixed_point_metadata(meta.get(K_FIXED_POINT))
+    elif K_FIXED_POINT in meta:
+        raise FormatError(f"a {encoding} file has no {K_FIXED_POINT} (only int32 updates do)")
     _check_layout(raw, encoding, max_elements)
     tensors = dict(sorted(_decode_tensors(raw.tensors, encoding).items()))
     return Decoded(file_kind, tensors, dict(meta))  # type: ignore[arg-type]
@@ -727,8 +816,8 @@ def _check_layout(raw: RawFile, encoding: str, max_elements: int) -> None:
         )
     if dense > max_elements:
         raise FormatError(f"file expands to {dense} elements, over the {max_elements} limit")
-    if encoding in ("fp32", "fp16"):
-        want = "F32" if encoding == "fp32" else "F16"
+    if encoding in ("fp32", "fp16", "int32"):
+        want = {"fp32": "F32", "fp16": "F16", "int32": "I32"}[encoding]
         for name, dtype in dtypes.items():
             if "::" in name or dtype != want:
                 raise FormatError(f"{encoding} file holds {name!r} as {dtype}")

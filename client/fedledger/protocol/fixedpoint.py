@@ -83,22 +83,25 @@ class FixedPointFormat(BaseModel):
 class FixedPointRangeError(FormatError):
     """A delta has a coordinate the task's fixed-point format cannot hold (or one not finite).
 
-    ``index`` is the first such coordinate in the flat vector and ``value`` its float value.
+    ``index`` is the first such coordinate in the flat vector and ``value`` its float value;
+    ``where`` (optional) says where that coordinate lies, e.g. ``" (tensor 'fc.weight' [3, 1])"``.
     """
 
-    def __init__(self, index: int, value: float, fmt: FixedPointFormat) -> None:
+    def __init__(self, index: int, value: float, fmt: FixedPointFormat, where: str = "") -> None:
         self.index = index
         self.value = value
         self.fmt = fmt
+        self.where = where
         if np.isfinite(value):
             why = (
-                f"coordinate {index} is {value!r}, outside the fixed-point range "
+                f"coordinate {index}{where} is {value!r}, outside the fixed-point range "
                 f"[{fmt.min_value!r}, {fmt.max_value!r}] of frac_bits={fmt.frac_bits}"
             )
             hint = "the update is too large for the task's format; clip it or use fewer frac_bits"
         else:
             why = (
-                f"coordinate {index} is {value!r}: a fixed-point delta must be finite (not finite)"
+                f"coordinate {index}{where} is {value!r}: a fixed-point delta must be finite "
+                "(not finite)"
             )
             hint = "screening rejects NaN and infinity before quantizing"
         super().__init__(why, hint=hint)

@@ -19,6 +19,16 @@ An update file names its contributor (``fedledger.contributor``, :mod:`fedledger
 first earns the copier ``COPIED``, while the contributor the file names is judged on its merits:
 among updates of the same ``contentHash`` (same bytes, so the file names at most one of their
 submitters) only the one it names can be accepted, whichever landed first.
+
+Fixed-point tasks (a ``fixed_point`` section in the spec, :mod:`fedledger.protocol.fixed_deltas`)
+run the same pipeline on int32 vectors.  An ``int32`` file declaring another format than the
+task's (or any ``int32`` file for a float task) is ``MALFORMED`` with the file checks; a float
+file is quantized, and one with a coordinate out of the int32 range is ``OUT_OF_RANGE`` right
+after them (a float file whose shapes or values are wrong is left to the screen's
+``SHAPE_MISMATCH`` and ``NON_FINITE``).  The screen judges the dequantized float32 vectors, the
+exact integer rules (:func:`fedledger.protocol.exact_rules.aggregate_exact`) aggregate the
+integers, and the new global model is ``global + dequantize(aggregate)`` in float32, encoded
+exactly as for a float task: the aggregate's hash and CID go on chain as they always have.
 """
 
 from __future__ import annotations
@@ -34,7 +44,8 @@ from fedledger.content.cid import compute_cid
 from fedledger.content.store import ContentStore
 from fedledger.errors import FormatError
 from fedledger.protocol import aggregation as agg
-from fedledger.protocol import codec, screening, verdicts
+from fedledger.protocol import codec, exact_rules, fixed_deltas, screening, verdicts
+from fedledger.protocol.fixedpoint import FixedPointFormat, FixedPointRangeError, Int32Vector
 from fedledger.protocol.taskspec import TaskSpec
 from fedledger.protocol.verdicts import Verdict
 from fedledger.redact import public_reason, public_text
@@ -110,11 +121,19 @@ def max_update_bytes(layout: agg.TensorLayout) -> int:
 
 
 def check_file(
-    dec: codec.Decoded, task_id: int, round_: int, base_hash: str, contributor: str
+    dec: codec.Decoded,
+    task_id: int,
+    round_: int,
+    base_hash: str,
+    contributor: str,
+    *,
+    fixed_point: FixedPointFormat | None = None,
 ) -> tuple[Verdict, str] | None:
     """The file's own claims against the chain's record: ``MALFORMED`` if it is not an update
-    of this task, round and base model or names no contributor; ``COPIED`` if it names another
-    contributor than the address that submitted it (see the module docstring)."""
+    of this task, round and base model, declares a fixed-point format other than the task's
+    ``fixed_point`` (``None``: a float task, which takes no ``int32`` file) or names no
+    contributor; ``COPIED`` if it names another contributor than the address that submitted it
+    (see the module docstring)."""
     if dec.task_id != task_id or dec.round != round_:
         return Verdict.MALFORMED, (
             f"file is for task {dec.task_id} round {dec.round}, not task {task_id} round {round_}"
@@ -123,6 +142,9 @@ def check_file(
         return Verdict.MALFORMED, (
             f"delta was computed against model {dec.base_hash}, not the global model {base_hash}"
         )
+    misfit = fixed_deltas.format_problem(dec.fixed_point, fixed_point)
+    if misfit is not None:
+        return Verdict.MALFORMED, misfit
     named = dec.contributor
     if named is None:
         return Verdict.MALFORMED, (
@@ -144,22 +166,57 @@ def check_file(
     return None
 
 
+@dataclass(frozen=True)
+class _Round:
+    """What every update of one round is judged against."""
+
+    task_id: int
+    round: int
+    base_hash: str
+    layout: agg.TensorLayout
+    max_bytes: int
+    fixed_point: FixedPointFormat | None
+
+
+def fixed_view(
+    dec: codec.Decoded, layout: agg.TensorLayout, fmt: FixedPointFormat
+) -> tuple[Mapping[str, np.ndarray], Int32Vector | None]:
+    """A fixed-point task's update as ``(tensors the screen sees, its int32 vector)``.
+
+    The tensors are the vector dequantized (float32).  A file whose names or shapes differ from
+    the model's, or a float file holding NaN or Inf, comes back as it is with no vector: the
+    screen judges it ``SHAPE_MISMATCH`` or ``NON_FINITE``, as for a float task.  Raises
+    :class:`~fedledger.protocol.fixedpoint.FixedPointRangeError` (the update's ``OUT_OF_RANGE``)
+    for a float file with a finite coordinate ``fmt`` cannot hold.
+    """
+    q: Int32Vector | None = None
+    if dec.fixed_point is not None:  # int32, in the task's format (check_file)
+        q = fixed_deltas.flatten_fixed(dec.tensors, layout)
+    elif layout.matches(dec.tensors) is None:
+        try:
+            q = fixed_deltas.quantize_delta(dec.tensors, layout, fmt)
+        except FixedPointRangeError as exc:
+            if np.isfinite(exc.value):
+                raise
+    if q is None:
+        return dec.tensors, None
+    return fixed_deltas.dequantize_tensors(q, layout, fmt), q
+
+
 def _candidate(
     r: UpdateRef,
     early: Mapping[int, tuple[Verdict, str]],
     fetched: Mapping[int, tuple[bytes, str] | str],
-    task_id: int,
-    round_: int,
-    base_hash: str,
-    max_bytes: int,
-    max_elements: int,
-) -> screening.Candidate:
-    """What the screen sees of one update: its delta, or the verdict that stopped it early."""
+    ctx: _Round,
+) -> tuple[screening.Candidate, Int32Vector | None]:
+    """What the screen sees of one update: its delta, or the verdict that stopped it early;
+    and, for a fixed-point task, the update's int32 vector (``None`` if it has none)."""
 
-    def stopped(verdict: Verdict, reason: str) -> screening.Candidate:
-        return screening.Candidate(
+    def stopped(verdict: Verdict, reason: str) -> tuple[screening.Candidate, None]:
+        cand = screening.Candidate(
             r.update_id, r.contributor, r.content_hash, None, verdict, reason
         )
+        return cand, None
 
     if r.update_id in early:
         return stopped(*early[r.update_id])
@@ -175,16 +232,41 @@ def _candidate(
         # A top-k file declares its dense shape: bounded by the model's size, a 200-byte file
         # cannot make every validator allocate codec.DEFAULT_MAX_ELEMENTS floats (1 GiB).
         dec = codec.decode(
-            got, kind="update", max_bytes=max_bytes, max_elements=max_elements, copy=False
+            got, kind="update", max_bytes=ctx.max_bytes, max_elements=ctx.layout.size, copy=False
         )
-        problem = check_file(dec, task_id, round_, base_hash, r.contributor)
+        problem = check_file(
+            dec, ctx.task_id, ctx.round, ctx.base_hash, r.contributor, fixed_point=ctx.fixed_point
+        )
     except FormatError as exc:
         return stopped(Verdict.MALFORMED, str(exc))
     except Exception as exc:  # noqa: BLE001 - whatever escapes the decoder judges this update
         return stopped(Verdict.MALFORMED, f"not a valid update file: {public_reason(exc)}")
     if problem is not None:
         return stopped(*problem)
-    return screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors)
+    if ctx.fixed_point is None:
+        return screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors), None
+    try:
+        tensors, q = fixed_view(dec, ctx.layout, ctx.fixed_point)
+    except FixedPointRangeError as exc:
+        return stopped(Verdict.OUT_OF_RANGE, str(exc))
+    return screening.Candidate(r.update_id, r.contributor, r.content_hash, tensors), q
+
+
+def aggregate_fixed(
+    rule: agg.RuleSpec,
+    fmt: FixedPointFormat,
+    updates: Sequence[Int32Vector],
+    num_samples: Sequence[int],
+    layout: agg.TensorLayout,
+) -> agg.Tensors:
+    """The accepted int32 updates (updateId order) aggregated by the exact counterpart of
+    ``rule`` (:meth:`fedledger.protocol.exact_rules.ExactRule.from_rule_spec`), dequantized to the
+    float32 delta the global model takes; zero when nothing was accepted."""
+    if not updates:
+        return agg.unflatten(np.zeros(layout.size, dtype=np.float32), layout)
+    exact = exact_rules.ExactRule.from_rule_spec(rule, fmt)
+    q = exact_rules.aggregate_exact(exact, updates, num_samples)
+    return fixed_deltas.dequantize_tensors(q, layout, fmt)
 
 
 def judge_round(
@@ -225,6 +307,7 @@ def judge_round(
     prior = previous.standing if previous is not None else None
     prior_norms = previous.norm_history if previous is not None else None
     rule = agg.RuleSpec.parse(spec.aggregation).with_task_cap(max_samples)
+    fmt = spec.fixed_point_format()
     screen_spec = screening.ScreeningSpec.parse(spec.screening)
     base_hash = (base_hash or codec.sha256_hex(base_model)).lower()
     global_model = codec.decode(base_model, kind="model", copy=False).tensors  # only read
@@ -247,22 +330,21 @@ def judge_round(
             to_fetch.append(r)
     fetched = _fetch_all(store, to_fetch, spec.fetch_timeout_s, max_bytes, fetch)
 
-    candidates = [
-        _candidate(r, early, fetched, task_id, round_, base_hash, max_bytes, layout.size)
-        for r in refs
-    ]
+    ctx = _Round(task_id, round_, base_hash, layout, max_bytes, fmt)
+    judged = [_candidate(r, early, fetched, ctx) for r in refs]
+    candidates = [c for c, _ in judged]
+    fixed = {c.update_id: q for c, q in judged if q is not None}
 
     decisions = screening.screen(candidates, global_model, rule, screen_spec, prior, prior_norms)
     by_id = {c.update_id: c for c in candidates}
     ref_by_id = {r.update_id: r for r in refs}
     accepted = screening.accepted_ids(decisions)
-    deltas = [by_id[i].delta for i in accepted]
-    delta = agg.aggregate_tensors(
-        rule,
-        [d for d in deltas if d is not None],
-        [ref_by_id[i].num_samples for i in accepted],
-        layout,
-    )
+    weights = [ref_by_id[i].num_samples for i in accepted]
+    if fmt is None:
+        deltas = [by_id[i].delta for i in accepted]
+        delta = agg.aggregate_tensors(rule, [d for d in deltas if d is not None], weights, layout)
+    else:  # an accepted update matched the model's shapes and was finite: it has its vector
+        delta = aggregate_fixed(rule, fmt, [fixed[i] for i in accepted], weights, layout)
     new_global = agg.apply_delta(global_model, delta)
     aggregate = codec.encode_model(new_global, task_id=task_id, round=round_ + 1)
     aggregate_hash = codec.sha256_hex(aggregate)

@@ -9,7 +9,9 @@ BLAS on floats.
 Checks, in order; the first that fails decides (so each update gets exactly one verdict):
 
 1. an early verdict from the caller (``HASH_MISMATCH``, ``UNAVAILABLE``, ``MALFORMED``, ``LATE``,
-   ``COPIED``: the file names another contributor than its submitter, :mod:`fedledger.protocol.rounds`);
+   ``COPIED``: the file names another contributor than its submitter, :mod:`fedledger.protocol.rounds`;
+   ``OUT_OF_RANGE``: a fixed-point task's float update, of the model's shapes and finite, has a
+   coordinate its format cannot hold, :mod:`fedledger.protocol.fixed_deltas`);
 2. ``DUPLICATE``: the same ``contentHash`` as an earlier update (lower ``updateId``) that passed
    step 1.  An update stopped at step 1 claims no hash: a copier that lands another's
    ``(contentHash, cid)`` first (``COPIED``), or the same ``contentHash`` with other bytes
@@ -99,7 +101,14 @@ from fedledger.protocol.verdicts import Verdict, canonical_float
 MAX_NORM_HISTORY = 100
 """Most rounds :attr:`ScreeningSpec.norm_history` may look back over."""
 EARLY_VERDICTS = frozenset(
-    {Verdict.HASH_MISMATCH, Verdict.UNAVAILABLE, Verdict.MALFORMED, Verdict.LATE, Verdict.COPIED}
+    {
+        Verdict.HASH_MISMATCH,
+        Verdict.UNAVAILABLE,
+        Verdict.MALFORMED,
+        Verdict.LATE,
+        Verdict.COPIED,
+        Verdict.OUT_OF_RANGE,
+    }
 )
 MAD_TO_SIGMA = 1.4826
 

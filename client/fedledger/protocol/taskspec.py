@@ -14,19 +14,29 @@ Format ``fedledger.task/1`` (canonical JSON: sorted keys, compact separators)::
      "training": {"epochs": 1, "lr": 0.05, "batch_size": 32, "optimizer": "sgd"},
      "aggregation": {"rule": "trimmed_mean", ...},      # fedledger.protocol.aggregation.RuleSpec
      "screening": {...},                                 # fedledger.protocol.screening parameters
+     "fixed_point": {"frac_bits": 24},                  # optional: exact fixed-point deltas
      "fetch_timeout_s": 30}
+
+``fixed_point`` is optional (:class:`fedledger.protocol.fixedpoint.FixedPointFormat`).  Absent,
+the task runs the float32 rules and its spec's bytes are exactly those of a spec written before
+the section existed.  Present, every delta is an int32 vector in that format: contributors
+upload ``int32`` files (floats are quantized by validators), and validators aggregate with the
+exact integer rules (docs/aggregation.md, "Wiring").
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedledger import safejson
 from fedledger.errors import ConfigError, FormatError
+
+if TYPE_CHECKING:
+    from fedledger.protocol.fixedpoint import FixedPointFormat
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -89,11 +99,24 @@ class TaskSpec(BaseModel):
     screening: dict[str, Any] = Field(default_factory=dict)
     fetch_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     seed: int = Field(default=0, ge=0, lt=2**63)  # torch.manual_seed takes a 64-bit seed
+    fixed_point: dict[str, Any] | None = None  # fedledger.protocol.fixedpoint.FixedPointFormat
+
+    def fixed_point_format(self) -> FixedPointFormat | None:
+        """The task's fixed-point format for deltas, ``None`` for a float32 task.
+
+        Raises ConfigError naming every bad field of the ``fixed_point`` section.
+        """
+        if self.fixed_point is None:
+            return None
+        from fedledger.protocol.fixedpoint import FixedPointFormat  # it reads its own section
+
+        return FixedPointFormat.parse(self.fixed_point)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        ).encode()
+        doc = self.model_dump(mode="json")
+        if doc.get("fixed_point") is None:  # a float task's bytes (and CID) stay as they were
+            doc.pop("fixed_point", None)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TaskSpec:

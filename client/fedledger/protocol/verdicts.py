@@ -14,6 +14,10 @@ must produce *identical bytes* for quorum, so the encoding is canonical:
   anything outside our control (e.g. accuracy computed by torch); NaN and Inf are not allowed;
 * ``verdict`` is written as its name (``"ACCEPTED"``); the leaf uses its uint8 code.
 
+Codes are appended, never renumbered (:class:`Verdict`).  12 ``OUT_OF_RANGE`` is a fixed-point
+task's: a float upload whose quantization leaves int32 (an ``int32`` upload with another
+``frac_bits`` than the task's is ``MALFORMED``, a claim of the file that does not fit the task).
+
 Document shape (``format`` = :data:`FORMAT`)::
 
     {"format", "taskId", "round", "rule", "baseModelHash", "aggregateHash", "aggregateCid",
@@ -80,6 +84,13 @@ class Verdict(IntEnum):
     COPIED = 11
     """The update file names another contributor than the address that submitted it: a copy of
     someone else's update (its ``contentHash`` and ``cid``) landed under the copier's address."""
+    OUT_OF_RANGE = 12
+    """A fixed-point task's float update (``fp32``, ``fp16``, ``int8``, ``topk``) has a coordinate
+    that its fixed-point format cannot hold after rounding (docs/aggregation.md, section 1); the
+    reason names the coordinate.  An ``int32`` update is in range by type, and one declaring
+    another format than the task's (another ``frac_bits``), or sent to a float task, is
+    ``MALFORMED``: a claim of the file that does not fit the task, like a wrong round or base
+    model."""
 
 
 def canonical_float(x: float) -> float:
