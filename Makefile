@@ -64,7 +64,8 @@ sol-fmt: node
 
 sol-lint: node
 	$(FORGE) fmt --check contracts
-	$(FORGE) lint --offline
+	# forge lint writes ABI-only artifacts: in a cache of its own, so forge test never reuses them
+	FOUNDRY_OUT=out-lint FOUNDRY_CACHE_PATH=cache_forge_lint $(FORGE) lint --offline
 
 ## slither: fails on any high/medium finding not explained beside the code
 slither: bootstrap

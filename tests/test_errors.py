@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import fedledger.flows.relay
+import fedledger.protocol.fixedpoint
 import fedledger_backend.indexer
 import fedledger_backend.relay_journal
 import fedledger_backend.relay_service
@@ -15,6 +16,7 @@ from fedledger.errors import FedledgerError
 README = Path(__file__).resolve().parents[1] / "README.md"
 MODULES = (
     fedledger.flows.relay,
+    fedledger.protocol.fixedpoint,
     fedledger_backend.indexer,
     fedledger_backend.relay_journal,
     fedledger_backend.relay_service,
