@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -437,41 +437,66 @@ def mean(updates: Sequence[Vector]) -> Vector:
 _NETWORK_MAX = 8  # up to this many updates, sort each column with a min/max network
 
 
-def _sorted_blocks(vecs: list[Vector]) -> Iterable[tuple[int, int, npt.NDArray[np.float32]]]:
-    """Yield ``(start, end, tile)`` with ``tile[c, :]`` the n values of column c, sorted.
+def sorted_columns(
+    vecs: Sequence[np.ndarray],
+    lo: int,
+    hi: int,
+    *,
+    dtype: type[np.generic],
+    tile: int,
+    check: Callable[[np.ndarray], None] | None = None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(start, end, t)`` over columns ``lo..hi`` of ``vecs``, ``tile`` columns at a
+    time, with ``t[c, :]`` the n values of column ``start + c`` in increasing order (``check``
+    sees each tile's raw values first).
 
     Sorted values are unique up to the sign of zero, so the sorting method cannot change any
     result.  Up to :data:`_NETWORK_MAX` updates (every round of a small federation) the columns
     are sorted by an odd-even transposition network of vectorised ``minimum``/``maximum`` over
     whole rows, ~10x faster than numpy's per-row small sorts; beyond, rows of n contiguous values
-    are sorted by numpy.
+    are sorted by numpy.  The float rules and the exact integer rules
+    (:mod:`fedledger.protocol.exact_rules`) both sort through here.
     """
-    n, size = len(vecs), vecs[0].size
+    n = len(vecs)
     if n <= _NETWORK_MAX:
-        rows = np.empty((n, _BLOCK), dtype=np.float32)
-        low = np.empty(_BLOCK, dtype=np.float32)
-        for s in range(0, size, _BLOCK):
-            e = min(s + _BLOCK, size)
-            r, lo = rows[:, : e - s], low[: e - s]
+        rows = np.empty((n, tile), dtype=dtype)
+        low = np.empty(tile, dtype=dtype)
+        for s in range(lo, hi, tile):
+            e = min(s + tile, hi)
+            r, lw = rows[:, : e - s], low[: e - s]
             for i, v in enumerate(vecs):
                 r[i] = v[s:e]
-            _check_finite(r, "an update")
+            if check is not None:
+                check(r)
             for phase in range(n):  # n phases of odd-even transposition sort n values
                 for i in range(phase % 2, n - 1, 2):
-                    np.minimum(r[i], r[i + 1], out=lo)
+                    np.minimum(r[i], r[i + 1], out=lw)
                     np.maximum(r[i], r[i + 1], out=r[i + 1])
-                    r[i] = lo
+                    r[i] = lw
             yield s, e, r.T
         return
-    tile = np.empty((_BLOCK, n), dtype=np.float32)
-    for s in range(0, size, _BLOCK):
-        e = min(s + _BLOCK, size)
-        t = tile[: e - s]
+    buf = np.empty((tile, n), dtype=dtype)
+    for s in range(lo, hi, tile):
+        e = min(s + tile, hi)
+        t = buf[: e - s]
         for i, v in enumerate(vecs):
             t[:, i] = v[s:e]
-        _check_finite(t, "an update")
+        if check is not None:
+            check(t)
         t.sort(axis=1)
         yield s, e, t
+
+
+def _sorted_blocks(vecs: list[Vector]) -> Iterable[tuple[int, int, npt.NDArray[np.float32]]]:
+    """The float rules' sorted columns, every value checked finite."""
+    return sorted_columns(
+        vecs,
+        0,
+        vecs[0].size,
+        dtype=np.float32,
+        tile=_BLOCK,
+        check=lambda r: _check_finite(r, "an update"),
+    )
 
 
 def median(updates: Sequence[Vector]) -> Vector:

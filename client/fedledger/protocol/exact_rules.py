@@ -38,7 +38,13 @@ import numpy as np
 import numpy.typing as npt
 
 from fedledger.errors import ConfigError, FormatError
-from fedledger.protocol.aggregation import MAX_SAMPLE_CAP, RuleName, RuleSpec, krum_neighbours
+from fedledger.protocol.aggregation import (
+    MAX_SAMPLE_CAP,
+    RuleName,
+    RuleSpec,
+    krum_neighbours,
+    sorted_columns,
+)
 from fedledger.protocol.fixedpoint import FixedPointFormat, Int32Vector, round_half_even
 
 I64 = npt.NDArray[np.int64]
@@ -54,7 +60,6 @@ _PARAMS: dict[str, set[str]] = {
 
 _BLOCK = 32768  # int64 columns per fedavg block: accumulator + temporary (512 KiB) stay in L2
 _TILE = 16384  # columns per order-statistics tile
-_NETWORK_MAX = 8  # up to this many updates, sort columns with a min/max network
 _PARALLEL_MIN = 1 << 20  # below this many columns one thread is faster than several
 _FLOAT64_TOTAL = 2**21  # total weight below which float64 is exact (see _mean_float64)
 _INT64_TOTAL = 2**32  # total weight below which sum(w * q) fits int64 (D * 2**31 < 2**63)
@@ -379,35 +384,9 @@ def _mean_python(
 def _sorted_tiles(
     vecs: Sequence[Int32Vector], lo: int, hi: int
 ) -> Iterator[tuple[int, int, npt.NDArray[np.int32]]]:
-    """Yield ``(start, end, tile)``: ``tile[c]`` holds column c's n values in increasing order.
-
-    Sorted integers are unique, so the method (a min/max network for small n, numpy's row sort,
-    far faster here than its selection) cannot change a result.
-    """
-    n = len(vecs)
-    if n <= _NETWORK_MAX:
-        rows = np.empty((n, _TILE), dtype=np.int32)
-        low = np.empty(_TILE, dtype=np.int32)
-        for s in range(lo, hi, _TILE):
-            e = min(s + _TILE, hi)
-            r, lw = rows[:, : e - s], low[: e - s]
-            for i, v in enumerate(vecs):
-                r[i] = v[s:e]
-            for phase in range(n):  # n phases of odd-even transposition sort n values
-                for i in range(phase % 2, n - 1, 2):
-                    np.minimum(r[i], r[i + 1], out=lw)
-                    np.maximum(r[i], r[i + 1], out=r[i + 1])
-                    r[i] = lw
-            yield s, e, r.T
-        return
-    tile = np.empty((_TILE, n), dtype=np.int32)
-    for s in range(lo, hi, _TILE):
-        e = min(s + _TILE, hi)
-        t = tile[: e - s]
-        for i, v in enumerate(vecs):
-            t[:, i] = v[s:e]
-        t.sort(axis=1)
-        yield s, e, t
+    """Yield ``(start, end, tile)``: ``tile[c]`` holds column c's n values in increasing order
+    (sorted integers are unique, so the method cannot change a result)."""
+    return sorted_columns(vecs, lo, hi, dtype=np.int32, tile=_TILE)
 
 
 def _median(vecs: Sequence[Int32Vector], out: Int32Vector, threads: int | None) -> None:
