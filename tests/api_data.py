@@ -69,6 +69,7 @@ class Ledger:
                     quorum=quorum,
                     round_duration=0,
                     open=open_,
+                    max_samples=1000,
                     current_round=0,
                     global_hash=h32(f"model{task_id}"),
                     global_cid=cid(f"model{task_id}"),

@@ -200,6 +200,7 @@ def test_tasks_are_listed_with_config_and_current_round(api: Api) -> None:
     assert tasks[0]["current_round"] == 2
     assert tasks[0]["quorum"] == 2
     assert tasks[1]["open"] is True
+    assert tasks[0]["max_samples"] == 1000  # the cap on each update's fedavg weight
 
 
 def test_task_detail_lists_members_and_progress(api: Api) -> None:

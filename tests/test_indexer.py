@@ -303,3 +303,34 @@ def _as_unprivileged(code: str, ro: Path) -> str:
         pytest.skip(f"cannot make a read-only mount here: {res.stderr.decode().strip()}")
     assert res.returncode == 0, res.stderr.decode()
     return res.stdout.decode()
+
+
+def test_a_tasks_sample_cap_is_indexed_from_the_chain(ledger, dev_accounts, tmp_path):
+    from fedledger_backend.db import TaskRow
+
+    task = busy_chain(ledger, dev_accounts, rounds=1, contributors=2)
+    db = Database(f"sqlite:///{tmp_path / 'cap.db'}")
+    indexer(ledger, db).run_once()
+    with db.session() as s:
+        row = s.get(TaskRow, task)
+        assert row is not None
+        assert row.max_samples == int(ledger.get_task(task)["maxSamples"]) > 0
+
+
+def test_a_database_an_older_version_made_is_refused_with_what_to_do(tmp_path):
+    """A table lacking a column this version reads is never half-used: the error names the
+    column and `--reindex`, which rebuilds the cache from the chain."""
+    from sqlalchemy import text
+
+    from fedledger.errors import ConfigError
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Database(url).create()
+    with Database(url).engine.begin() as c:
+        c.execute(text("ALTER TABLE tasks DROP COLUMN max_samples"))
+    with pytest.raises(ConfigError, match=r"lacks tasks\.max_samples") as err:
+        Database(url).create()
+    assert "--reindex" in str(err.value)
+    db = Database(url)
+    db.drop()  # what `fedledger serve --reindex` does first
+    assert db.create().missing_columns() == []

@@ -127,6 +127,7 @@ class TaskRow(Base):
     quorum: Mapped[int] = mapped_column(Integer)
     round_duration: Mapped[int] = mapped_column(Uint64)
     open: Mapped[bool] = mapped_column(Boolean)
+    max_samples: Mapped[int] = mapped_column(Uint64)  # the largest numSamples one update claims
     current_round: Mapped[int] = mapped_column(Id, default=0)
     global_hash: Mapped[str] = mapped_column(String(66))
     global_cid: Mapped[str] = mapped_column(String(128))
@@ -298,14 +299,38 @@ class Database:
         """Whether a query is answered in this process (SQLite) rather than across a network."""
 
     def create(self) -> Database:
+        """Make the schema where missing; a database an older version made, whose tables
+        lack columns this version reads, is refused with what to do (never half-used)."""
         try:
             Base.metadata.create_all(self.engine)
+            stale = self.missing_columns()
         except OperationalError as exc:  # unwritable directory or file, full disk, no server
             raise ConfigError(
                 f"cannot open the database {_shown(self.url)}: {exc.orig}",
                 hint="check that the data dir exists, is writable and has free space",
             ) from exc
+        if stale:
+            raise ConfigError(
+                f"the database {_shown(self.url)} was made by an older fedledger: it lacks "
+                f"{', '.join(stale[:5])}{' …' if len(stale) > 5 else ''}",
+                hint="rebuild it from the chain with `fedledger serve --reindex` (the database "
+                "is a cache of the chain: nothing is lost)",
+            )
         return self
+
+    def missing_columns(self) -> list[str]:
+        """``table.column`` for each column this version defines that an existing table
+        lacks."""
+        from sqlalchemy import inspect
+
+        insp = inspect(self.engine)
+        missing: list[str] = []
+        for table in Base.metadata.sorted_tables:
+            if not insp.has_table(table.name):
+                continue
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
+        return missing
 
     def drop(self) -> None:
         Base.metadata.drop_all(self.engine)

@@ -64,6 +64,7 @@ def on_task_created(s: Session, ev: EventRow) -> None:
             quorum=int(a["quorum"]),
             round_duration=int(a["roundDuration"]),
             open=bool(a["open"]),
+            max_samples=int(a["maxSamples"]),
             current_round=0,
             global_hash=a["modelHash"],
             global_cid=a["modelCid"],

@@ -43,10 +43,14 @@ def run_service(
     configure("INFO", json_lines=True)
     ledger = open_ledger(settings.resolve_rpc_url(), settings.contract, settings.deployments_dir)
     ledger.log_chunk = settings.log_chunk
+    db = Database(settings.db_url)
+    if reindex:  # before the schema is checked: an older version's database is rebuilt
+        log.warning("reindexing from the deployment block", extra={"db": "reset"})
+        db.drop()
     backend = Backend(
         ledger=ledger,
         store=open_store(settings.ipfs, settings.home),
-        db=Database(settings.db_url),
+        db=db,
         account=None if worker_process else account,
         confirmations=settings.confirmations,
         evaluate=evaluate,
@@ -54,8 +58,7 @@ def run_service(
         chunk=settings.log_chunk,
     )
     if reindex:
-        log.warning("reindexing from the deployment block", extra={"db": "reset"})
-        backend.reindex()
+        backend.reindex()  # also forgets every quarantined item's retries
     relayer = None
     if relay_account is not None:
         from fedledger_backend.relay_service import RelayLimits, RelayPolicy, RelayService

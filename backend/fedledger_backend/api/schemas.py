@@ -115,6 +115,9 @@ class Task(Model):
     quorum: int
     round_duration: int = Field(description="seconds; 0 = no deadline")
     open: bool = Field(description="anyone may contribute")
+    max_samples: int = Field(
+        description="the largest numSamples (fedavg weight) one update may claim; enforced on chain"
+    )
     current_round: int
     global_hash: str = Field(description="sha256 of the current global model")
     global_cid: str
