@@ -443,3 +443,39 @@ def test_a_final_round_whose_verdict_file_is_not_one_is_quarantined_and_others_a
     with backend.db.session() as s:
         honest = s.scalars(select(ContributionRow).where(ContributionRow.task_id == sc.task_id))
         assert "PENDING" not in {c.status for c in honest}
+
+
+def test_updates_whose_bytes_never_come_cost_the_round_one_timeout_not_one_each(
+    tmp_path: Path,
+) -> None:
+    """A task creator picks ``fetch_timeout_s`` (up to an hour), a contributor picks its CID:
+    twenty updates that hang must not hold the validator for twenty timeouts, nor queue the
+    honest update behind them."""
+    import threading
+    import time
+
+    from fedledger.content.store import open_store
+    from fedledger.protocol import codec, rounds
+
+    release = threading.Event()
+    honest = b"honest update bytes"
+
+    def fetch(r: rounds.UpdateRef) -> bytes:
+        if r.update_id == 99:
+            return honest
+        release.wait(60)  # an IPFS fetch that never answers
+        raise TimeoutError("never answered")
+
+    def ref(uid: int) -> rounds.UpdateRef:
+        return rounds.UpdateRef(uid, "0x" + "11" * 20, "00" * 32, "bafy-never", 1)
+
+    refs = [ref(uid) for uid in range(1, 21)] + [ref(99)]
+    t0 = time.monotonic()
+    try:
+        got = rounds._fetch_all(open_store(None, tmp_path), refs, 1.0, 1 << 20, fetch)
+    finally:
+        release.set()
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5.0, f"{elapsed:.1f}s for 20 hanging fetches of a 1 s timeout"
+    assert got[99] == (honest, codec.sha256_hex(honest))
+    assert all(got[uid] == "not retrievable within 1s" for uid in range(1, 21))

@@ -33,6 +33,7 @@ exactly as for a float task: the aggregate's hash and CID go on chain as they al
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -78,6 +79,10 @@ class Judgement:
 Fetcher = Callable[[UpdateRef], bytes]
 
 
+MAX_FETCHERS = 64
+"""Updates of one round fetched at once (a round holds at most ``maxUpdates`` of them)."""
+
+
 def _fetch_all(
     store: ContentStore,
     refs: Sequence[UpdateRef],
@@ -86,7 +91,12 @@ def _fetch_all(
     fetch: Fetcher | None,
 ) -> dict[int, tuple[bytes, str] | str]:
     """Bytes and their sha256 per update id (hashed on the fetching threads), or the reason
-    the update could not be fetched."""
+    the update could not be fetched.
+
+    ``timeout_s`` bounds the whole round's fetching, not each update's: updates whose bytes
+    never come (a task creator chooses the timeout, a contributor the CID) cost one timeout
+    together, never one each, and every update is fetched at once (up to
+    :data:`MAX_FETCHERS`), so hanging ones do not queue honest ones behind them."""
 
     def get(r: UpdateRef) -> tuple[bytes, str]:
         if fetch is None:
@@ -97,12 +107,13 @@ def _fetch_all(
     out: dict[int, tuple[bytes, str] | str] = {}
     if not refs:
         return out
-    pool = ThreadPoolExecutor(max_workers=min(8, len(refs)), thread_name_prefix="fetch")
+    pool = ThreadPoolExecutor(max_workers=min(MAX_FETCHERS, len(refs)), thread_name_prefix="fetch")
+    deadline = time.monotonic() + timeout_s
     try:
         futs = {r.update_id: pool.submit(get, r) for r in refs}
         for uid, fut in futs.items():
             try:
-                out[uid] = fut.result(timeout=timeout_s)
+                out[uid] = fut.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
                 out[uid] = f"not retrievable within {timeout_s:g}s"
             except Exception as exc:  # noqa: BLE001 - any failure to fetch one is its verdict
