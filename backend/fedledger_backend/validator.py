@@ -79,6 +79,12 @@ def remember(
         held -= len(dropped)
 
 
+MAX_FETCH_S = 120.0
+"""The longest a validator waits for one round's update bytes, whatever the task's spec asks
+(``fetch_timeout_s`` is the task creator's to choose, up to an hour, and tasks are judged one
+after another): a hostile task costs the others at most this per pass."""
+
+
 @dataclass(frozen=True)
 class Attested:
     task_id: int
@@ -304,6 +310,7 @@ class Validator:
             deadline=deadline,
             previous=previous,
             base_hash=state.global_hash,  # both ways of getting ``base`` checked it
+            max_fetch_s=MAX_FETCH_S,
         )
         self._publish(j)
         why = self._unsafe_to_attest(task_id, rnd, len(refs))

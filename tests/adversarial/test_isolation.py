@@ -479,3 +479,43 @@ def test_updates_whose_bytes_never_come_cost_the_round_one_timeout_not_one_each(
     assert elapsed < 5.0, f"{elapsed:.1f}s for 20 hanging fetches of a 1 s timeout"
     assert got[99] == (honest, codec.sha256_hex(honest))
     assert all(got[uid] == "not retrievable within 1s" for uid in range(1, 21))
+
+
+def test_a_validator_waits_its_own_bound_not_the_hour_a_task_spec_asks(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import numpy as np
+
+    from fedledger.content.store import open_store
+    from fedledger.protocol import codec, rounds
+    from fedledger.protocol.taskspec import TaskSpec
+    from fedledger.protocol.verdicts import Verdict
+
+    release = threading.Event()
+
+    def fetch(r: rounds.UpdateRef) -> bytes:
+        release.wait(60)
+        raise TimeoutError("never answered")
+
+    base = codec.encode_model({"w": np.zeros((2, 2), np.float32)}, task_id=0, round=0)
+    spec = TaskSpec(fetch_timeout_s=3600)
+    ref = rounds.UpdateRef(1, "0x" + "11" * 20, "0x" + "00" * 32, "bafy-never", 1)
+    t0 = time.monotonic()
+    try:
+        j = rounds.judge_round(
+            open_store(None, tmp_path),
+            task_id=1,
+            round_=0,
+            spec=spec,
+            base_model=base,
+            updates=[ref],
+            max_samples=10,
+            fetch=fetch,
+            max_fetch_s=0.5,
+        )
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 30
+    (entry,) = j.verdict_file.entries
+    assert entry.verdict == Verdict.UNAVAILABLE and "0.5s" in entry.reason

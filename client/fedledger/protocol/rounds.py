@@ -294,6 +294,7 @@ def judge_round(
     fetch: Fetcher | None = None,
     previous: verdicts.VerdictFile | None = None,
     base_hash: str | None = None,
+    max_fetch_s: float | None = None,
 ) -> Judgement:
     """Every update's verdict and the round's aggregate (see the module docstring).
 
@@ -307,6 +308,8 @@ def judge_round(
     (:mod:`fedledger.protocol.screening`).
     ``base_hash``, when the caller already checked ``base_model`` against the chain's hash (as
     :func:`fedledger.flows.task.fetch_verified` does), saves hashing it again.
+    ``max_fetch_s``: the caller's own bound on the spec's ``fetch_timeout_s`` (a validator's:
+    the task creator chose the spec's).
     """
     if round_ > 0 and previous is None:
         raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
@@ -339,7 +342,10 @@ def judge_round(
             early[r.update_id] = (Verdict.UNAVAILABLE, unavailable[r.update_id])
         else:
             to_fetch.append(r)
-    fetched = _fetch_all(store, to_fetch, spec.fetch_timeout_s, max_bytes, fetch)
+    timeout_s = (
+        spec.fetch_timeout_s if max_fetch_s is None else min(spec.fetch_timeout_s, max_fetch_s)
+    )
+    fetched = _fetch_all(store, to_fetch, timeout_s, max_bytes, fetch)
 
     ctx = _Round(task_id, round_, base_hash, layout, max_bytes, fmt)
     judged = [_candidate(r, early, fetched, ctx) for r in refs]
