@@ -520,3 +520,40 @@ def test_a_task_whose_model_does_not_take_its_data_set_is_refused_before_anythin
     assert "64" in str(err.value) or "inputs" in str(err.value)
     assert owner.ledger.task_count() == before
     assert owner.ledger.w3.eth.get_transaction_count(owner.address) == nonce
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"[" * 200_000, "answer from relay"),  # nested past any parser's stack
+        (b"[1, 2, 3]", "not a JSON object"),
+        (b'{"state": "submitted"}', "malformed status"),
+        (b"x" * (2 << 20), "answer from relay"),  # larger than a status ever is
+    ],
+)
+def test_a_hostile_relayers_answer_is_a_clear_error_never_a_crash(answer: bytes, says: str) -> None:
+    """The relayer is another party: whatever it answers, the SDK raises one of its errors."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from fedledger.flows import relay_client
+
+    class Hostile(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(FormatError, match=says):
+            relay_client.status(url, "0x" + "11" * 20, 1, 0)
+    finally:
+        server.shutdown()

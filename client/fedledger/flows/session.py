@@ -42,13 +42,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
-from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.chain.ledger import Ledger
 from fedledger.config import Settings, load_settings
 from fedledger.content.store import ContentStore
 from fedledger.errors import ConfigError, FedledgerError, FormatError, KeystoreError
+from fedledger.flows import relay_client
 from fedledger.flows.relay import RelayStatus
 from fedledger.flows.submit import check_tensors, encode, sign, submit
-from fedledger.flows.task import TaskState, global_model, load_task
+from fedledger.flows.task import TaskState, global_model, load_task, wait_for_round
 from fedledger.protocol import codec
 from fedledger.protocol.taskspec import TaskSpec
 
@@ -62,9 +63,6 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound="nn.Module")
 
 __all__ = ["Receipt", "Session", "Task", "connect", "deploy"]
-
-RELAY_TIMEOUT_S = 60.0
-MAX_RELAY_ANSWER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -400,7 +398,7 @@ class Task:
         su = sign(
             led, account, store, self.state, data, num_samples, valid_for_s=valid_for_s, base=base
         )
-        _post_relay(relay, su, data)
+        relay_client.post(relay, su, data)
         return Receipt(
             su.task_id,
             su.round,
@@ -417,36 +415,9 @@ class Task:
         ``update_id`` and ``tx_hash`` once submitted, ``reason`` and ``error`` if it failed."""
         if receipt.relay is None:
             raise ConfigError("this update was not relayed", hint="its update_id is final")
-        import httpx
-
-        url = (
-            f"{receipt.relay.rstrip('/')}/relay/updates/"
-            f"{receipt.contributor}/{receipt.task_id}/{receipt.round}"
+        return relay_client.status(
+            receipt.relay, receipt.contributor, receipt.task_id, receipt.round
         )
-        try:
-            resp = httpx.get(url, timeout=RELAY_TIMEOUT_S)
-        except httpx.HTTPError as exc:
-            raise _relay_down(receipt.relay, exc) from exc
-        doc = _answer(resp.content, receipt.relay)
-        if resp.status_code >= 400:
-            raise FedledgerError(
-                f"relay {receipt.relay} has no record of the update "
-                f"({resp.status_code}: {str(doc.get('detail'))[:300]})"
-            )
-        try:
-            return RelayStatus(
-                contributor=str(doc["contributor"]),
-                task_id=int(doc["taskId"]),
-                round=int(doc["round"]),
-                cid=str(doc["cid"]),
-                state=doc["state"],
-                update_id=None if doc.get("updateId") is None else int(doc["updateId"]),
-                tx_hash=None if doc.get("txHash") is None else str(doc["txHash"]),
-                reason=None if doc.get("reason") is None else str(doc["reason"]),
-                error=None if doc.get("error") is None else str(doc["error"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"relay {receipt.relay} answered a malformed status: {exc}") from exc
 
     def wait_relayed(
         self, receipt: Receipt, *, timeout_s: float = 300.0, poll_s: float = 0.5
@@ -475,21 +446,9 @@ class Task:
     def wait_for_round(self, round_: int, *, timeout_s: float = 600.0, poll_s: float = 1.0) -> Task:
         """Block until the task reaches ``round_`` (the rounds before it are final), then
         refresh: :meth:`model` then holds the new global model.  Raises
-        :class:`FedledgerError` naming the round it is stuck in."""
-        deadline = time.monotonic() + timeout_s
-        led = self.session.ledger
-        while (now := led.current_round(self.id)) < round_:
-            if time.monotonic() > deadline:
-                t = led.get_task(self.id)
-                raise FedledgerError(
-                    f"task {self.id} is still in round {now} after {timeout_s:g}s, waiting for "
-                    f"round {round_}; the round holds {int(t['updateCount'])} update(s), "
-                    f"it closes at {int(t['minUpdates'])}",
-                    hint="are its contributors done and its validators running (`fedledger "
-                    "serve --key VALIDATOR`)? their REST API shows the round: "
-                    f"GET /tasks/{self.id}/rounds",
-                )
-            time.sleep(poll_s)
+        :class:`FedledgerError` naming the round it is stuck in and what to check
+        (:func:`fedledger.flows.task.wait_for_round`)."""
+        wait_for_round(self.session.ledger, self.id, round_, timeout_s=timeout_s, poll_s=poll_s)
         return self.refresh()
 
     def verdict(self, receipt: Receipt | int) -> VerdictEntry | None:
@@ -542,44 +501,3 @@ def _float32_tensors(source: Any, what: str) -> dict[str, np.ndarray]:
                 f"{what}: tensor {name!r} is not numeric ({type(value).__name__}): {exc}"
             ) from exc
     return out
-
-
-def _relay_down(url: str, exc: Exception) -> FedledgerError:
-    return FedledgerError(
-        f"relay {url} did not answer: {exc}",
-        hint="is `fedledger serve --relay-key KEY` running there? or submit without relay=",
-    )
-
-
-def _post_relay(url: str, su: SignedUpdate, data: bytes) -> None:
-    import base64
-
-    import httpx
-
-    body = {"signed": su.to_json(), "content": base64.b64encode(data).decode()}
-    try:
-        resp = httpx.post(url.rstrip("/") + "/relay/updates", json=body, timeout=RELAY_TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        raise _relay_down(url, exc) from exc
-    if resp.status_code >= 400:
-        try:
-            detail = str(_answer(resp.content, url).get("detail"))
-        except FedledgerError:
-            detail = resp.text
-        raise FedledgerError(
-            f"relay {url} refused the update ({resp.status_code}): {detail[:500]}",
-            hint="the relay names why; submit without relay= to pay the gas yourself",
-        )
-    _answer(resp.content, url)
-
-
-def _answer(body: bytes, url: str) -> dict[str, Any]:
-    """A relayer's JSON answer, parsed within bounds: the relayer is another party."""
-    from fedledger import safejson
-
-    doc = safejson.loads(
-        body, what=f"answer from relay {url}", max_bytes=MAX_RELAY_ANSWER, max_depth=8
-    )
-    if not isinstance(doc, dict):
-        raise FormatError(f"relay {url} answered {type(doc).__name__}, not a JSON object")
-    return doc
