@@ -3,14 +3,29 @@ pragma solidity ^0.8.28;
 
 import {IERC5267} from "@openzeppelin/contracts/interfaces/IERC5267.sol";
 
-/// @title ITrainingLedger — the on-chain ledger of a federated training run
+/// @title ITrainingLedger (v2) — the on-chain ledger of a federated training run
 /// @notice A task owner creates a training task and admits contributors and validators.
-/// Contributors record one model update per round (the sha256 and IPFS CID of a safetensors
-/// file); validators verify and aggregate the round off chain and attest the result. A round is
-/// final when `quorum` validators attest the same result, and the next round opens.
-/// @dev The chain stores one digest per update and per-round verdict roots; everything else is
-/// emitted in events, which are the record that indexers and re-verifiers read. docs/interfaces.md
-/// is the team agreement on this ABI.
+/// Contributors record one model update per round: the sha256 of a safetensors file, the
+/// sha2-256 digest of its IPFS CID, the keccak Merkle root of its fixed-point coordinates
+/// (`tensorRoot`, docs/tensor_commitments.md) and the sample count it claims. Validators seal
+/// the round, judge and aggregate it off chain and attest the result; a round is final when
+/// `quorum` validators attest the same result in the same attempt, and the next round opens.
+/// @dev v2 keeps no storage slot per update. Each task keeps a running hash of the current
+/// round's update records and a count; events carry the records for indexers
+/// (`UpdateSubmitted` for single updates, `UpdatesRelayed` for batches). Every attestation is
+/// bound to the sealed record hash and count, and a round that does not reach quorum within
+/// the task's attestation window may be attested again in a new attempt. docs/interfaces.md
+/// is the team agreement on this ABI; docs/ledger_v2.md defines every hash below byte by byte.
+///
+/// Identities and encodings:
+///  - `seq`: the task's update counter, 1 for its first update ever, over all rounds (uint32).
+///  - `updateId = (taskId << 32) | seq`: global, unique, never reused (tasks < 2**32).
+///  - `cidDigest`: the 32-byte sha2-256 digest of the file's CIDv1. The CID is rebuilt from it:
+///    codec `raw` (0x55) when `cidDigest == contentHash` (a single-block file), else `dag-pb`
+///    (0x70), multihash sha2-256, base32. Only such CIDs can be recorded.
+///  - record hash: `h_0 = bytes28(keccak256(abi.encode(taskId, round)))`, then for each record
+///    in order `h_k = bytes28(keccak256(abi.encode(h_{k-1}, contributor, contentHash, cidDigest,
+///    tensorRoot, numSamples)))` (`bytes28` and `address` ABI-encoded as one word each).
 interface ITrainingLedger is IERC5267 {
     // ---------------------------------------------------------------------------------------
     // Types
@@ -20,14 +35,14 @@ interface ITrainingLedger is IERC5267 {
     /// @param modelHash sha256 of the initial model file (safetensors); must not be zero
     /// @param modelCid CIDv1 of the initial model file
     /// @param specCid CID of the task spec JSON (aggregation rule, screening, training params)
-    /// @param minUpdates updates after which a round without a duration may be attested (>= 1)
+    /// @param minUpdates updates after which a round without a duration may be sealed (>= 1)
     /// @param maxUpdates most updates accepted per round (>= minUpdates)
-    /// @param quorum matching attestations that finalise a round (>= 1)
+    /// @param quorum matching attestations that finalise a round (1 to 255)
     /// @param roundDuration seconds a round stays open, 0 = no deadline (< 2**32)
     /// @param open anyone may contribute, not only admitted contributors
-    /// @param maxSamples largest `numSamples` an update may claim (>= 1). Contributors state
-    /// their own sample counts and fedavg weighs updates by them, so the task bounds the weight
-    /// one update can claim; validators cap fedavg weights at it too
+    /// @param maxSamples largest `numSamples` (the fedavg weight) an update may claim, 1 to 2**32 - 1
+    /// @param attestWindow seconds an attestation attempt lasts (1 to 2**32 - 1): when no result
+    /// reaches `quorum` within it, attempt `k + 1` opens and every validator may attest again
     struct TaskConfig {
         bytes32 modelHash;
         string modelCid;
@@ -38,32 +53,50 @@ interface ITrainingLedger is IERC5267 {
         uint64 roundDuration;
         bool open;
         uint64 maxSamples;
+        uint64 attestWindow;
     }
 
-    /// @notice One update relayed on behalf of `contributor`, authorised by its EIP-712
-    /// signature over `Update(uint256 taskId,uint64 round,bytes32 contentHash,string cid,
-    /// uint64 numSamples,address contributor,uint256 deadline)`.
-    struct SignedUpdate {
-        uint256 taskId;
-        uint64 round;
-        bytes32 contentHash;
-        string cid;
-        uint64 numSamples;
-        address contributor;
-        uint256 deadline;
-        bytes signature;
+    /// @notice What validators attest for a round; `resultDigest` hashes it with the task and
+    /// round. `recordHash` and `updateCount` must be the sealed round's, so an attestation is
+    /// bound to exactly the records that were sealed.
+    /// @param recordHash the round's running record hash at its seal
+    /// @param updateCount the number of records sealed
+    /// @param verdictRoot Merkle root of the round's verdicts (OpenZeppelin sorted-pair tree)
+    /// @param verdictHash sha256 of the round's verdict file
+    /// @param verdictCidDigest sha2-256 digest of the verdict file's CID
+    /// @param aggregateHash sha256 of the new global model file
+    /// @param aggregateCidDigest sha2-256 digest of the new global model file's CID
+    /// @param aggregateTensorRoot tensor root of the round's aggregate (fixed-point delta);
+    /// zero for tasks without a fixed-point format
+    struct RoundResult {
+        bytes28 recordHash;
+        uint32 updateCount;
+        bytes32 verdictRoot;
+        bytes32 verdictHash;
+        bytes32 verdictCidDigest;
+        bytes32 aggregateHash;
+        bytes32 aggregateCidDigest;
+        bytes32 aggregateTensorRoot;
+    }
+
+    /// @notice State of a round: `Open` takes updates, `Sealed` takes attestations, `Final` is done.
+    enum RoundState {
+        Open,
+        Sealed,
+        Final
     }
 
     /// @notice A task as `getTask` returns it.
-    /// @param globalModelHash sha256 of the current global model: `modelHash` until the first
-    /// round is final, then the `aggregateHash` of the last final round
+    /// @param lastFinalDigest `resultDigest` of the last final round (zero before the first):
+    /// its `RoundResult` (in `ResultProposed`) names the current global model
     /// @param roundStart timestamp at which the current round opened
     /// @param updateCount updates recorded in the current round
-    /// @param sealed the current round was attested at least once and takes no more updates
+    /// @param isSealed the current round was sealed and takes no more updates
+    /// @param updates updates recorded over the task's life (the last `seq`)
     struct TaskView {
         address owner;
         bytes32 modelHash;
-        bytes32 globalModelHash;
+        bytes32 lastFinalDigest;
         string modelCid;
         string specCid;
         uint32 minUpdates;
@@ -72,29 +105,36 @@ interface ITrainingLedger is IERC5267 {
         uint64 roundDuration;
         bool open;
         uint64 maxSamples;
+        uint64 attestWindow;
         uint64 currentRound;
         uint64 roundStart;
         uint32 updateCount;
         bool isSealed;
+        uint32 updates;
+        uint32 contributorCount;
+        uint8 validatorCount;
     }
 
-    /// @notice A round as `getRound` returns it.
-    /// @dev Only the current round's counters live in storage. For a final round the chain keeps
-    /// its `verdictRoot`; its update count, aggregate hash and CIDs are in the `RoundSealed` and
-    /// `RoundFinalized` events, so `updateCount`, `startedAt` and `deadline` are 0 for it.
-    /// @param finalized `quorum` validators attested the same result
-    /// @param sealed the round takes no more updates (true for every final round)
-    /// @param updateCount updates recorded so far (current round only)
-    /// @param startedAt timestamp at which the round opened (current round only)
-    /// @param deadline `startedAt + roundDuration`, 0 when the task has no round duration
-    /// @param verdictRoot attested Merkle root of the round's verdicts (final rounds only)
+    /// @notice A round as `getRound` returns it. Fields a past round no longer keeps are 0.
+    /// @param state Open, Sealed or Final
+    /// @param updateCount records in the round (current round only)
+    /// @param recordHash the round's running record hash (current round only)
+    /// @param startedAt timestamp the round opened (open current round only)
+    /// @param deadline `startedAt + roundDuration` (open current round with a duration only)
+    /// @param sealedAt timestamp of the seal (sealed current round only)
+    /// @param attempt the attestation attempt now running (sealed current round only)
+    /// @param attemptEndsAt when that attempt ends and the next one opens (sealed only)
+    /// @param finalDigest the attested `resultDigest` (final rounds only)
     struct RoundView {
-        bool finalized;
-        bool isSealed;
+        RoundState state;
         uint32 updateCount;
+        bytes28 recordHash;
         uint64 startedAt;
         uint64 deadline;
-        bytes32 verdictRoot;
+        uint64 sealedAt;
+        uint32 attempt;
+        uint64 attemptEndsAt;
+        bytes32 finalDigest;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -113,52 +153,58 @@ interface ITrainingLedger is IERC5267 {
         uint8 quorum,
         uint64 roundDuration,
         bool open,
-        uint64 maxSamples
+        uint64 maxSamples,
+        uint64 attestWindow
     );
 
-    /// @notice The task owner admitted a contributor.
-    event ContributorAdded(uint256 indexed taskId, address indexed contributor);
+    /// @notice The task owner admitted a contributor; `index` numbers the task's contributors from 0.
+    event ContributorAdded(uint256 indexed taskId, address indexed contributor, uint32 index);
 
-    /// @notice The task owner admitted a validator.
-    event ValidatorAdded(uint256 indexed taskId, address indexed validator);
+    /// @notice The task owner admitted a validator; `index` numbers the task's validators from 0.
+    event ValidatorAdded(uint256 indexed taskId, address indexed validator, uint8 index);
 
-    /// @notice An update was recorded. `getUpdate(updateId)` holds its digest.
+    /// @notice A validator published the X25519 public key updates of the task are encrypted to.
+    event EncryptionKeySet(uint256 indexed taskId, address indexed validator, bytes32 publicKey);
+
+    /// @notice One update was recorded (`submitUpdate`, `submitUpdateFor`).
     event UpdateSubmitted(
         uint256 indexed taskId,
         uint64 indexed round,
         address indexed contributor,
         uint256 updateId,
         bytes32 contentHash,
-        string cid,
+        bytes32 cidDigest,
+        bytes32 tensorRoot,
         uint64 numSamples
     );
 
-    /// @notice The first attestation of a round sealed it: exactly these `updateCount` updates
-    /// are judged by every validator.
-    event RoundSealed(uint256 indexed taskId, uint64 indexed round, uint32 updateCount);
+    /// @notice A relayed batch recorded `records.length / 124` updates with consecutive ids from
+    /// `firstUpdateId`. Each record is packed: contributor (20 bytes), contentHash (32),
+    /// cidDigest (32), tensorRoot (32), numSamples (uint64, 8).
+    event UpdatesRelayed(uint256 indexed taskId, uint64 indexed round, uint256 firstUpdateId, bytes records);
 
-    /// @notice A validator attested a round's result; `digest` is `attestationDigest(...)` of it.
+    /// @notice Entry `entry` (0-based) of a relayed batch was not recorded; `reason` is the
+    /// selector of the error that a single submission would have reverted with (e.g.
+    /// `DuplicateSubmission.selector`), `signer` the recovered address (zero if none).
+    event EntrySkipped(uint256 indexed taskId, uint64 indexed round, uint256 entry, address signer, bytes4 reason);
+
+    /// @notice The round was sealed: exactly these `updateCount` records, hashing to
+    /// `recordHash`, are judged by every validator. Attempt 0 of its attestation starts now.
+    event RoundSealed(uint256 indexed taskId, uint64 indexed round, uint32 updateCount, bytes28 recordHash);
+
+    /// @notice A validator proposed a result no validator had attested in this attempt.
+    event ResultProposed(
+        uint256 indexed taskId, uint64 indexed round, bytes32 indexed digest, uint32 attempt, RoundResult result
+    );
+
+    /// @notice A validator attested `digest` in `attempt`; `count` attestations of it so far.
     event RoundAttested(
-        uint256 indexed taskId,
-        uint64 indexed round,
-        address indexed validator,
-        bytes32 digest,
-        bytes32 verdictRoot,
-        bytes32 aggregateHash,
-        string aggregateCid,
-        string verdictCid
+        uint256 indexed taskId, uint64 indexed round, address indexed validator, bytes32 digest, uint32 attempt, uint8 count
     );
 
-    /// @notice `quorum` validators agreed: the round is final, `aggregateHash` is the new global
-    /// model and round `round + 1` is open.
-    event RoundFinalized(
-        uint256 indexed taskId,
-        uint64 indexed round,
-        bytes32 aggregateHash,
-        string aggregateCid,
-        bytes32 verdictRoot,
-        string verdictCid
-    );
+    /// @notice `quorum` validators agreed in `attempt`: the round is final, its `RoundResult`
+    /// (the `ResultProposed` of `digest`) names the new global model, and round `round + 1` opens.
+    event RoundFinalized(uint256 indexed taskId, uint64 indexed round, bytes32 digest, uint32 attempt);
 
     // ---------------------------------------------------------------------------------------
     // Errors
@@ -166,8 +212,6 @@ interface ITrainingLedger is IERC5267 {
 
     /// @notice No task has id `taskId`.
     error UnknownTask(uint256 taskId);
-    /// @notice No update has id `updateId`.
-    error UnknownUpdate(uint256 updateId);
     /// @notice `round` of task `taskId` has not started yet; `current` is the open round.
     error UnknownRound(uint256 taskId, uint64 round, uint64 current);
     /// @notice `caller` is not the owner of task `taskId`.
@@ -178,6 +222,8 @@ interface ITrainingLedger is IERC5267 {
     error NotValidator(uint256 taskId, address account);
     /// @notice `account` already holds the role being granted in task `taskId`.
     error AlreadyAdded(uint256 taskId, address account);
+    /// @notice Task `taskId` already has `max` validators (or contributors): the most it can hold.
+    error TooManyMembers(uint256 taskId, uint256 max);
     /// @notice The zero address cannot be a contributor or validator.
     error ZeroAddress();
     /// @notice The task configuration is invalid; `reason` names the rule it breaks.
@@ -194,35 +240,50 @@ interface ITrainingLedger is IERC5267 {
     /// @notice `contributor`'s update to task `taskId` claims 0 samples: an update stands for
     /// the samples it was trained on, at least one.
     error ZeroSamples(uint256 taskId, address contributor);
-    /// @notice `round` of task `taskId` was sealed by its first attestation and takes no updates.
+    /// @notice Task `taskId` recorded 2**32 - 1 updates, the most its `seq` can number.
+    error TaskExhausted(uint256 taskId);
+    /// @notice `round` of task `taskId` was sealed and takes no updates.
     error RoundAlreadySealed(uint256 taskId, uint64 round);
-    /// @notice `round` of task `taskId` cannot be attested yet: it holds `updateCount` updates,
+    /// @notice `round` of task `taskId` is open: seal it (`sealRound`) before attesting.
+    error RoundNotSealed(uint256 taskId, uint64 round);
+    /// @notice `round` of task `taskId` cannot be sealed yet: it holds `updateCount` updates,
     /// needs `needed` (or, when `deadline` is not 0, the deadline to pass).
     error RoundNotReady(uint256 taskId, uint64 round, uint32 updateCount, uint32 needed, uint256 deadline);
-    /// @notice `validator` already attested `round` of task `taskId`.
-    error AlreadyAttested(uint256 taskId, uint64 round, address validator);
+    /// @notice `validator` already attested `round` of task `taskId` in `attempt`; the next
+    /// attempt opens when the task's attestation window has passed.
+    error AlreadyAttested(uint256 taskId, uint64 round, address validator, uint32 attempt);
+    /// @notice The attested records are not the sealed ones: the round sealed `sealedCount`
+    /// records hashing to `sealedHash`, the attestation names `givenCount` and `givenHash`.
+    error RecordsMismatch(uint256 taskId, uint64 round, bytes28 sealedHash, uint32 sealedCount, bytes28 givenHash, uint32 givenCount);
+    /// @notice No validator proposed `digest` for `round` of task `taskId` in `attempt`:
+    /// attest the full result with `attestRound`.
+    error UnknownResult(uint256 taskId, uint64 round, bytes32 digest, uint32 attempt);
+    /// @notice Every slot of the attempt's result table holds another result; attest in the next attempt.
+    error TooManyResults(uint256 taskId, uint64 round, uint32 attempt);
     /// @notice The signature is not `contributor`'s (`recovered` is its signer, or zero when it
     /// is malformed or malleable).
     error BadSignature(address contributor, address recovered);
     /// @notice The signature's `deadline` passed before this block's timestamp `nowTs`.
     error Expired(uint256 deadline, uint256 nowTs);
-    /// @notice `submitUpdatesFor` was called with no updates.
-    error EmptyBatch();
+    /// @notice A relayed batch is empty or its length `length` is not a multiple of 176 bytes.
+    error BadBatch(uint256 length);
 
     // ---------------------------------------------------------------------------------------
     // Tasks and roles
     // ---------------------------------------------------------------------------------------
 
     /// @notice Create a training task owned by the caller; its round 0 opens now.
-    /// @param cfg the task configuration (see `TaskConfig`)
     /// @return taskId the new task's id; ids start at 1
     function createTask(TaskConfig calldata cfg) external returns (uint256 taskId);
 
     /// @notice Admit `who` as a contributor of task `taskId`. Task owner only.
     function addContributor(uint256 taskId, address who) external;
 
-    /// @notice Admit `who` as a validator of task `taskId`. Task owner only.
+    /// @notice Admit `who` as a validator of task `taskId` (at most 255). Task owner only.
     function addValidator(uint256 taskId, address who) external;
+
+    /// @notice Publish the caller's X25519 public key for task `taskId`. Validators only.
+    function setEncryptionKey(uint256 taskId, bytes32 publicKey) external;
 
     // ---------------------------------------------------------------------------------------
     // Updates
@@ -231,84 +292,80 @@ interface ITrainingLedger is IERC5267 {
     /// @notice Record the caller's update for the current round of task `taskId`.
     /// @dev One update per contributor per round, at most `maxUpdates` per round, none once the
     /// round is sealed, `numSamples` in [1, `maxSamples`]. Updates after the round deadline but
-    /// before the seal are recorded; validators judge them `LATE`.
-    /// @param taskId the task
-    /// @param round must be the task's current round
-    /// @param contentHash sha256 of the update file
-    /// @param cid CIDv1 of the update file
-    /// @param numSamples number of training samples behind the update, 1 to the task's `maxSamples`
-    /// @return updateId the update's global id; ids start at 1
-    function submitUpdate(uint256 taskId, uint64 round, bytes32 contentHash, string calldata cid, uint64 numSamples)
-        external
-        returns (uint256 updateId);
+    /// before the seal are recorded; validators judge them `LATE`. In an open task the first
+    /// update of an address admits it (and numbers it).
+    /// @return updateId `(taskId << 32) | seq`
+    function submitUpdate(
+        uint256 taskId,
+        uint64 round,
+        bytes32 contentHash,
+        bytes32 cidDigest,
+        bytes32 tensorRoot,
+        uint64 numSamples
+    ) external returns (uint256 updateId);
 
     /// @notice Record `contributor`'s update, relayed by anyone and authorised by the
-    /// contributor's EIP-712 `Update` signature. Same rules as `submitUpdate`.
+    /// contributor's EIP-712 `Update` signature (65 bytes, or 64 in EIP-2098 compact form).
+    /// Same rules as `submitUpdate`; reverts on any failure.
     /// @dev No nonce: one update per contributor per round makes every signature single-use.
-    /// @param deadline last timestamp at which the signature is valid
-    /// @param signature 65-byte ECDSA signature (r, s, v) with low s
-    /// @return updateId the update's global id
     function submitUpdateFor(
         uint256 taskId,
         uint64 round,
         bytes32 contentHash,
-        string calldata cid,
+        bytes32 cidDigest,
+        bytes32 tensorRoot,
         uint64 numSamples,
         address contributor,
-        uint256 deadline,
+        uint64 deadline,
         bytes calldata signature
     ) external returns (uint256 updateId);
 
-    /// @notice Record a batch of signed updates; all or none are recorded.
-    /// @return firstUpdateId the id of `updates[0]`; the others follow consecutively
-    function submitUpdatesFor(SignedUpdate[] calldata updates) external returns (uint256 firstUpdateId);
+    /// @notice Record a batch of signed updates for one task and round, packed: each entry is
+    /// 176 bytes, `contentHash (32) | cidDigest (32) | tensorRoot (32) | numSamples (uint64, 8) |
+    /// deadline (uint64, 8) | r (32) | vs (32)` with (r, vs) the EIP-2098 compact signature; the
+    /// contributor is the signer. An entry that a single submission would refuse (bad or expired
+    /// signature, not admitted, duplicate, too many samples, round full) is skipped with an
+    /// `EntrySkipped` event; the others are recorded in order, in one `UpdatesRelayed` event.
+    /// @dev Reverts only for the whole batch's own faults: unknown task, wrong round, sealed
+    /// round, or a length that is zero or not a multiple of 176.
+    /// @return firstUpdateId the id of the first recorded entry (the others follow consecutively)
+    /// @return recorded how many entries were recorded
+    function submitBatch(uint256 taskId, uint64 round, bytes calldata entries)
+        external
+        returns (uint256 firstUpdateId, uint256 recorded);
 
     // ---------------------------------------------------------------------------------------
     // Attestation
     // ---------------------------------------------------------------------------------------
 
-    /// @notice Close the current round of task `taskId` to new updates, without attesting.
-    /// Validators only; the round must be ready (as for `attestRound`).
-    /// @dev Validators seal before they judge, so that every validator judges exactly the
-    /// updates the seal counted: an update mined between a validator's read of the round and
-    /// its attestation could otherwise make validators disagree. Emits `RoundSealed`.
-    /// @param taskId the task
-    /// @param round must be the task's current round
+    /// @notice Close the current round of task `taskId` to new updates. Validators only; the
+    /// round must be ready: full, or its deadline passed, or (no deadline) `minUpdates` updates.
+    /// @dev Emits `RoundSealed` with the count and record hash every validator then judges.
     function sealRound(uint256 taskId, uint64 round) external;
 
-    /// @notice Attest the result of the current round of task `taskId`. Validators only, once
-    /// per validator per round.
-    /// @dev The first attestation seals the round (`RoundSealed`); it may be made once the
-    /// round is full, or its deadline passed, or (no deadline) it holds `minUpdates` updates.
-    /// When `quorum` attestations share one `attestationDigest` the round is final.
-    /// @param verdictRoot Merkle root of the round's verdicts (see docs/interfaces.md)
-    /// @param aggregateHash sha256 of the new global model file
-    /// @param aggregateCid CIDv1 of the new global model file
-    /// @param verdictCid CID of the round's verdict file
-    function attestRound(
-        uint256 taskId,
-        uint64 round,
-        bytes32 verdictRoot,
-        bytes32 aggregateHash,
-        string calldata aggregateCid,
-        string calldata verdictCid
-    ) external;
+    /// @notice Attest the result of the sealed current round of task `taskId`: once per
+    /// validator per attempt. Proposes `result` if no validator has in this attempt, else
+    /// counts one more attestation of it; `quorum` attestations make the round final.
+    /// @dev Seals the round first when it is ready and not yet sealed.
+    function attestRound(uint256 taskId, uint64 round, RoundResult calldata result) external;
+
+    /// @notice Attest a result another validator proposed in the current attempt, by its digest
+    /// (cheaper than `attestRound`: the result itself is already on record).
+    function confirmRound(uint256 taskId, uint64 round, bytes32 digest) external;
 
     // ---------------------------------------------------------------------------------------
     // Views
     // ---------------------------------------------------------------------------------------
 
-    /// @notice The EIP-712 type hash of `Update`.
+    /// @notice The EIP-712 type hash of `Update(uint256 taskId,uint64 round,bytes32 contentHash,
+    /// bytes32 cidDigest,bytes32 tensorRoot,uint64 numSamples,uint64 deadline)`.
     function UPDATE_TYPEHASH() external view returns (bytes32);
 
-    /// @notice The EIP-712 domain separator (name `TrainingLedger`, version `1`).
+    /// @notice The EIP-712 domain separator (name `TrainingLedger`, version `2`).
     function DOMAIN_SEPARATOR() external view returns (bytes32);
 
     /// @notice Number of tasks created; the last task's id.
     function taskCount() external view returns (uint256);
-
-    /// @notice Number of updates recorded over all tasks; the last update's id.
-    function lastUpdateId() external view returns (uint256);
 
     /// @notice The open round of task `taskId`.
     function currentRound(uint256 taskId) external view returns (uint64);
@@ -316,63 +373,55 @@ interface ITrainingLedger is IERC5267 {
     /// @notice Task `taskId` with its configuration and current round.
     function getTask(uint256 taskId) external view returns (TaskView memory);
 
-    /// @notice Round `round` of task `taskId` (see `RoundView` for what is kept of past rounds).
+    /// @notice Round `round` of task `taskId` (see `RoundView`).
     function getRound(uint256 taskId, uint64 round) external view returns (RoundView memory);
 
-    /// @notice The stored digest of update `updateId`, equal to `updateDigest(...)` of its fields.
-    function getUpdate(uint256 updateId) external view returns (bytes32 digest);
+    /// @notice The attested `resultDigest` of the final round `round` (zero when not final).
+    function roundDigest(uint256 taskId, uint64 round) external view returns (bytes32);
 
-    /// @notice The digest the ledger stores for an update:
-    /// `keccak256(abi.encode(taskId, round, contributor, contentHash, keccak256(bytes(cid)), numSamples))`.
-    function updateDigest(
-        uint256 taskId,
-        uint64 round,
+    /// @notice `keccak256(abi.encode(taskId, round, result))`: what validators agree on.
+    function resultDigest(uint256 taskId, uint64 round, RoundResult calldata result) external pure returns (bytes32);
+
+    /// @notice The first link of a round's record hash: `bytes28(keccak256(abi.encode(taskId, round)))`.
+    function recordSeed(uint256 taskId, uint64 round) external pure returns (bytes28);
+
+    /// @notice One link of the record hash (see the interface's header).
+    function recordStep(
+        bytes28 previous,
         address contributor,
         bytes32 contentHash,
-        string calldata cid,
+        bytes32 cidDigest,
+        bytes32 tensorRoot,
         uint64 numSamples
-    ) external pure returns (bytes32);
+    ) external pure returns (bytes28);
 
-    /// @notice The EIP-712 hash a contributor signs to authorise `submitUpdateFor`.
+    /// @notice The EIP-712 hash a contributor signs to authorise a relayed update.
     function hashUpdate(
         uint256 taskId,
         uint64 round,
         bytes32 contentHash,
-        string calldata cid,
+        bytes32 cidDigest,
+        bytes32 tensorRoot,
         uint64 numSamples,
-        address contributor,
-        uint256 deadline
+        uint64 deadline
     ) external view returns (bytes32);
 
-    /// @notice The digest validators agree on: `keccak256(abi.encode(verdictRoot, aggregateHash,
-    /// keccak256(bytes(aggregateCid)), keccak256(bytes(verdictCid))))`.
-    function attestationDigest(
-        bytes32 verdictRoot,
-        bytes32 aggregateHash,
-        string calldata aggregateCid,
-        string calldata verdictCid
-    ) external pure returns (bytes32);
-
-    /// @notice Whether `who` is an admitted contributor of task `taskId` (open tasks accept
-    /// updates from anyone regardless).
+    /// @notice Whether `who` is an admitted contributor of task `taskId` (in an open task: has
+    /// contributed once, or was admitted).
     function isContributor(uint256 taskId, address who) external view returns (bool);
 
     /// @notice Whether `who` is a validator of task `taskId`.
     function isValidator(uint256 taskId, address who) external view returns (bool);
 
-    /// @notice Whether `who` submitted an update to `round`, which must be the current round.
-    /// @dev The chain keeps only each contributor's latest round (one packed slot per member);
-    /// the history of earlier rounds is in `UpdateSubmitted` events. Reverts `WrongRound` for
-    /// any other round rather than answer wrongly.
+    /// @notice Whether `who` submitted an update to `round`, which must be the current round
+    /// (reverts `WrongRound` otherwise: past rounds are in events).
     function hasSubmitted(uint256 taskId, uint64 round, address who) external view returns (bool);
 
-    /// @notice Whether validator `who` attested `round`, which must be the current round
-    /// (reverts `WrongRound` otherwise, as `hasSubmitted`).
+    /// @notice Whether validator `who` attested `round` (the current round) in the current attempt.
     function hasAttested(uint256 taskId, uint64 round, address who) external view returns (bool);
 
-    /// @notice How many validators attested `digest` for `round` of task `taskId`, which must
-    /// be the current round (reverts `WrongRound` otherwise): a final round's tally is not kept
-    /// in storage; its `RoundAttested` events hold it.
+    /// @notice How many validators attested `digest` for the current round `round` in the
+    /// current attempt (reverts `WrongRound` for another round).
     function attestationCount(uint256 taskId, uint64 round, bytes32 digest) external view returns (uint256);
 
     /// @notice The verdict-tree leaf of an update: `keccak256(bytes.concat(keccak256(abi.encode(
@@ -382,10 +431,15 @@ interface ITrainingLedger is IERC5267 {
         pure
         returns (bytes32);
 
-    /// @notice Whether `leaf` is in the attested verdict tree of the final round `round`.
-    /// @return false when the round is not final or the proof does not lead to its root
-    function verifyVerdict(uint256 taskId, uint64 round, bytes32 leaf, bytes32[] calldata proof)
-        external
-        view
-        returns (bool);
+    /// @notice Whether `leaf` is in the verdict tree of the final round `round`, whose attested
+    /// result is `result`.
+    /// @return false when the round is not final, `result` is not its attested result, or the
+    /// proof does not lead to `result.verdictRoot`
+    function verifyVerdict(
+        uint256 taskId,
+        uint64 round,
+        RoundResult calldata result,
+        bytes32 leaf,
+        bytes32[] calldata proof
+    ) external view returns (bool);
 }

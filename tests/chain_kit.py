@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from hashlib import sha256
 from typing import Any
 
 import httpx
@@ -11,6 +12,8 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
 from fedledger.chain.ledger import Ledger, NonceManager, TaskConfig, to_hex
+from fedledger.chain.records import RoundResult
+from fedledger.content.cid import compute_cid
 from fedledger_backend.db import Base, Database
 from fedledger_backend.handlers import HANDLERS, rebuild
 from fedledger_backend.indexer import Indexer, LedgerSource
@@ -66,16 +69,36 @@ def busy_chain(
         pend = []
         for c in subs:
             assert c.sender is not None
-            fn = c.submit_update_fn(task, rnd, _h(rng), f"bafk{rng.getrandbits(64):x}", 100)
+            data = rng.getrandbits(256).to_bytes(32, "big")
+            fn = c.submit_update_fn(task, rnd, "0x" + sha256(data).hexdigest(), compute_cid(data), 100)
             pend.append((c.sender, c.sender.send(fn, label="submit", gas=400_000)))
         for sender, p in pend:
             sender.wait(p)
-        agreed = (_h(rng), _h(rng), "bafkagg", "bafkverdicts")
+        agreed = made_up_result(ledger, task, rnd, rng)
         if rng.random() < 0.5:  # a dissenting validator first
-            vals[2].attest_round(task, rnd, _h(rng), _h(rng), "bafkother", "bafkother")
-        vals[0].attest_round(task, rnd, *agreed)
-        vals[1].attest_round(task, rnd, *agreed)
+            vals[2].attest_round(task, rnd, made_up_result(ledger, task, rnd, rng))
+        vals[0].attest_round(task, rnd, agreed)
+        vals[1].attest_round(task, rnd, agreed)
     return task
+
+
+def made_up_result(ledger: Ledger, task: int, rnd: int, rng: random.Random) -> RoundResult:
+    """A result with the round's own records (the contract binds every attestation to them)
+    and made-up hashes and CIDs: what a lying or careless validator could attest."""
+    r = ledger.get_round(task, rnd)
+    return RoundResult(
+        record_hash="0x" + bytes(r["recordHash"]).hex(),
+        update_count=int(r["updateCount"]),
+        verdict_root=_h(rng),
+        verdict_hash=_h(rng),
+        verdict_cid=_cid(rng),
+        aggregate_hash=_h(rng),
+        aggregate_cid=_cid(rng),
+    )
+
+
+def _cid(rng: random.Random) -> str:
+    return compute_cid(rng.getrandbits(256).to_bytes(32, "big"))
 
 
 def _h(rng: random.Random) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from fedledger.chain.ledger import Ledger
+from fedledger.chain.ledger import hex32, Ledger
 from fedledger.content.store import ContentStore
 from fedledger.flows.contribute import ContributorOptions, LocalData, make_update
 from fedledger.flows.local_data import partition_share
@@ -62,15 +62,19 @@ class Scenario:
         store_it: bool = True,
         claimed_hash: str | None = None,
     ) -> int:
-        """Submit raw bytes as contributor i, bypassing the SDK's own checks (as an attacker would)."""
-        from fedledger.content.cid import compute_cid
+        """Submit raw bytes as contributor i, bypassing the SDK's own checks (as an attacker
+        would: a ``claimed_hash`` other than the bytes' own goes on chain as it is)."""
+        from fedledger.content.cid import compute_cid, parse_cid
 
         cid = self.store.put(data) if store_it else compute_cid(data)
         h = claimed_hash or codec.sha256_hex(data)
         st = self.state()
-        return self.as_(self.contributors[i]).submit_update(
-            self.task_id, st.current_round, h, cid, samples
+        led = self.as_(self.contributors[i])
+        fn = led.contract.functions.submitUpdate(
+            self.task_id, st.current_round, hex32(h), parse_cid(cid).digest, b"\0" * 32, samples
         )
+        assert led.sender is not None
+        return led.update_ids(led.sender.transact(fn, label="submitUpdate (raw)"))[0]
 
 
 def make_scenario(

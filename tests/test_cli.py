@@ -315,10 +315,7 @@ def chain_history(cli: Cli, final: str, task: int) -> list[dict[str, Any]]:
 
 
 def _submitted_events(ledger: Ledger, task: int) -> dict[int, dict[str, Any]]:
-    return {
-        int(e["args"]["updateId"]): e["args"]
-        for e in ledger.events("UpdateSubmitted", task_id=task)
-    }
+    return {r.update_id: r.columns() for r in ledger.update_records(task)}
 
 
 # -- keys, deploy, tasks -------------------------------------------------------------------------
@@ -377,7 +374,7 @@ def test_train_records_one_update_per_contributor(
         ev = events[res["update_id"]]
         assert ev["contributor"] == keys[name]
         assert ev["round"] == res["round"] == 0
-        assert ev["numSamples"] == res["num_samples"] > 0
+        assert ev["num_samples"] == res["num_samples"] > 0
     assert round0.trained["alice"]["update_id"] != round0.trained["bob"]["update_id"]
 
 
@@ -394,7 +391,7 @@ def test_submit_records_an_update_file_made_by_the_sdk(
     assert res["cid"] == compute_cid(data)
     ev = _submitted_events(sdk[0], task)[res["update_id"]]
     assert ev["contributor"] == keys["carol"]
-    assert ev["numSamples"] == update_files["carol"].num_samples
+    assert ev["num_samples"] == update_files["carol"].num_samples
     assert sdk[1].get(res["cid"]) == data
 
 

@@ -320,7 +320,7 @@ def test_model_pull_of_a_round_not_reached_says_which_round_there_is(
 def test_train_rounds_trains_each_round_and_prints_local_loss_and_accuracy(
     trained: Trained, ledger: Ledger, keys: dict[str, str]
 ) -> None:
-    events = {int(e["args"]["updateId"]): e for e in ledger.events("UpdateSubmitted", task_id=1)}
+    events = {r.update_id: r for r in ledger.update_records(1)}
     # alice: one sentence per round, on one line each.
     lines = trained.alice.stdout.strip().splitlines()
     assert len(lines) == ROUNDS, trained.alice.stdout
@@ -330,8 +330,8 @@ def test_train_rounds_trains_each_round_and_prints_local_loss_and_accuracy(
         samples, loss, acc, uid, got_round = m.groups()
         assert int(got_round) == rnd
         assert 0.0 < float(loss) < 10 and 0.0 <= float(acc) <= 100
-        ev = events[int(uid)]["args"]
-        assert (ev["contributor"], ev["round"], ev["numSamples"]) == (
+        ev = events[int(uid)]
+        assert (ev.contributor, ev.round, ev.num_samples) == (
             keys["alice"], rnd, int(samples),
         )  # fmt: skip
     # bob: one JSON object per line per round.
@@ -341,9 +341,9 @@ def test_train_rounds_trains_each_round_and_prints_local_loss_and_accuracy(
         assert 0.0 <= r["local_accuracy"] <= 1.0
         assert math.isfinite(r["local_loss"]) and r["local_loss"] > 0
         assert math.isfinite(r["train_loss"])
-        ev = events[r["update_id"]]["args"]
-        assert (ev["contributor"], ev["round"]) == (keys["bob"], r["round"])
-        assert to_hex(ev["contentHash"]) == r["content_hash"] and ev["cid"] == r["cid"]
+        ev = events[r["update_id"]]
+        assert (ev.contributor, ev.round) == (keys["bob"], r["round"])
+        assert ev.content_hash == r["content_hash"] and ev.cid == r["cid"]
 
 
 def test_train_rounds_waits_for_each_round_to_be_final_before_training_it(
@@ -354,12 +354,11 @@ def test_train_rounds_waits_for_each_round_to_be_final_before_training_it(
         int(e["args"]["round"]): int(e["blockNumber"])
         for e in ledger.events("RoundFinalized", task_id=1)
     }
-    submitted = ledger.events("UpdateSubmitted", task_id=1)
-    assert sorted(int(e["args"]["round"]) for e in submitted) == [0, 0, 1, 1]
-    for e in submitted:
-        rnd = int(e["args"]["round"])
-        if rnd > 0:
-            assert int(e["blockNumber"]) > final_block[rnd - 1], (rnd, final_block)
+    submitted = list(ledger.update_records(1))
+    assert sorted(r.round for r in submitted) == [0, 0, 1, 1]
+    for r in submitted:
+        if r.round > 0:
+            assert r.block_number > final_block[r.round - 1], (r.round, final_block)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pipeline_kit import backend_for, make_scenario, zero_like
 
+from fedledger.chain.records import RoundResult
 from fedledger.flows.verify import verify_task
 from fedledger.protocol import codec, merkle
 from fedledger_backend.api.server import BackgroundServer
@@ -104,7 +105,8 @@ def test_a_contributor_proves_its_verdict_against_the_on_chain_root(every_verdic
         p = httpx.get(f"{srv.url}/contributions/{ids['honest0']}/proof").json()
     leaf = bytes.fromhex(p["leaf"][2:])
     proof = [bytes.fromhex(x[2:]) for x in p["proof"]]
-    assert sc.ledger.verify_verdict(sc.task_id, 0, leaf, proof)
+    result = RoundResult.from_event(p["result"])
+    assert sc.ledger.verify_verdict(sc.task_id, 0, result, leaf, proof)
     assert merkle.verify(p["root"], leaf, proof)
 
 
@@ -117,9 +119,9 @@ def test_anyone_re_verifies_the_round_from_chain_and_store(every_verdict):
 
 def test_verify_names_an_update_whose_stored_bytes_were_tampered(every_verdict, tmp_path):
     sc, _backend, ids = every_verdict
-    events = sc.ledger.events("UpdateSubmitted", task_id=sc.task_id)
-    target = next(e for e in events if int(e["args"]["updateId"]) == ids["honest1"])
-    _corrupt_root_block(sc.store, target["args"]["cid"])
+    records = sc.ledger.update_records(sc.task_id)
+    target = next(r for r in records if r.update_id == ids["honest1"])
+    _corrupt_root_block(sc.store, target.cid)
     report = verify_task(sc.ledger, sc.store, sc.task_id)
     assert not report.ok
     assert any(f"update {ids['honest1']}" in p for p in report.problems), report.problems

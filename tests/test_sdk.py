@@ -234,9 +234,9 @@ def test_own_loop_on_a_dataloader_contributes_and_the_round_verifies(
     )
     stored = alice.store.get(receipt.cid)
     assert codec.sha256_hex(stored) == receipt.content_hash
-    (ev,) = alice.ledger.events("UpdateSubmitted", task_id=task.id)
-    assert ev["args"]["updateId"] == receipt.update_id
-    assert ev["args"]["numSamples"] == receipt.num_samples == len(data.dataset)  # type: ignore[arg-type]
+    (rec,) = alice.ledger.update_records(task.id)
+    assert rec.update_id == receipt.update_id
+    assert rec.num_samples == receipt.num_samples == len(data.dataset)  # type: ignore[arg-type]
 
     validate(owner, accounts, tmp_path, task.id)
     assert t.wait_for_round(1, timeout_s=30, poll_s=0.1).round == 1
@@ -487,13 +487,9 @@ def test_a_relayed_update_counts_for_its_contributor_who_pays_no_gas(
         assert receipt.update_id is None and receipt.relay == node.url
         done = t.wait_relayed(receipt, timeout_s=30, poll_s=0.1)
         assert t.relay_status(receipt).state == "submitted"
-    (ev,) = [
-        e
-        for e in bob.ledger.events("UpdateSubmitted", task_id=task.id)
-        if e["args"]["updateId"] == done.update_id
-    ]
-    assert ev["args"]["contributor"] == accounts[BOB].address
-    assert ev["args"]["cid"] == receipt.cid
+    (rec,) = [r for r in bob.ledger.update_records(task.id) if r.update_id == done.update_id]
+    assert rec.contributor == accounts[BOB].address
+    assert rec.cid == receipt.cid
     assert nonce(bob, accounts[BOB]) == before
 
 

@@ -266,13 +266,13 @@ def test_each_hospital_trained_every_round_and_saw_its_local_accuracy(tutorial: 
     assert ledger.current_round(1) == 3
     finals = sorted(int(e["args"]["round"]) for e in ledger.events("RoundFinalized", task_id=1))
     assert finals == [0, 1, 2]
-    events = {int(e["args"]["updateId"]): e["args"] for e in ledger.events("UpdateSubmitted", task_id=1)}  # fmt: skip
+    events = {r.update_id: r.columns() for r in ledger.update_records(1)}
     printed = TRAINED.findall(_block(tutorial, "fedledger train"))
     hospitals = {tutorial.variables[v] for v in HOSPITALS}
     seen = set()
     for samples, _loss, accuracy, uid, rnd in printed:
         ev = events[int(uid)]
-        assert ev["round"] == int(rnd) and ev["numSamples"] == int(samples)
+        assert ev["round"] == int(rnd) and ev["num_samples"] == int(samples)
         assert 0 <= float(accuracy) <= 100
         seen.add((ev["contributor"], int(rnd)))
     assert seen == {(h, r) for h in hospitals for r in range(3)}

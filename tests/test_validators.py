@@ -5,16 +5,18 @@ never attests twice."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from chain_kit import made_up_result
 from pipeline_kit import Scenario, backend_for, make_scenario
 
 from fedledger.chain.devnet import Devnet, start_anvil
-from fedledger.chain.ledger import Ledger, connect
+from fedledger.chain.ledger import Ledger, connect, result_fields
 from fedledger.content.store import ContentStore, open_store
 from fedledger.errors import ContentNotFoundError, ContractRevert
 from fedledger.flows.verify import verify_task
@@ -49,14 +51,18 @@ def _round_of_four(ledger, store, accounts, *, validators: int) -> Scenario:
 
 
 def _attestations(sc: Scenario, rnd: int = 0) -> dict[str, dict]:
-    return {
-        e["args"]["validator"]: e["args"]
-        for e in sc.ledger.events("RoundAttested", task_id=sc.task_id, round_=rnd)
-    }
+    """Each validator's latest attestation of the round: its digest and the result's fields."""
+    out = {}
+    for e in sc.ledger.events("RoundAttested", task_id=sc.task_id, round_=rnd):
+        digest = bytes(e["args"]["digest"])
+        result = sc.ledger.proposed_result(sc.task_id, rnd, digest)
+        assert result is not None
+        out[e["args"]["validator"]] = {"digest": digest, **result_fields(result)}
+    return out
 
 
-def _hx(b: bytes) -> str:
-    return "0x" + bytes(b).hex()
+def _hx(b: bytes | str) -> str:
+    return b.lower() if isinstance(b, str) else "0x" + bytes(b).hex()
 
 
 def _passes(backend: Backend, n: int = 3) -> None:
@@ -70,7 +76,7 @@ def contested(mledger, mstore, dev_accounts, tmp_path_factory):
     sc = _round_of_four(mledger, mstore, dev_accounts, validators=3)
     tmp = tmp_path_factory.mktemp("dbs")
     liar = sc.as_(sc.validators[2])
-    liar.attest_round(sc.task_id, 0, "0x" + "11" * 32, "0x" + "22" * 32, "bafkreilie", "bafkreilie")
+    liar.attest_round(sc.task_id, 0, made_up_result(sc.ledger, sc.task_id, 0, random.Random(7)))
     honest = [backend_for(sc, v, tmp / f"v{i}.db") for i, v in enumerate(sc.validators[:2])]
     _passes(honest[0])
     after_one = sc.ledger.current_round(sc.task_id)
@@ -98,7 +104,8 @@ def test_the_last_finalisation_is_found_searching_back_one_block_at_a_time(conte
     chunks it still finds the same event a forward scan of the whole history finds, and
     None for a round that is not final."""
     sc, _, _ = contested
-    forward = [e["args"] for e in sc.ledger.events("RoundFinalized", task_id=sc.task_id)][-1]
+    last = list(sc.ledger.events("RoundFinalized", task_id=sc.task_id))[-1]
+    forward = sc.ledger.finalized_args(last)
     chunk = sc.ledger.log_chunk
     try:
         sc.ledger.log_chunk = 1
@@ -123,7 +130,8 @@ def test_the_lie_is_visible_in_the_round_over_rest(contested):
     by_validator = {a["validator"]: a for a in body["attestations"]}
     assert len(by_validator) == 3
     assert by_validator[sc.validators[2].address]["agrees"] is False
-    assert by_validator[sc.validators[2].address]["aggregate_cid"] == "bafkreilie"
+    liar = _attestations(sc)[sc.validators[2].address]
+    assert by_validator[sc.validators[2].address]["aggregate_cid"] == liar["aggregateCid"]
     assert by_validator[sc.validators[0].address]["agrees"] is True
     assert sorted(d["attestations"] for d in body["digests"]) == [1, 2]
 
@@ -142,14 +150,11 @@ def test_the_aggregate_equals_a_plain_numpy_median_of_the_accepted_deltas(contes
     created = next(iter(sc.ledger.events("TaskCreated", task_id=sc.task_id)))["args"]
     base = codec.decode(sc.store.get(created["modelCid"]), kind="model").tensors
     vf = parse_verdicts(sc.store.get(final["verdictCid"]))
-    by_id = {
-        int(e["args"]["updateId"]): e["args"]
-        for e in sc.ledger.events("UpdateSubmitted", task_id=sc.task_id, round_=0)
-    }
+    by_id = {r.update_id: r for r in sc.ledger.update_records(sc.task_id, 0)}
     accepted = [e.update_id for e in vf.entries if e.verdict.name == "ACCEPTED"]
     assert len(accepted) >= 3
     deltas = [
-        codec.decode(sc.store.get(by_id[uid]["cid"]), kind="update").tensors for uid in accepted
+        codec.decode(sc.store.get(by_id[uid].cid), kind="update").tensors for uid in accepted
     ]
     got = codec.decode(sc.store.get(final["aggregateCid"]), kind="model").tensors
     assert spec_state.global_hash == _hx(final["aggregateHash"])
@@ -199,15 +204,9 @@ def test_a_validator_restarted_after_a_crash_never_attests_twice(
     restarted = backend_for(sc, v1, tmp_path / "v1.db")
     _passes(restarted)
     assert sc.ledger.has_attested(sc.task_id, 0, v1.address)
-    a = _attestations(sc)[v1.address]
     with pytest.raises(ContractRevert) as again:
         sc.as_(v1).attest_round(
-            sc.task_id,
-            0,
-            _hx(a["verdictRoot"]),
-            _hx(a["aggregateHash"]),
-            a["aggregateCid"],
-            a["verdictCid"],
+            sc.task_id, 0, made_up_result(sc.ledger, sc.task_id, 0, random.Random(3))
         )
     assert again.value.name == "AlreadyAttested"
 
@@ -277,7 +276,7 @@ def test_a_validator_judges_the_next_round_from_the_aggregate_it_published(
     _passes(backend)
     assert sc.state().current_round == 2
     final = _attestations(sc, 1)[sc.validators[0].address]
-    assert final["aggregateHash"] == bytes.fromhex(sc.state().global_hash[2:])
+    assert final["aggregateHash"] == sc.state().global_hash
 
 
 def test_a_validator_keeps_its_newest_aggregates_within_a_byte_cap():

@@ -128,6 +128,7 @@ class TaskRow(Base):
     round_duration: Mapped[int] = mapped_column(Uint64)
     open: Mapped[bool] = mapped_column(Boolean)
     max_samples: Mapped[int] = mapped_column(Uint64)  # the largest numSamples one update claims
+    attest_window: Mapped[int] = mapped_column(Uint64, default=0)  # seconds an attempt lasts
     current_round: Mapped[int] = mapped_column(Id, default=0)
     global_hash: Mapped[str] = mapped_column(String(66))
     global_cid: Mapped[str] = mapped_column(String(128))
@@ -167,6 +168,12 @@ class RoundRow(Base):
     metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     verdicts_applied: Mapped[bool] = mapped_column(Boolean, default=False)
     conflicts: Mapped[int] = mapped_column(Integer, default=0)
+    record_hash: Mapped[str | None] = mapped_column(String(58), nullable=True)  # at the seal
+    sealed_at: Mapped[int | None] = mapped_column(Id, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # the latest attempt attested in
+    digest: Mapped[str | None] = mapped_column(String(66), nullable=True)  # the final resultDigest
+    verdict_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    aggregate_tensor_root: Mapped[str | None] = mapped_column(String(66), nullable=True)
 
 
 class ContributionRow(Base):
@@ -178,6 +185,7 @@ class ContributionRow(Base):
     content_hash: Mapped[str] = mapped_column(String(66))
     cid: Mapped[str] = mapped_column(String(128))
     num_samples: Mapped[int] = mapped_column(Uint64)
+    tensor_root: Mapped[str] = mapped_column(String(66))
     tx_hash: Mapped[str] = mapped_column(String(66))
     block_number: Mapped[int] = mapped_column(Id)
     block_hash: Mapped[str] = mapped_column(String(66))
@@ -197,17 +205,36 @@ class ContributionRow(Base):
 
 
 class AttestationRow(Base):
+    """One validator's attestation of a round, per attempt (``RoundAttested``)."""
+
     __tablename__ = "attestations"
     task_id: Mapped[int] = mapped_column(Id, primary_key=True)
     round: Mapped[int] = mapped_column(Id, primary_key=True)
     validator: Mapped[str] = mapped_column(String(42), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     digest: Mapped[str] = mapped_column(String(66))
-    verdict_root: Mapped[str] = mapped_column(String(66))
-    aggregate_hash: Mapped[str] = mapped_column(String(66))
-    aggregate_cid: Mapped[str] = mapped_column(String(128))
-    verdict_cid: Mapped[str] = mapped_column(String(128))
+    count: Mapped[int] = mapped_column(Integer)  # attestations of this digest so far
     block_number: Mapped[int] = mapped_column(Id)
     tx_hash: Mapped[str] = mapped_column(String(66))
+
+
+class ResultRow(Base):
+    """A result a validator proposed for a round (``ResultProposed``), by its digest."""
+
+    __tablename__ = "results"
+    task_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    round: Mapped[int] = mapped_column(Id, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(66), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    record_hash: Mapped[str] = mapped_column(String(58))
+    update_count: Mapped[int] = mapped_column(Integer)
+    verdict_root: Mapped[str] = mapped_column(String(66))
+    verdict_hash: Mapped[str] = mapped_column(String(66))
+    verdict_cid: Mapped[str] = mapped_column(String(128))
+    aggregate_hash: Mapped[str] = mapped_column(String(66))
+    aggregate_cid: Mapped[str] = mapped_column(String(128))
+    aggregate_tensor_root: Mapped[str] = mapped_column(String(66))
+    block_number: Mapped[int] = mapped_column(Id)
 
 
 class QuarantineRow(Base):

@@ -11,12 +11,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from fedledger.chain.ledger import to_checksum
-from fedledger.chain.records import UpdateRecord
+from fedledger.chain.records import RoundResult, UpdateRecord, records_of_batch
 from fedledger_backend.db import (
     AttestationRow,
     ContributionRow,
     EventRow,
     MemberRow,
+    ResultRow,
     RoundRow,
     TaskRow,
 )
@@ -65,6 +66,7 @@ def on_task_created(s: Session, ev: EventRow) -> None:
             round_duration=int(a["roundDuration"]),
             open=bool(a["open"]),
             max_samples=int(a["maxSamples"]),
+            attest_window=int(a["attestWindow"]),
             current_round=0,
             global_hash=a["modelHash"],
             global_cid=a["modelCid"],
@@ -96,10 +98,8 @@ on_contributor_added = _member("contributor", "contributor")
 on_validator_added = _member("validator", "validator")
 
 
-def on_update_submitted(s: Session, ev: EventRow) -> None:
-    a = ev.args
-    task_id, rnd = int(a["taskId"]), int(a["round"])
-    rec = UpdateRecord.from_event(a, tx_hash=ev.tx_hash, block_number=ev.block_number)
+def _record(s: Session, ev: EventRow, args: dict) -> None:  # type: ignore[type-arg]
+    rec = UpdateRecord.from_event(args, tx_hash=ev.tx_hash, block_number=ev.block_number)
     s.add(
         ContributionRow(
             **rec.columns(),
@@ -109,7 +109,17 @@ def on_update_submitted(s: Session, ev: EventRow) -> None:
             status="PENDING",
         )
     )
-    _round(s, task_id, rnd).submitted += 1
+    _round(s, rec.task_id, rec.round).submitted += 1
+
+
+def on_update_submitted(s: Session, ev: EventRow) -> None:
+    _record(s, ev, ev.args)
+
+
+def on_updates_relayed(s: Session, ev: EventRow) -> None:
+    """A relayed batch: one contribution per packed record (they share the batch's log)."""
+    for args in records_of_batch(ev.args):
+        _record(s, ev, args)
 
 
 def on_round_sealed(s: Session, ev: EventRow) -> None:
@@ -117,21 +127,44 @@ def on_round_sealed(s: Session, ev: EventRow) -> None:
     r.status = "sealed"
     r.sealed_count = int(ev.args["updateCount"])
     r.sealed_block = ev.block_number
+    r.sealed_at = ev.block_time
+    r.record_hash = str(ev.args["recordHash"]).lower()
+
+
+def on_result_proposed(s: Session, ev: EventRow) -> None:
+    a = ev.args
+    task_id, rnd = int(a["taskId"]), int(a["round"])
+    result = RoundResult.from_event(a["result"])
+    s.add(
+        ResultRow(
+            task_id=task_id,
+            round=rnd,
+            digest=a["digest"],
+            attempt=int(a["attempt"]),
+            record_hash=result.record_hash,
+            update_count=result.update_count,
+            verdict_root=result.verdict_root,
+            verdict_hash=result.verdict_hash,
+            verdict_cid=result.verdict_cid,
+            aggregate_hash=result.aggregate_hash,
+            aggregate_cid=result.aggregate_cid,
+            aggregate_tensor_root=result.aggregate_tensor_root,
+            block_number=ev.block_number,
+        )
+    )
 
 
 def on_round_attested(s: Session, ev: EventRow) -> None:
     a = ev.args
     task_id, rnd = int(a["taskId"]), int(a["round"])
-    s.add(  # one per validator per round: the contract refuses a second (AlreadyAttested)
+    s.add(  # one per validator per attempt: the contract refuses a second (AlreadyAttested)
         AttestationRow(
             task_id=task_id,
             round=rnd,
             validator=to_checksum(a["validator"]),
+            attempt=int(a["attempt"]),
             digest=a["digest"],
-            verdict_root=a["verdictRoot"],
-            aggregate_hash=a["aggregateHash"],
-            aggregate_cid=a["aggregateCid"],
-            verdict_cid=a["verdictCid"],
+            count=int(a["count"]),
             block_number=ev.block_number,
             tx_hash=ev.tx_hash,
         )
@@ -139,6 +172,7 @@ def on_round_attested(s: Session, ev: EventRow) -> None:
     r = _round(s, task_id, rnd)
     if r.status == "open":
         r.status = "sealed"
+    r.attempt = max(r.attempt or 0, int(a["attempt"]))
     seen: dict[tuple[int, int], set[str]] = s.info.setdefault(_DIGESTS, {})
     digests = seen.get((task_id, rnd))
     if digests is None:  # once per round and session (the query flushes the row just added)
@@ -156,31 +190,46 @@ def on_round_attested(s: Session, ev: EventRow) -> None:
 def on_round_finalized(s: Session, ev: EventRow) -> None:
     a = ev.args
     task_id, rnd = int(a["taskId"]), int(a["round"])
+    res = s.get(ResultRow, (task_id, rnd, a["digest"]))
+    if res is None:  # the contract finalises only a proposed digest: the index lacks an event
+        raise ValueError(f"task {task_id} round {rnd}: final digest {a['digest']} never proposed")
     r = _round(s, task_id, rnd)
     r.status = "finalized"
-    r.aggregate_hash = a["aggregateHash"]
-    r.aggregate_cid = a["aggregateCid"]
-    r.verdict_root = a["verdictRoot"]
-    r.verdict_cid = a["verdictCid"]
+    r.digest = a["digest"]
+    r.attempt = int(a["attempt"])
+    r.aggregate_hash = res.aggregate_hash
+    r.aggregate_cid = res.aggregate_cid
+    r.verdict_root = res.verdict_root
+    r.verdict_cid = res.verdict_cid
+    r.verdict_hash = res.verdict_hash
+    r.aggregate_tensor_root = res.aggregate_tensor_root
     r.finalized_block = ev.block_number
     r.finalized_tx = ev.tx_hash
     r.verdicts_applied = False
     task = s.get(TaskRow, task_id)
     if task is not None:
         task.current_round = rnd + 1
-        task.global_hash = a["aggregateHash"]
-        task.global_cid = a["aggregateCid"]
+        task.global_hash = res.aggregate_hash
+        task.global_cid = res.aggregate_cid
     nxt = _round(s, task_id, rnd + 1)
     nxt.started_block = ev.block_number
     nxt.started_at = ev.block_time
+
+
+def _ignore(s: Session, ev: EventRow) -> None:
+    """Events kept in ``events`` but projected nowhere (yet)."""
 
 
 HANDLERS = {
     "TaskCreated": on_task_created,
     "ContributorAdded": on_contributor_added,
     "ValidatorAdded": on_validator_added,
+    "EncryptionKeySet": _ignore,
     "UpdateSubmitted": on_update_submitted,
+    "UpdatesRelayed": on_updates_relayed,
+    "EntrySkipped": _ignore,
     "RoundSealed": on_round_sealed,
+    "ResultProposed": on_result_proposed,
     "RoundAttested": on_round_attested,
     "RoundFinalized": on_round_finalized,
 }
@@ -194,7 +243,7 @@ def rebuild(s: Session) -> None:
     """Empty every projection (not the events, not the immutable verdict-file cache)."""
     s.info.pop(_ROUNDS, None)
     s.info.pop(_DIGESTS, None)
-    for model in (AttestationRow, ContributionRow, RoundRow, MemberRow, TaskRow):
+    for model in (AttestationRow, ResultRow, ContributionRow, RoundRow, MemberRow, TaskRow):
         s.execute(delete(model))
     s.flush()
 

@@ -47,7 +47,7 @@ __all__ = [
 
 _SCHEMA = (
     """
-CREATE TABLE IF NOT EXISTS relay_entries (
+CREATE TABLE IF NOT EXISTS relay_entries_v2 (
     ledger       TEXT NOT NULL,
     contributor  TEXT NOT NULL,
     task_id      TEXT NOT NULL,
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS relay_entries (
     num_samples  TEXT NOT NULL,
     deadline     TEXT NOT NULL,
     signature    BLOB NOT NULL,
+    tensor_root  TEXT NOT NULL,
     state        TEXT NOT NULL CHECK (state IN ('queued', 'submitted', 'failed')),
     update_id    TEXT,
     tx_hash      TEXT,
@@ -67,13 +68,15 @@ CREATE TABLE IF NOT EXISTS relay_entries (
     updated_at   REAL NOT NULL,
     PRIMARY KEY (ledger, contributor, task_id, round)
 )""",
-    "CREATE INDEX IF NOT EXISTS relay_entries_state ON relay_entries (ledger, state, created_at)",
+    "CREATE INDEX IF NOT EXISTS relay_entries_v2_state ON relay_entries_v2 (ledger, state, created_at)",
 )
 # uint256/uint64 values do not fit SQLite's 64-bit integers: they are stored as decimal text.
+# ``_v2``: the entries of ledger v2 (tensor roots, compact signatures); a v1 journal's table is
+# left as it was, unread (its ledger is another contract).
 
 _COLUMNS = (
     "address, task_id, round, content_hash, cid, num_samples, deadline, signature, "
-    "state, update_id, tx_hash, reason, error, created_at, updated_at"
+    "tensor_root, state, update_id, tx_hash, reason, error, created_at, updated_at"
 )
 
 
@@ -233,21 +236,23 @@ class RelayJournal:
             str(su.num_samples),
             str(su.deadline),
             bytes(su.signature),
+            su.tensor_root,
             now,
             now,
         )
         with self._tx("record a relayed update") as conn:
             cur = conn.execute(
-                "INSERT INTO relay_entries (ledger, contributor, task_id, round, address, "
-                "content_hash, cid, num_samples, deadline, signature, state, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?) "
+                "INSERT INTO relay_entries_v2 (ledger, contributor, task_id, round, address, "
+                "content_hash, cid, num_samples, deadline, signature, tensor_root, state, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?) "
                 "ON CONFLICT (ledger, contributor, task_id, round) DO UPDATE SET "
                 "address = excluded.address, content_hash = excluded.content_hash, "
                 "cid = excluded.cid, num_samples = excluded.num_samples, "
-                "deadline = excluded.deadline, signature = excluded.signature, state = 'queued', "
+                "deadline = excluded.deadline, signature = excluded.signature, "
+                "tensor_root = excluded.tensor_root, state = 'queued', "
                 "update_id = NULL, tx_hash = NULL, reason = NULL, error = NULL, "
                 "created_at = excluded.created_at, updated_at = excluded.updated_at "
-                "WHERE relay_entries.state = 'failed'",
+                "WHERE relay_entries_v2.state = 'failed'",
                 row,
             )
             return cur.rowcount == 1
@@ -259,7 +264,7 @@ class RelayJournal:
         now = time.time()
         with self._tx("record submitted updates") as conn:
             conn.executemany(
-                "UPDATE relay_entries SET state = 'submitted', update_id = ?, tx_hash = ?, "
+                "UPDATE relay_entries_v2 SET state = 'submitted', update_id = ?, tx_hash = ?, "
                 "reason = ?, error = NULL, updated_at = ? "
                 "WHERE ledger = ? AND contributor = ? AND task_id = ? AND round = ?",
                 [
@@ -273,7 +278,7 @@ class RelayJournal:
         c, t, r = key
         with self._tx("record a failed update") as conn:
             conn.execute(
-                "UPDATE relay_entries SET state = 'failed', reason = ?, error = ?, "
+                "UPDATE relay_entries_v2 SET state = 'failed', reason = ?, error = ?, "
                 "updated_at = ? WHERE ledger = ? AND contributor = ? AND task_id = ? AND round = ?",
                 (reason, error, time.time(), self.ledger, c, str(t), str(r)),
             )
@@ -284,7 +289,7 @@ class RelayJournal:
         c, t, r = key
         rows = self._read(
             "read a relayed update",
-            f"SELECT {_COLUMNS} FROM relay_entries "
+            f"SELECT {_COLUMNS} FROM relay_entries_v2 "
             "WHERE ledger = ? AND contributor = ? AND task_id = ? AND round = ?",
             (self.ledger, c.lower(), str(t), str(r)),
         )
@@ -294,7 +299,7 @@ class RelayJournal:
         """Every update still to send, oldest first."""
         rows = self._read(
             "read the queued updates",
-            f"SELECT {_COLUMNS} FROM relay_entries WHERE ledger = ? AND state = 'queued' "
+            f"SELECT {_COLUMNS} FROM relay_entries_v2 WHERE ledger = ? AND state = 'queued' "
             "ORDER BY created_at, rowid",
             (self.ledger,),
         )
@@ -303,7 +308,24 @@ class RelayJournal:
     def _entry(self, row: tuple[object, ...]) -> JournalEntry:
         """A row as a :class:`JournalEntry`; a row that does not parse is corruption."""
         try:
-            (addr, task, rnd, h, cid, n, deadline, sig, state, uid, tx, reason, err, ca, ua) = row
+            (
+                addr,
+                task,
+                rnd,
+                h,
+                cid,
+                n,
+                deadline,
+                sig,
+                root,
+                state,
+                uid,
+                tx,
+                reason,
+                err,
+                ca,
+                ua,
+            ) = row
             if state not in STATES or not isinstance(sig, bytes):
                 raise ValueError(f"bad state or signature in row for {addr}")
             su = SignedUpdate(
@@ -315,6 +337,7 @@ class RelayJournal:
                 contributor=str(addr),
                 deadline=int(str(deadline)),
                 signature=sig,
+                tensor_root=str(root),
             )
             return JournalEntry(
                 update=su,

@@ -1,7 +1,7 @@
 """The relay service behind ``POST /relay/updates``: gasless submission for contributors.
 
 A contributor sends its EIP-712 signed update and the update file's bytes; the relayer checks
-them, stores the bytes and submits the update on chain in a ``submitUpdatesFor`` batch, paying
+them, stores the bytes and submits the update on chain in a ``submitBatch`` batch, paying
 the gas (:class:`fedledger.flows.relay.BatchRelayer`).  The relay spends its operator's gas and disk, so
 it serves only what the operator chose (:class:`RelayPolicy`):
 
@@ -621,7 +621,10 @@ class RelayService:
         )
 
     def _precheck(self, su: SignedUpdate) -> ContractRevert | None:
-        fn = self.ledger.contract.functions.submitUpdateFor(*su.as_tuple())
+        try:
+            fn = self.ledger.contract.functions.submitUpdateFor(*su.as_tuple())
+        except (ConfigError, FormatError) as exc:  # a CID the chain cannot record
+            raise ContentMismatch(exc.message, hint=exc.hint) from exc
         call = {
             "from": self.relayer.address,
             "to": self.ledger.address,

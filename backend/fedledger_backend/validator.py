@@ -45,10 +45,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from fedledger.chain.ledger import Ledger, to_hex
+from fedledger.chain.records import RoundResult, UpdateRecord, record_hash
 from fedledger.content.store import ContentStore
 from fedledger.errors import ContractRevert, FedledgerError
 from fedledger.flows.task import fetch_verified, load_task
-from fedledger.protocol import verdicts
+from fedledger.protocol import codec, verdicts
 from fedledger.protocol.rounds import Judgement, UpdateRef, judge_round
 from fedledger_backend import quarantine
 from fedledger_backend.db import Checkpoint, ContributionRow, Database, MemberRow, RoundRow
@@ -281,10 +282,21 @@ class Validator:
             t = led.get_task(task_id)
             if int(t["currentRound"]) != rnd:
                 return None
-        sealed_count = int(t["updateCount"])
-        refs = self._sealed_updates(task_id, rnd, sealed_count)
-        if refs is None:
+        sealed = led.get_round(task_id, rnd)
+        if sealed["state"] != "sealed":
+            return None  # finalised meanwhile
+        sealed_count = int(sealed["updateCount"])
+        got = self._sealed_updates(task_id, rnd, sealed_count)
+        if got is None:
             self.skipped[(task_id, rnd)] = "the index has not reached the confirmed seal yet"
+            return None
+        refs, started_at = got
+        record_hash, count = record_hash_of(task_id, rnd, refs)
+        if (record_hash, count) != (bytes(sealed["recordHash"]), sealed_count):
+            self.skipped[(task_id, rnd)] = (
+                "the indexed records do not hash to the sealed record hash (index behind or "
+                "reorganised)"
+            )
             return None
         self._mark_running(task_id, rnd)
         state = load_task(led, self.store, task_id, task=t)
@@ -296,9 +308,8 @@ class Validator:
             if state.last_verdict_cid is not None
             else None
         )
-        deadline = (
-            int(t["roundStart"]) + int(t["roundDuration"]) if int(t["roundDuration"]) else None
-        )
+        duration = int(t["roundDuration"])
+        deadline = started_at + duration if duration else None
         j = judge_round(
             self.store,
             task_id=task_id,
@@ -322,9 +333,7 @@ class Validator:
             return None
         self.skipped.pop((task_id, rnd), None)
         try:
-            receipt = led.attest_round(
-                task_id, rnd, to_hex(j.root), j.aggregate_hash, j.aggregate_cid, j.verdict_cid
-            )
+            receipt = led.attest_round(task_id, rnd, round_result(j, record_hash, count))
         except ContractRevert as exc:
             if exc.name == "AlreadyAttested":
                 return None
@@ -390,7 +399,11 @@ class Validator:
             return None
         return mine[2]
 
-    def _sealed_updates(self, task_id: int, rnd: int, count: int) -> list[UpdateRef] | None:
+    def _sealed_updates(
+        self, task_id: int, rnd: int, count: int
+    ) -> tuple[list[UpdateRef], int] | None:
+        """The sealed round's updates as indexed, and the round's start time (block time of
+        the event that opened it), or None while the index is behind the seal."""
         with self.db.session() as s:
             rows = list(
                 s.scalars(
@@ -401,9 +414,10 @@ class Validator:
             )
             r = s.get(RoundRow, (task_id, rnd))
             sealed_in_db = r is not None and r.sealed_count is not None
+            started_at = 0 if r is None else int(r.started_at)
         if len(rows) != count or not sealed_in_db:
             return None
-        return [
+        refs = [
             UpdateRef(
                 update_id=c.update_id,
                 contributor=c.contributor,
@@ -411,6 +425,45 @@ class Validator:
                 cid=c.cid,
                 num_samples=c.num_samples,
                 submitted_at=c.submitted_at,
+                tensor_root=c.tensor_root,
             )
             for c in rows
         ]
+        return refs, started_at
+
+
+def record_hash_of(task_id: int, rnd: int, refs: list[UpdateRef]) -> tuple[bytes, int]:
+    """The record hash the contract chained over these updates (in update-id order)."""
+    return record_hash(
+        task_id,
+        rnd,
+        (
+            UpdateRecord(
+                r.update_id,
+                task_id,
+                rnd,
+                r.contributor,
+                r.content_hash,
+                r.cid,
+                r.num_samples,
+                "",
+                0,
+                r.tensor_root,
+            )  # fmt: skip
+            for r in refs
+        ),
+    )
+
+
+def round_result(j: Judgement, record_hash: bytes, count: int) -> RoundResult:
+    """What a validator attests for a judged round."""
+    return RoundResult(
+        record_hash=to_hex(record_hash),
+        update_count=count,
+        verdict_root=to_hex(j.root),
+        verdict_hash=codec.sha256_hex(j.verdict_bytes),
+        verdict_cid=j.verdict_cid,
+        aggregate_hash=j.aggregate_hash,
+        aggregate_cid=j.aggregate_cid,
+        aggregate_tensor_root=j.aggregate_tensor_root,
+    )

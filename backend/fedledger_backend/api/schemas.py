@@ -118,6 +118,9 @@ class Task(Model):
     max_samples: int = Field(
         description="the largest numSamples (fedavg weight) one update may claim; enforced on chain"
     )
+    attest_window: int = Field(
+        description="seconds an attestation attempt lasts before validators may attest again"
+    )
     current_round: int
     global_hash: str = Field(description="sha256 of the current global model")
     global_cid: str
@@ -180,11 +183,26 @@ class Round(Model):
     conflicts: int = Field(description="distinct attested digests beyond the first")
     accuracy: float | None
     loss: float | None
+    record_hash: str | None = Field(
+        None, description="the running hash of the round's update records at its seal (28 bytes)"
+    )
+    sealed_at: int | None = Field(None, description="block time of the seal")
+    attempt: int = Field(
+        0,
+        description="the attestation attempt: 0 from the seal, one more each time the task's "
+        "attestation window passes without a result reaching the quorum",
+    )
+    digest: str | None = Field(None, description="the final result's resultDigest, on chain")
+    verdict_hash: str | None = Field(None, description="sha256 of the verdict file")
+    aggregate_tensor_root: str | None = Field(
+        None, description="tensor root of the aggregate (fixed-point tasks; zero for float)"
+    )
 
 
 class Attestation(Model):
     validator: str
     digest: str
+    attempt: int = Field(description="the attempt it was made in")
     verdict_root: str
     aggregate_hash: str
     aggregate_cid: str
@@ -216,6 +234,7 @@ class Contribution(Model):
     content_hash: str
     cid: str
     num_samples: int
+    tensor_root: str = Field(description="the tensor root recorded with it (zero for float tasks)")
     tx_hash: str
     block_number: int
     block_hash: str
@@ -249,6 +268,28 @@ class Proof(Model):
     proof: list[str] = Field(description="sibling hashes, leaf to root")
     root: str = Field(description="the verdict root the round was finalised with")
     verdict_cid: str
+    result: dict[str, Any] | None = Field(
+        None,
+        description="the round's attested RoundResult as the contract takes it (recordHash, "
+        "updateCount, verdictRoot, verdictHash, verdictCidDigest, aggregateHash, "
+        "aggregateCidDigest, aggregateTensorRoot): verifyVerdict(taskId, round, result, leaf, "
+        "proof) checks the proof on chain",
+    )
+
+
+class TensorProof(Model):
+    """A Merkle proof of one fixed-point coordinate of an update against its tensorRoot
+    (docs/tensor_commitments.md); ``TensorRoot.verifyCoordinate`` checks it on chain."""
+
+    update_id: int
+    index: int = Field(description="the coordinate's flat index in the task's tensor order")
+    tensor: str = Field(description="the tensor it belongs to, and its element")
+    value: int = Field(description="the int32 coordinate")
+    dimension: int
+    leaf_index: int
+    leaf: str = Field(description="the 4,116-byte leaf, 0x hex")
+    proof: list[str] = Field(description="sibling hashes, leaf to root")
+    root: str = Field(description="the tensorRoot the chain recorded with the update")
 
 
 class TaskShare(Model):
@@ -291,9 +332,15 @@ class SignedUpdateIn(BaseModel):
     cid: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9]+$")
     numSamples: Uint64
     contributor: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
-    deadline: Uint256 = Field(description="Unix seconds; the signature is void after it")
+    deadline: Uint64 = Field(description="Unix seconds; the signature is void after it")
     signature: str = Field(
-        pattern=r"^0x([0-9a-fA-F]{2}){0,128}$", description="65-byte r ‖ s ‖ v, 0x hex"
+        pattern=r"^0x([0-9a-fA-F]{2}){0,128}$",
+        description="65-byte r ‖ s ‖ v, or 64-byte EIP-2098 r ‖ vs, 0x hex",
+    )
+    tensorRoot: str = Field(
+        default="0x" + "00" * 32,
+        pattern=r"^0x[0-9a-fA-F]{64}$",
+        description="the update's tensor root (fixed-point tasks; zero for a float task)",
     )
 
 
@@ -319,6 +366,6 @@ class RelayStatusOut(BaseModel):
     cid: str
     state: Literal["queued", "submitted", "failed"]
     updateId: int | None = Field(description="set once submitted")
-    txHash: str | None = Field(description="the submitUpdatesFor transaction, once submitted")
+    txHash: str | None = Field(description="the submitBatch transaction, once submitted")
     reason: str | None = Field(description="why it failed")
     error: str | None = Field(description="the contract's error name, when it reverted")

@@ -36,14 +36,24 @@ from web3.types import RPCEndpoint
 
 from fedledger import safejson
 from fedledger.chain import artifacts as contracts
+from fedledger.chain.records import (
+    RoundResult,
+    UpdateRecord,
+    records_of_batch,
+)
+from fedledger.content.cid import recorded_digest
 from fedledger.errors import ChainError, ConfigError, ContractRevert, FormatError, NotFoundError
 
 EVENT_NAMES = (
     "TaskCreated",
     "ContributorAdded",
     "ValidatorAdded",
+    "EncryptionKeySet",
     "UpdateSubmitted",
+    "UpdatesRelayed",
+    "EntrySkipped",
     "RoundSealed",
+    "ResultProposed",
     "RoundAttested",
     "RoundFinalized",
 )
@@ -421,6 +431,17 @@ class Sender:
 # The ledger
 
 
+DEFAULT_ATTEST_WINDOW = 600
+"""Seconds an attestation attempt lasts unless a task says otherwise: when no result reaches
+the quorum within it, validators may attest again (a new attempt)."""
+
+ENTRY_BYTES = 176
+"""One packed entry of ``submitBatch``: contentHash, cidDigest, tensorRoot (32 each),
+numSamples and deadline (uint64 each), then the EIP-2098 compact signature (r, vs)."""
+
+ZERO32 = "0x" + "00" * 32
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """``ITrainingLedger.TaskConfig``.  ``max_samples`` (keyword, no default) is the largest
@@ -436,6 +457,7 @@ class TaskConfig:
     round_duration: int = 0
     open: bool = False
     max_samples: int = field(kw_only=True)
+    attest_window: int = DEFAULT_ATTEST_WINDOW
 
     def as_tuple(self) -> tuple[Any, ...]:
         return (
@@ -448,11 +470,17 @@ class TaskConfig:
             self.round_duration,
             self.open,
             self.max_samples,
+            self.attest_window,
         )
 
 
 @dataclass(frozen=True)
 class SignedUpdate:
+    """An update its contributor signed (EIP-712 ``Update``, ledger v2) for a relayer to record.
+
+    ``cid`` is kept as text; the chain records its digest (:func:`recorded_digest`), which is
+    what the signature covers.  ``signature`` is 65 bytes (r, s, v) or 64 (EIP-2098 compact)."""
+
     task_id: int
     round: int
     content_hash: str
@@ -461,17 +489,35 @@ class SignedUpdate:
     contributor: str
     deadline: int
     signature: bytes
+    tensor_root: str = ZERO32
+
+    @property
+    def cid_digest(self) -> bytes:
+        return recorded_digest(self.cid, hex32(self.content_hash))
 
     def as_tuple(self) -> tuple[Any, ...]:
+        """The arguments of ``submitUpdateFor``."""
         return (
             self.task_id,
             self.round,
             hex32(self.content_hash),
-            self.cid,
+            self.cid_digest,
+            hex32(self.tensor_root),
             self.num_samples,
             to_checksum_address(self.contributor),
             self.deadline,
             self.signature,
+        )
+
+    def entry(self) -> bytes:
+        """The 176-byte packed entry of ``submitBatch`` (signature in EIP-2098 compact form)."""
+        return (
+            hex32(self.content_hash)
+            + self.cid_digest
+            + hex32(self.tensor_root)
+            + self.num_samples.to_bytes(8, "big")
+            + self.deadline.to_bytes(8, "big")
+            + compact_signature(self.signature)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -480,6 +526,7 @@ class SignedUpdate:
             "round": self.round,
             "contentHash": self.content_hash,
             "cid": self.cid,
+            "tensorRoot": self.tensor_root,
             "numSamples": self.num_samples,
             "contributor": self.contributor,
             "deadline": self.deadline,
@@ -492,17 +539,22 @@ class SignedUpdate:
         try:
             if not isinstance(d, dict):
                 raise TypeError("a signed update is a JSON object")
-            return cls(
+            su = cls(
                 task_id=_uint_field(d, "taskId", 256),
                 round=_uint_field(d, "round", 64),
-                content_hash=str(d["contentHash"]),
+                content_hash=to_hex(hex32(str(d["contentHash"]))),
                 cid=str(d["cid"]),
                 num_samples=_uint_field(d, "numSamples", 64),
                 contributor=to_checksum_address(d["contributor"]),
-                deadline=_uint_field(d, "deadline", 256),
+                deadline=_uint_field(d, "deadline", 64),
                 signature=bytes(HexBytes(d["signature"])),
+                tensor_root=to_hex(hex32(str(d.get("tensorRoot", ZERO32)))),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+            if len(su.signature) not in (64, 65):
+                raise ValueError(f"signature must be 64 or 65 bytes, got {len(su.signature)}")
+            su.cid_digest  # noqa: B018 - a CID the chain cannot record is refused here
+            return su
+        except (KeyError, ValueError, TypeError, FormatError) as exc:
             raise ConfigError(f"not a signed update: {exc}") from exc
 
     @classmethod
@@ -514,6 +566,30 @@ class SignedUpdate:
         except FormatError as exc:
             raise ConfigError(f"not a signed update: {exc.message}", hint=exc.hint) from exc
         return cls.from_json(doc)
+
+
+def compact_signature(signature: bytes) -> bytes:
+    """EIP-2098: (r, s, v) as 64 bytes (r, vs), the top bit of vs the y parity."""
+    if len(signature) == 64:
+        return bytes(signature)
+    if len(signature) != 65:
+        raise ConfigError(f"signature must be 64 or 65 bytes, got {len(signature)}")
+    r, s_, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
+    parity = v - 27 if v >= 27 else v
+    if parity not in (0, 1) or s_ >> 255:
+        raise ConfigError("not an ECDSA signature (bad v or s)")
+    return r + ((parity << 255) | s_).to_bytes(32, "big")
+
+
+def full_signature(signature: bytes) -> bytes:
+    """EIP-2098's 64 bytes (r, vs) back to 65 (r, s, v); a 65-byte signature as it is."""
+    if len(signature) == 65:
+        return bytes(signature)
+    if len(signature) != 64:
+        raise ConfigError(f"signature must be 64 or 65 bytes, got {len(signature)}")
+    vs = int.from_bytes(signature[32:], "big")
+    s_ = vs & ((1 << 255) - 1)
+    return signature[:32] + s_.to_bytes(32, "big") + bytes([27 + (vs >> 255)])
 
 
 def _uint_field(d: dict[str, Any], key: str, bits: int) -> int:
@@ -664,24 +740,59 @@ class Ledger:
     # -- contributor --------------------------------------------------------------------------
 
     def submit_update_fn(
-        self, task_id: int, round_: int, content_hash: str, cid: str, num_samples: int
+        self,
+        task_id: int,
+        round_: int,
+        content_hash: str,
+        cid: str,
+        num_samples: int,
+        tensor_root: str = ZERO32,
     ) -> Any:
+        digest = recorded_digest(cid, hex32(content_hash))
         return self.contract.functions.submitUpdate(
-            task_id, round_, hex32(content_hash), cid, num_samples
+            task_id, round_, hex32(content_hash), digest, hex32(tensor_root), num_samples
         )
 
     def submit_update(
-        self, task_id: int, round_: int, content_hash: str, cid: str, num_samples: int
+        self,
+        task_id: int,
+        round_: int,
+        content_hash: str,
+        cid: str,
+        num_samples: int,
+        tensor_root: str = ZERO32,
     ) -> int:
         s = self._need_sender()
         r = s.transact(
-            self.submit_update_fn(task_id, round_, content_hash, cid, num_samples),
+            self.submit_update_fn(task_id, round_, content_hash, cid, num_samples, tensor_root),
             label=f"submitUpdate(task {task_id}, round {round_})",
         )
-        return int(self._events_in(r, "UpdateSubmitted")[0]["updateId"])
+        return self.update_ids(r)[0]
 
     def update_ids(self, receipt: Any) -> list[int]:
-        return [int(e["updateId"]) for e in self._events_in(receipt, "UpdateSubmitted")]
+        """The ids of the updates a receipt recorded, singles and batches alike, in order."""
+        return [rec.update_id for rec in self.records_in(receipt)]
+
+    def records_in(self, receipt: Any) -> list[UpdateRecord]:
+        """The update records a receipt's logs carry, in order."""
+        out: list[UpdateRecord] = []
+        for log in receipt["logs"]:
+            decoded = self.decode_log(log) if log["address"] == self.address else None
+            if decoded is not None:
+                out.extend(self.records_of(decoded))
+        return out
+
+    def skipped_in(self, receipt: Any) -> list[dict[str, Any]]:
+        """``EntrySkipped`` args of a batch receipt: ``entry``, ``signer``, ``reason`` (the
+        error's name, as :func:`decode_revert` names it)."""
+        out = []
+        for log in receipt["logs"]:
+            d = self.decode_log(log) if log["address"] == self.address else None
+            if d is not None and d["event"] == "EntrySkipped":
+                args = dict(d["args"])
+                args["reason"] = error_name(bytes(args["reason"]))
+                out.append(args)
+        return out
 
     def sign_update(
         self,
@@ -692,10 +803,11 @@ class Ledger:
         cid: str,
         num_samples: int,
         deadline: int,
+        tensor_root: str = ZERO32,
     ) -> SignedUpdate:
         """EIP-712 signature authorising a relayer to submit this update for ``account``."""
         typed = self.typed_update(
-            task_id, round_, content_hash, cid, num_samples, account.address, deadline
+            task_id, round_, content_hash, cid, num_samples, deadline, tensor_root
         )
         sig = Account.sign_typed_data(account.key, full_message=typed).signature
         return SignedUpdate(
@@ -707,6 +819,7 @@ class Ledger:
             account.address,
             deadline,
             bytes(sig),
+            to_hex(hex32(tensor_root)),
         )
 
     def typed_update(
@@ -716,12 +829,14 @@ class Ledger:
         content_hash: str,
         cid: str,
         num_samples: int,
-        contributor: str,
         deadline: int,
+        tensor_root: str = ZERO32,
         *,
         chain_id: int | None = None,
         verifying_contract: str | None = None,
     ) -> dict[str, Any]:
+        """The EIP-712 typed data of an update (what ethers' ``signTypedData`` and viem's
+        ``signTypedData`` take as domain, types and message)."""
         return {
             "types": {
                 "EIP712Domain": [
@@ -734,16 +849,16 @@ class Ledger:
                     {"name": "taskId", "type": "uint256"},
                     {"name": "round", "type": "uint64"},
                     {"name": "contentHash", "type": "bytes32"},
-                    {"name": "cid", "type": "string"},
+                    {"name": "cidDigest", "type": "bytes32"},
+                    {"name": "tensorRoot", "type": "bytes32"},
                     {"name": "numSamples", "type": "uint64"},
-                    {"name": "contributor", "type": "address"},
-                    {"name": "deadline", "type": "uint256"},
+                    {"name": "deadline", "type": "uint64"},
                 ],
             },
             "primaryType": "Update",
             "domain": {
                 "name": "TrainingLedger",
-                "version": "1",
+                "version": "2",
                 "chainId": chain_id if chain_id is not None else self.chain_id,
                 "verifyingContract": verifying_contract or self.address,
             },
@@ -751,9 +866,9 @@ class Ledger:
                 "taskId": task_id,
                 "round": round_,
                 "contentHash": hex32(content_hash),
-                "cid": cid,
+                "cidDigest": recorded_digest(cid, hex32(content_hash)),
+                "tensorRoot": hex32(tensor_root),
                 "numSamples": num_samples,
-                "contributor": to_checksum_address(contributor),
                 "deadline": deadline,
             },
         }
@@ -763,33 +878,58 @@ class Ledger:
         r = self._need_sender().transact(fn, label=f"submitUpdateFor({su.contributor})")
         return self.update_ids(r)[0]
 
+    def submit_batch_fn(self, batch: Sequence[SignedUpdate]) -> Any:
+        """``submitBatch`` of updates that share one task and round (packed entries)."""
+        if not batch:
+            raise ConfigError("an empty batch records nothing")
+        task_id, round_ = batch[0].task_id, batch[0].round
+        if any((su.task_id, su.round) != (task_id, round_) for su in batch):
+            raise ConfigError("a batch holds updates of one task and round only")
+        return self.contract.functions.submitBatch(
+            task_id, round_, b"".join(su.entry() for su in batch)
+        )
+
+    def submit_batch(self, batch: Sequence[SignedUpdate]) -> BatchOutcome:
+        """Record a batch; entries the contract skips are reported, not raised."""
+        fn = self.submit_batch_fn(batch)
+        r = self._need_sender().transact(fn, label=f"submitBatch({len(batch)} updates)")
+        return BatchOutcome(self.records_in(r), self.skipped_in(r), r)
+
     def submit_updates_for(self, batch: Sequence[SignedUpdate]) -> list[int]:
-        fn = self.contract.functions.submitUpdatesFor([su.as_tuple() for su in batch])
-        r = self._need_sender().transact(fn, label=f"submitUpdatesFor({len(batch)} updates)")
-        return self.update_ids(r)
+        """Record a batch and return the recorded ids; any skipped entry raises (for callers
+        that need all or nothing reported)."""
+        out = self.submit_batch(batch)
+        if out.skipped:
+            first = out.skipped[0]
+            raise ChainError(
+                f"{len(out.skipped)} of {len(batch)} entries skipped; entry {first['entry']} "
+                f"({first['signer']}): {first['reason']}",
+                hint="each skipped entry says why; fix those and send them again",
+            )
+        return [rec.update_id for rec in out.records]
 
     # -- validator ----------------------------------------------------------------------------
 
-    def attest_round(
-        self,
-        task_id: int,
-        round_: int,
-        verdict_root: str,
-        aggregate_hash: str,
-        aggregate_cid: str,
-        verdict_cid: str,
-    ) -> Any:
-        fn = self.contract.functions.attestRound(
-            task_id, round_, hex32(verdict_root), hex32(aggregate_hash), aggregate_cid, verdict_cid
-        )
-        return self._need_sender().transact(
-            fn, label=f"attestRound(task {task_id}, round {round_})"
-        )
+    def attest_round(self, task_id: int, round_: int, result: RoundResult) -> Any:
+        """Attest ``result``: confirm it by digest when another validator already proposed it
+        in the current attempt (cheaper), else propose it."""
+        digest = result.digest(task_id, round_)
+        if self.attestation_count(task_id, round_, digest) > 0:
+            fn = self.contract.functions.confirmRound(task_id, round_, digest)
+            label = f"confirmRound(task {task_id}, round {round_})"
+        else:
+            fn = self.contract.functions.attestRound(task_id, round_, result.as_tuple())
+            label = f"attestRound(task {task_id}, round {round_})"
+        return self._need_sender().transact(fn, label=label)
 
     def seal_round(self, task_id: int, round_: int) -> Any:
         """Close the current round to new updates so every validator judges the same set."""
         fn = self.contract.functions.sealRound(task_id, round_)
         return self._need_sender().transact(fn, label=f"sealRound(task {task_id}, round {round_})")
+
+    def set_encryption_key(self, task_id: int, public_key: bytes) -> Any:
+        fn = self.contract.functions.setEncryptionKey(task_id, public_key)
+        return self._need_sender().transact(fn, label=f"setEncryptionKey(task {task_id})")
 
     # -- views --------------------------------------------------------------------------------
 
@@ -806,60 +946,21 @@ class Ledger:
         return _named(self.contract, "getTask", raw)
 
     def get_round(self, task_id: int, round_: int) -> dict[str, Any]:
+        """``getRound``; ``state`` as text (``open``, ``sealed``, ``final``)."""
         raw = self._call(
             self.contract.functions.getRound(task_id, round_), f"getRound({task_id}, {round_})"
         )
-        return _named(self.contract, "getRound", raw)
+        out = _named(self.contract, "getRound", raw)
+        out["state"] = ROUND_STATES[int(out["state"])]
+        return out
 
-    def get_update_digest(self, update_id: int) -> bytes:
-        return bytes(
-            self._call(self.contract.functions.getUpdate(update_id), f"getUpdate({update_id})")
-        )
+    def round_digest(self, task_id: int, round_: int) -> bytes:
+        fn = self.contract.functions.roundDigest(task_id, round_)
+        return bytes(self._call(fn, f"roundDigest({task_id}, {round_})"))
 
-    def update_digest(
-        self,
-        task_id: int,
-        round_: int,
-        contributor: str,
-        content_hash: str,
-        cid: str,
-        num_samples: int,
-    ) -> bytes:
-        fn = self.contract.functions.updateDigest(
-            task_id, round_, to_checksum_address(contributor), hex32(content_hash), cid, num_samples
-        )
-        return bytes(self._call(fn, "updateDigest"))
-
-    def check_update_records(
-        self, records: Sequence[tuple[int, int, int, str, str, str, int]]
-    ) -> list[bool]:
-        """For each ``(update_id, task_id, round, contributor, content_hash, cid, num_samples)``
-        taken from an event: does the digest the contract stored for that update id commit to
-        exactly these fields?  Two ``eth_call`` per record, sent in JSON-RPC batches (one round
-        trip per 250 records); one call at a time where the endpoint cannot batch."""
-        fns = []
-        for uid, task_id, rnd, who, content_hash, cid, n in records:
-            fns.append(self.contract.functions.getUpdate(uid))
-            fns.append(
-                self.contract.functions.updateDigest(
-                    task_id, rnd, to_checksum_address(who), hex32(content_hash), cid, n
-                )
-            )
-        try:
-            answers = rpc_batch(
-                self.w3,
-                [
-                    ("eth_call", [{"to": self.address, "data": to_hex(encode_call(f))}, "latest"])
-                    for f in fns
-                ],
-            )
-            words = [bytes(HexBytes(a["result"])) if "result" in a else None for a in answers]
-        except ConfigError:  # not an HTTP endpoint: no batches
-            words = [bytes(self._call(f, "getUpdate/updateDigest")) for f in fns]
-        return [
-            words[2 * i] is not None and words[2 * i] == words[2 * i + 1]
-            for i in range(len(records))
-        ]
+    def attestation_count(self, task_id: int, round_: int, digest: bytes) -> int:
+        fn = self.contract.functions.attestationCount(task_id, round_, digest)
+        return int(self._call(fn, "attestationCount"))
 
     def block_timestamps(self, numbers: Iterable[int]) -> dict[int, int]:
         """Each block's timestamp, in one batch of ``eth_getBlockByNumber``."""
@@ -899,9 +1000,11 @@ class Ledger:
         return bool(self._call(fn, "hasSubmitted"))
 
     def verify_verdict(
-        self, task_id: int, round_: int, leaf: bytes, proof: Iterable[bytes]
+        self, task_id: int, round_: int, result: RoundResult, leaf: bytes, proof: Iterable[bytes]
     ) -> bool:
-        fn = self.contract.functions.verifyVerdict(task_id, round_, leaf, list(proof))
+        fn = self.contract.functions.verifyVerdict(
+            task_id, round_, result.as_tuple(), leaf, list(proof)
+        )
         return bool(self._call(fn, "verifyVerdict"))
 
     # -- events -------------------------------------------------------------------------------
@@ -993,9 +1096,73 @@ class Ledger:
         start = self.from_block if from_block is None else from_block
         yield from self._logs({"topics": topics}, start, end_all, self.log_chunk)
 
+    def records_of(self, decoded: dict[str, Any]) -> list[UpdateRecord]:
+        """The update records one decoded log carries: one for ``UpdateSubmitted``, every
+        packed record for ``UpdatesRelayed``, none for other events."""
+        if decoded["event"] == "UpdateSubmitted":
+            items = [decoded["args"]]
+        elif decoded["event"] == "UpdatesRelayed":
+            items = records_of_batch(decoded["args"])
+        else:
+            return []
+        return [
+            UpdateRecord.from_event(
+                a, tx_hash=decoded["transactionHash"], block_number=decoded["blockNumber"]
+            )
+            for a in items
+        ]
+
+    def update_records(
+        self,
+        task_id: int | None = None,
+        round_: int | None = None,
+        *,
+        from_block: int | None = None,
+        to_block: int | None = None,
+    ) -> Iterator[UpdateRecord]:
+        """Every recorded update (single and relayed), in chain order, filtered by task/round."""
+        # both event types carry taskId and round as their first two topics: one query
+        topics: list[Any] = [
+            [
+                "0x" + keccak(text=self._event_signature("UpdateSubmitted")).hex(),
+                "0x" + keccak(text=self._event_signature("UpdatesRelayed")).hex(),
+            ]
+        ]
+        if task_id is not None:
+            topics.append(_topic_int(task_id))
+            if round_ is not None:
+                topics.append(_topic_int(round_))
+        end_all = int(self.w3.eth.block_number) if to_block is None else to_block
+        start = self.from_block if from_block is None else from_block
+        for decoded in self._logs({"topics": topics}, start, end_all, self.log_chunk):
+            yield from self.records_of(decoded)
+
+    def proposed_result(
+        self, task_id: int, round_: int, digest: bytes, *, to_block: int | None = None
+    ) -> RoundResult | None:
+        """The ``RoundResult`` a validator proposed under ``digest``, from its ``ResultProposed``
+        event (searched backwards from ``to_block``), checked against the digest."""
+        end = int(self.w3.eth.block_number) if to_block is None else to_block
+        topics = [
+            "0x" + keccak(text=self._event_signature("ResultProposed")).hex(),
+            _topic_int(task_id),
+            _topic_int(round_),
+            to_hex(digest),
+        ]
+        while end >= self.from_block:
+            start = max(self.from_block, end - self.log_chunk + 1)
+            for ev in self._logs({"topics": topics}, start, end, self.log_chunk):
+                result = RoundResult.from_event(ev["args"]["result"])
+                if result.digest(task_id, round_) == bytes(digest):
+                    return result
+            end = start - 1
+        return None
+
     def last_finalized(self, task_id: int, round_: int | None = None) -> dict[str, Any] | None:
-        """Args of the task's latest RoundFinalized event (that of ``round_``, by default the
-        round before the current one), or None before the first.
+        """What the task's latest final round (``round_``, by default the round before the
+        current one) attested, or None before the first: the ``RoundFinalized`` event's
+        ``digest`` and ``attempt`` with its ``RoundResult`` fields by their v1 names too
+        (``aggregateHash``, ``aggregateCid``, ``verdictRoot``, ``verdictCid``, ...).
 
         Searched backwards from the head, one chunk at a time: the last finalisation is
         usually recent, so this costs a few ``eth_getLogs`` calls however long the history."""
@@ -1012,9 +1179,55 @@ class Ledger:
                 )
             )
             if found:
-                return dict(found[-1]["args"])
+                return self.finalized_args(found[-1])
             end = start - 1
         return None
+
+    def finalized_args(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A decoded ``RoundFinalized`` with the fields of the result it finalised."""
+        a = dict(event["args"])
+        task_id, rnd, digest = int(a["taskId"]), int(a["round"]), bytes(a["digest"])
+        result = self.proposed_result(task_id, rnd, digest, to_block=int(event["blockNumber"]))
+        if result is None:
+            raise ChainError(
+                f"task {task_id} round {rnd}: no ResultProposed event for its final digest "
+                f"{to_hex(digest)}",
+                hint="the RPC endpoint's log history is incomplete; use an archive endpoint",
+            )
+        return {**a, **result_fields(result)}
+
+
+def result_fields(result: RoundResult) -> dict[str, Any]:
+    """A result's fields by the event-argument names indexers and v1 callers use."""
+    return {
+        "recordHash": result.record_hash,
+        "updateCount": result.update_count,
+        "verdictRoot": result.verdict_root,
+        "verdictHash": result.verdict_hash,
+        "verdictCid": result.verdict_cid,
+        "aggregateHash": result.aggregate_hash,
+        "aggregateCid": result.aggregate_cid,
+        "aggregateTensorRoot": result.aggregate_tensor_root,
+    }
+
+
+ROUND_STATES = ("open", "sealed", "final")
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one ``submitBatch`` did: the records it made, the entries it skipped (``entry``,
+    ``signer``, ``reason``), and its receipt."""
+
+    records: list[UpdateRecord]
+    skipped: list[dict[str, Any]]
+    receipt: Any
+
+
+def error_name(selector: bytes) -> str:
+    """The name of the contract error with this 4-byte selector (hex when unknown)."""
+    hit = _error_table().get(bytes(selector))
+    return hit[0] if hit else "0x" + bytes(selector).hex()
 
 
 _EVENT_LAYOUTS: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}

@@ -392,6 +392,15 @@ def task_create(
     max_updates: int = 100,
     quorum: int = 1,
     round_duration: Annotated[int, typer.Option(help="seconds; 0 = none")] = 0,
+    attest_window: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=2**32 - 1,
+            help="seconds an attestation attempt lasts: validators that did not reach the "
+            "quorum in it may attest again",
+        ),
+    ] = 600,
     open_: Annotated[bool, typer.Option("--open", help="anyone may contribute")] = False,
     seed: int = 0,
     allow_model: AllowModelOpt = None,
@@ -452,6 +461,7 @@ def task_create(
         quorum=quorum,
         round_duration=round_duration,
         open_=open_,
+        attest_window=attest_window,
     )
     if as_json:
         _emit({"task_id": tid}, True)

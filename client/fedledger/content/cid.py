@@ -414,3 +414,37 @@ def cid_of_file(path: str | Path, profile: Profile = FEDLEDGER) -> str:
     """CID of a file on disk, streamed."""
     with open(path, "rb") as f:
         return cid_of_stream(f, profile)
+
+
+# --------------------------------------------------------------------------- CIDs on chain
+
+
+def recorded_digest(cid: str | CID, content_hash: bytes) -> bytes:
+    """The 32 bytes the ledger records for ``cid``, the CID of a file whose sha256 is
+    ``content_hash``: its sha2-256 digest.
+
+    The ledger rebuilds the CID from these bytes alone (:func:`recorded_cid`), so only a CID
+    that rule gives back can be recorded: a ``raw`` CID is the file's single block (its digest
+    *is* the file's sha256), anything larger a ``dag-pb`` root.  Raises :class:`FormatError`
+    naming the mismatch otherwise."""
+    parsed = parse_cid(cid)
+    if len(content_hash) != 32:
+        raise FormatError("a content hash is 32 bytes (sha256)")
+    rebuilt = recorded_cid(parsed.digest, content_hash)
+    if rebuilt != str(parsed.to_v1()):
+        raise FormatError(
+            f"CID {cid} cannot be recorded for this file: a {parsed.codec_name} CID of a file "
+            f"{'is' if parsed.codec == RAW else 'is not'} its single block, so its digest must "
+            f"{'equal' if parsed.codec == RAW else 'differ from'} the file's sha256",
+            hint="add the file with fedledger's store or `ipfs add --cid-version=1` "
+            "(raw leaves, sha2-256) and record the CID it prints",
+        )
+    return parsed.digest
+
+
+def recorded_cid(digest: bytes, content_hash: bytes) -> str:
+    """The CIDv1 (base32) the ledger's ``cidDigest`` stands for: codec ``raw`` when the digest
+    is the file's own sha256 (a single-block file), else ``dag-pb``; sha2-256 always."""
+    if len(digest) != 32:
+        raise FormatError("a CID digest is 32 bytes (sha2-256)")
+    return str(CID(1, RAW if digest == content_hash else DAG_PB, bytes(digest)))

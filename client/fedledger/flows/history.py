@@ -10,7 +10,6 @@ import httpx
 
 from fedledger import safejson
 from fedledger.chain.ledger import Ledger, to_checksum
-from fedledger.chain.records import UpdateRecord
 from fedledger.content.store import ContentStore
 from fedledger.errors import ChainError, ConfigError, FedledgerError, FormatError, NotFoundError
 from fedledger.protocol import verdicts
@@ -73,26 +72,22 @@ def history_from_chain(
     judged: dict[int, verdicts.VerdictEntry] = {}
     for ev in ledger.events("RoundFinalized", task_id=task_id, round_=round_ if task_id else None):
         try:
-            vf = verdicts.parse(store.get(str(ev["args"]["verdictCid"])))
+            fin = ledger.finalized_args(ev)
+            vf = verdicts.parse(store.get(str(fin["verdictCid"])))
         except FedledgerError:
             continue  # verdict file not reachable: its updates show as PENDING
         for entry in vf.entries:
             judged[entry.update_id] = entry
     rows: list[dict[str, Any]] = []
-    for ev in ledger.events("UpdateSubmitted", task_id=task_id, round_=round_ if task_id else None):
-        a = ev["args"]
-        if round_ is not None and int(a["round"]) != round_:
+    for rec in ledger.update_records(task_id, round_ if task_id else None):
+        if round_ is not None and rec.round != round_:
             continue
-        if who is not None and a["contributor"] != who:
+        if who is not None and rec.contributor != who:
             continue
-        uid = int(a["updateId"])
-        e: verdicts.VerdictEntry | None = judged.get(uid)
+        e: verdicts.VerdictEntry | None = judged.get(rec.update_id)
         st = e.verdict.name if e else "PENDING"
         if status is not None and st != status:
             continue
-        rec = UpdateRecord.from_event(
-            a, tx_hash=ev["transactionHash"], block_number=ev["blockNumber"]
-        )
         rows.append(
             {
                 **rec.columns(),

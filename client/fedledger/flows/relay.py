@@ -1,6 +1,6 @@
 """Relaying signed updates: the checks a relayer runs, and the one batch relayer that sends them.
 
-A relayer submits EIP-712 signed updates for their contributors in ``submitUpdatesFor``
+A relayer submits EIP-712 signed updates for their contributors in ``submitBatch``
 batches and pays the gas.  Every signature is checked here before anything is sent
 (:func:`check_signed`; the contract checks it again), so a forged, expired or foreign-chain
 signature costs the relayer no gas.
@@ -10,20 +10,18 @@ signature costs the relayer no gas.
 (:mod:`fedledger_backend.relay_service`) runs its worker thread with a durable journal.
 
 Every entry handed to it ends ``submitted`` (update id, tx hash) or ``failed`` (reason, and the
-contract's error name when it reverted); none is dropped.  ``submitUpdatesFor`` is
-all-or-nothing, so one entry that cannot land would sink the rest:
+contract's error name); none is dropped.  One ``submitBatch`` goes per task and round, and the
+contract never reverts a batch for one entry (ledger v2): it records the entries it can and
+skips the others with an ``EntrySkipped`` event naming the error a single submission would have
+met.  So a copied signature landed first by someone else, an expired one or a full round cost
+only their own entry:
 
-- before sending, the batch is simulated (``eth_call`` on the latest block); if that reverts,
-  entries are re-simulated one by one, and the ones that would revert are settled alone: an
-  entry whose very update is already on chain (landed by someone who copied its signature,
-  or sent by this relayer before a restart) becomes ``submitted`` with the update id and tx
-  hash of the ``UpdateSubmitted`` event that recorded it; any other is ``failed`` with the
-  contract's reason;
-- between that simulation and mining someone may still land a copied entry first (its
-  signature is public once the batch is in the mempool), and the batch reverts on chain.  The
-  relayer then simulates again and resends the rest, up to ``max_attempts`` times; if the batch
-  still does not land, every remaining entry is sent alone (so it can sink only itself), and
-  what is left after that is ``failed`` naming the last error.
+- a skipped ``DuplicateSubmission`` whose very update is on chain (landed by someone who copied
+  its signature, or sent by this relayer before a restart) becomes ``submitted`` with the id and
+  tx hash of the event that recorded it; any other skipped entry is ``failed`` with the reason;
+- a batch that does not land at all (no receipt, the node failed) is sent again, up to
+  ``max_attempts`` times, then each remaining entry alone; a batch-level revert (the round was
+  sealed or moved on meanwhile) fails its entries with the contract's reason.
 """
 
 from __future__ import annotations
@@ -39,7 +37,13 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_keys.constants import SECPK1_N
 
-from fedledger.chain.ledger import Ledger, SignedUpdate, decode_revert, encode_call, hex32, to_hex
+from fedledger.chain.ledger import (
+    Ledger,
+    SignedUpdate,
+    decode_revert,
+    full_signature,
+    to_hex,
+)
 from fedledger.errors import ChainError, ConfigError, ContractRevert, FedledgerError
 
 log = logging.getLogger("fedledger.relay")
@@ -61,17 +65,19 @@ def check_signed(ledger: Ledger, su: SignedUpdate, *, now: int | None = None) ->
     now = int(time.time()) if now is None else now
     if su.deadline < now:
         raise BadSignedUpdate(f"signed update expired at {su.deadline} (now {now})")
-    if len(su.signature) != 65:
-        raise BadSignedUpdate(f"signature must be 65 bytes, got {len(su.signature)}")
-    s = int.from_bytes(su.signature[32:64], "big")
-    if s > SECP256K1_HALF_N:
-        raise BadSignedUpdate("malleable signature (high s) rejected")
-    typed = ledger.typed_update(
-        su.task_id, su.round, su.content_hash, su.cid, su.num_samples, su.contributor, su.deadline
-    )
+    if len(su.signature) not in (64, 65):
+        raise BadSignedUpdate(f"signature must be 64 or 65 bytes, got {len(su.signature)}")
+    if len(su.signature) == 65:
+        s = int.from_bytes(su.signature[32:64], "big")
+        if s > SECP256K1_HALF_N:
+            raise BadSignedUpdate("malleable signature (high s) rejected")
     try:
+        typed = ledger.typed_update(
+            su.task_id, su.round, su.content_hash, su.cid, su.num_samples, su.deadline,
+            su.tensor_root,
+        )  # fmt: skip
         recovered = Account.recover_message(
-            encode_typed_data(full_message=typed), signature=su.signature
+            encode_typed_data(full_message=typed), signature=full_signature(su.signature)
         )
     except Exception as exc:  # noqa: BLE001 - any failure to recover is a bad signature
         raise BadSignedUpdate(f"signature does not recover: {exc}") from exc
@@ -99,6 +105,22 @@ def simulate(ledger: Ledger, call: dict[str, Any]) -> ContractRevert | None:
         message = err.get("message") if isinstance(err, dict) else err
         raise ChainError(f"eth_call failed: {message}")
     return rev
+
+
+BATCH_FAULTS = frozenset({"UnknownTask", "WrongRound", "RoundAlreadySealed", "BadBatch"})
+"""Errors ``submitBatch`` reverts with for the batch as a whole (not one entry)."""
+
+SKIP_REASONS = {
+    "BadSignature": "the signature is not the contributor's: sign the update again",
+    "Expired": "the signature's deadline passed before the batch landed: sign it again",
+    "NotContributor": "the contributor is not admitted to this task: ask its owner",
+    "DuplicateSubmission": "the contributor already has an update in this round",
+    "TooManySamples": "numSamples is above the task's maxSamples",
+    "ZeroSamples": "numSamples is 0: an update stands for at least one sample",
+    "RoundFull": "the round was full when the batch landed: submit to the next round",
+    "TaskExhausted": "the task has recorded all the updates it can number",
+}
+"""What a contributor is told for each entry the contract skipped (``EntrySkipped``)."""
 
 
 # -- what became of a relayed update ----------------------------------------------------------
@@ -167,7 +189,7 @@ class _Entry:
 
 
 class BatchRelayer:
-    """Queues checked signed updates and submits them in ``submitUpdatesFor`` batches.
+    """Queues checked signed updates and submits them in ``submitBatch`` batches.
 
     A worker thread (:meth:`start`) flushes when ``batch_size`` entries wait or the oldest has
     waited ``max_wait_s``; :meth:`send_all` sends a list at once without one.  ``ledger`` must
@@ -344,7 +366,9 @@ class BatchRelayer:
     def _send(
         self, batch: Sequence[_Entry], attempts: int
     ) -> tuple[list[_Entry], FedledgerError | None]:
-        """Try to land ``batch`` ``attempts`` times; the entries still queued, and why."""
+        """Try to land ``batch`` ``attempts`` times (one ``submitBatch`` per task and round); the
+        entries still queued, and why.  The contract skips a bad or already-landed entry and
+        records the rest, so one entry never holds up the others."""
         todo = list(batch)
         last: FedledgerError | None = None
         for attempt in range(attempts):
@@ -353,70 +377,64 @@ class BatchRelayer:
                 return [], None
             if attempt:
                 time.sleep(self.retry_pause_s * attempt)
-            try:
-                todo = self._viable(todo)  # settles what cannot go in this batch
-                if not todo:
-                    return [], None
-                label = f"submitUpdatesFor({len(todo)} updates)"
-                receipt = self.sender.wait(self.sender.send(self._batch_fn(todo), label=label))
-            except FedledgerError as exc:
-                # Reverted on chain (an entry landed by someone else between the simulation and
-                # mining, or the round filled), no receipt, or the node failed: check again.
-                last = exc
-                self.attempts_failed += 1
-                log.warning(
-                    "relay batch did not land; checking its entries again",
-                    extra={"entries": len(todo), "attempt": attempt + 1, "error": exc.message},
-                )
-                continue
-            self.batches_sent += 1
-            ids = self.ledger.update_ids(receipt)
-            tx = to_hex(bytes(receipt["transactionHash"]))
-            self._submitted(list(zip(todo, ids, strict=True)), tx)
-            return [], None
+            groups: dict[tuple[int, int], list[_Entry]] = {}
+            for e in todo:
+                groups.setdefault((e.su.task_id, e.su.round), []).append(e)
+            for (task_id, rnd), group in groups.items():
+                label = f"submitBatch(task {task_id}, round {rnd}, {len(group)} updates)"
+                try:
+                    fn = self.ledger.submit_batch_fn([e.su for e in group])
+                    receipt = self.sender.wait(self.sender.send(fn, label=label))
+                except ContractRevert as exc:
+                    if exc.name in BATCH_FAULTS:  # the whole batch's own fault: no retry helps
+                        for e in group:
+                            self._fail(e, exc.message, exc.name)
+                        continue
+                    last = exc
+                    self.attempts_failed += 1
+                    continue
+                except FedledgerError as exc:
+                    # No receipt, or the node failed: check again on the next attempt.
+                    last = exc
+                    self.attempts_failed += 1
+                    log.warning(
+                        "relay batch did not land; trying again",
+                        extra={"entries": len(group), "attempt": attempt + 1, "error": exc.message},
+                    )
+                    continue
+                self.batches_sent += 1
+                self._settle(group, receipt)
         return [e for e in todo if e.status.state == "queued"], last
 
-    def _batch_fn(self, batch: Sequence[_Entry]) -> Any:
-        return self.ledger.contract.functions.submitUpdatesFor([e.su.as_tuple() for e in batch])
-
-    def _simulate(self, batch: Sequence[_Entry]) -> ContractRevert | None:
-        call = {
-            "from": self.address,
-            "to": self.ledger.address,
-            "data": to_hex(encode_call(self._batch_fn(batch))),
-        }
-        return simulate(self.ledger, call)
-
-    def _viable(self, batch: list[_Entry]) -> list[_Entry]:
-        """The entries of ``batch`` that submit together without a revert, in order; each
-        other one is settled: ``submitted`` if its very update is on chain, else ``failed``."""
-        if self._simulate(batch) is None:
-            return batch
-        kept: list[_Entry] = []
-        for e in batch:
-            rev = self._simulate([*kept, e])
-            if rev is None:
-                kept.append(e)
-            elif rev.name == "DuplicateSubmission" and (found := self._on_chain(e.su)):
+    def _settle(self, group: Sequence[_Entry], receipt: Any) -> None:
+        """Each entry of a landed batch: recorded (its id), or skipped (why)."""
+        tx = to_hex(bytes(receipt["transactionHash"]))
+        recorded = {rec.contributor.lower(): rec for rec in self.ledger.records_in(receipt)}
+        skipped = {int(s["entry"]): s for s in self.ledger.skipped_in(receipt)}
+        done: list[tuple[_Entry, int]] = []
+        for i, e in enumerate(group):
+            rec = recorded.get(e.su.contributor.lower())
+            if rec is not None and i not in skipped:
+                done.append((e, rec.update_id))
+                continue
+            name = str(skipped[i]["reason"]) if i in skipped else "NotRecorded"
+            if name == "DuplicateSubmission" and (found := self._on_chain(e.su)):
                 self._submitted([(e, found[0])], found[1], self._landed(found[1]))
             else:
-                self._fail(e, rev.message, rev.name)
-        return kept
+                self._fail(e, SKIP_REASONS.get(name, f"the contract skipped it ({name})"), name)
+        if done:
+            self._submitted(done, tx)
 
     def _on_chain(self, su: SignedUpdate) -> tuple[int, str] | None:
-        """(update id, tx hash) if this very update (same contributor, hash, CID and samples)
-        is recorded on chain, else None (nothing, or another update of the contributor)."""
-        who, digest = su.contributor.lower(), hex32(su.content_hash)
-        for ev in self.ledger.events("UpdateSubmitted", task_id=su.task_id, round_=su.round):
-            a = ev["args"]
-            if str(a["contributor"]).lower() != who:
+        """(update id, tx hash) if this very update (same contributor, hash, CID, tensor root
+        and samples) is recorded on chain, else None (nothing, or another of the contributor)."""
+        who = su.contributor.lower()
+        want = (su.content_hash.lower(), su.cid, su.tensor_root.lower(), su.num_samples)
+        for rec in self.ledger.update_records(su.task_id, su.round):
+            if rec.contributor.lower() != who:
                 continue
-            same = (bytes(a["contentHash"]), a["cid"], int(a["numSamples"])) == (
-                digest,
-                su.cid,
-                su.num_samples,
-            )
-            return (int(a["updateId"]), str(ev["transactionHash"])) if same else None
+            same = (rec.content_hash, rec.cid, rec.tensor_root, rec.num_samples) == want
+            return (rec.update_id, rec.tx_hash) if same else None
         return None
 
     def _landed(self, tx_hash: str) -> str:

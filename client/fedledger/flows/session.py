@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
-from fedledger.chain.ledger import Ledger
+from fedledger.chain.ledger import DEFAULT_ATTEST_WINDOW, Ledger
 from fedledger.config import Settings, load_settings
 from fedledger.content.store import ContentStore
 from fedledger.errors import ConfigError, FedledgerError, FormatError, KeystoreError
@@ -116,6 +116,7 @@ class Session:
         quorum: int = 1,
         round_duration: int = 0,
         open_: bool = False,
+        attest_window: int = DEFAULT_ATTEST_WINDOW,
     ) -> Task:
         """Publish the initial model and the spec and create the task (this session's key is
         its owner); returns it.
@@ -141,6 +142,7 @@ class Session:
             quorum=quorum,
             round_duration=round_duration,
             open_=open_,
+            attest_window=attest_window,
             # a module is checked against the data set (features in, classes out) before
             # anything is stored or sent
             model=None if initial is None or isinstance(initial, Mapping) else initial,

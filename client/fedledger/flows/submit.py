@@ -213,6 +213,23 @@ def _check_samples(state: TaskState, num_samples: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Stored:
+    """An update checked and in the store: its hash and CID, and the ``tensorRoot`` it is
+    recorded with (the root of its fixed-point coordinates; zero for a float task)."""
+
+    published: Published
+    tensor_root: str
+
+    @property
+    def content_hash(self) -> str:
+        return self.published.content_hash
+
+    @property
+    def cid(self) -> str:
+        return self.published.cid
+
+
 def store_update(
     store: ContentStore,
     state: TaskState,
@@ -220,13 +237,17 @@ def store_update(
     *,
     contributor: str,
     base: Mapping[str, np.ndarray] | None = None,
-) -> Published:
-    """Check the update (:func:`check_update`) and put it in the store.  ``base``: the global
-    model's tensors when the caller holds them (else they are fetched and checked)."""
+) -> Stored:
+    """Check the update (:func:`check_update`), compute its tensor root as validators will
+    (:func:`fedledger.protocol.rounds.update_tensor_root`) and put it in the store.  ``base``:
+    the global model's tensors when the caller holds them (else they are fetched and checked)."""
     if base is None:
         base = global_model(store, state)
-    check_update(state, data, contributor=contributor, base=base)
-    return publish(store, data)
+    dec = check_update(state, data, contributor=contributor, base=base)
+    root = rounds.update_tensor_root(
+        dec, agg.TensorLayout.of(base), state.spec.fixed_point_format()
+    )
+    return Stored(publish(store, data), root)
 
 
 def _submitter(ledger: Ledger) -> str:
@@ -251,7 +272,7 @@ def submit(
     _check_samples(state, num_samples)
     pub = store_update(store, state, data, contributor=_submitter(ledger), base=base)
     uid = ledger.submit_update(
-        state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples
+        state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, pub.tensor_root
     )
     return Submitted(
         uid, state.task_id, state.current_round, pub.content_hash, pub.cid, num_samples, ""
@@ -281,4 +302,5 @@ def sign(
         pub.cid,
         num_samples,
         deadline,
+        pub.tensor_root,
     )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedledger.chain.ledger import Ledger, TaskConfig, to_hex
+from fedledger.chain.ledger import DEFAULT_ATTEST_WINDOW, Ledger, TaskConfig, to_hex
 from fedledger.content.store import ContentStore
 from fedledger.errors import (
     ConfigError,
@@ -162,6 +162,7 @@ def create_task(
     round_duration: int = 0,
     open_: bool = False,
     model: nn.Module | None = None,
+    attest_window: int = DEFAULT_ATTEST_WINDOW,
 ) -> int:
     """Publish the initial model and the spec, then ``createTask``; returns the task id.
 
@@ -196,6 +197,7 @@ def create_task(
         round_duration=round_duration,
         open=open_,
         max_samples=max_samples,
+        attest_window=attest_window,
     )
     return ledger.create_task(cfg)
 
@@ -210,14 +212,21 @@ def load_task(
     t = task if task is not None else _get_task(ledger, task_id)
     cfg = _config(t)
     spec = read_spec(store, cfg.spec_cid)
-    global_hash = to_hex(t["globalModelHash"])
+    global_hash = cfg.model_hash
     global_cid = cfg.model_cid
     last_verdict_cid = None
     if int(t["currentRound"]) > 0:
         last = ledger.last_finalized(task_id, int(t["currentRound"]) - 1)
         if last is None:
             raise NotFoundError(f"task {task_id}: no RoundFinalized event for its global model")
+        if last["digest"] != bytes(t["lastFinalDigest"]):
+            raise IntegrityError(
+                f"task {task_id}: the RoundFinalized event's digest is not the one the "
+                "contract stores for its last final round",
+                hint="the RPC endpoint answers inconsistently; use another endpoint",
+            )
         last_verdict_cid = str(last["verdictCid"])
+        global_hash = str(last["aggregateHash"])
         if global_hash != cfg.model_hash:
             global_cid = str(last["aggregateCid"])
     return TaskState(
@@ -256,6 +265,7 @@ def _config(t: Mapping[str, Any]) -> TaskConfig:
         round_duration=int(t["roundDuration"]),
         open=bool(t["open"]),
         max_samples=int(t["maxSamples"]),
+        attest_window=int(t["attestWindow"]),
     )
 
 
@@ -421,7 +431,7 @@ def model_for_round(
         fin = ledger.last_finalized(task_id, rnd - 1)
         if fin is None:
             raise NotFoundError(f"task {task_id}: no RoundFinalized event for round {rnd - 1}")
-        content_hash, cid = to_hex(fin["aggregateHash"]), str(fin["aggregateCid"])
+        content_hash, cid = str(fin["aggregateHash"]), str(fin["aggregateCid"])
         if content_hash == cfg.model_hash:  # nothing accepted yet: still the initial model
             cid = cfg.model_cid
     data = fetch_verified(store, cid, content_hash, max_bytes=codec.DEFAULT_MAX_BYTES)

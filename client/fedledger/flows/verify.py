@@ -2,12 +2,14 @@
 
 For every final round of a task (or one round) :func:`verify_task`
 
-* lists the round's updates from ``UpdateSubmitted`` events and checks each against the digest
-  the contract stored for it;
+* lists the round's updates from ``UpdateSubmitted`` and ``UpdatesRelayed`` events and checks
+  that they chain to the record hash and count the final attestation covers, and that the
+  attested result hashes to the digest the contract stores for the round;
 * fetches the global model the round started from and checks it against the on-chain hash;
 * recomputes every verdict and the aggregate with :func:`fedledger.protocol.rounds.judge_round` (the
-  validators' own code path) and compares ``aggregateHash``, the CIDs and ``verdictRoot`` with
-  what ``RoundFinalized`` recorded;
+  validators' own code path, which also recomputes every update's tensor root) and compares
+  ``aggregateHash``, the aggregate's tensor root, the CIDs and ``verdictRoot`` with the
+  attested result;
 * fetches the attested aggregate and verdict files and checks them byte for byte;
 * checks the spec's pinned architecture (:mod:`fedledger.learning.architecture`) against what this node
   builds, and the initial model's tensor names and shapes against it.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedledger.chain.ledger import Ledger, to_hex
+from fedledger.chain.records import record_hash
 from fedledger.content.store import ContentStore
 from fedledger.errors import FedledgerError, ModelNotAllowed, NotFoundError
 from fedledger.flows.task import TaskState, fetch_verified, load_task
@@ -87,7 +90,10 @@ def verify_task(
     created = next(iter(ledger.events("TaskCreated", task_id=task_id)), None)
     if created is None:
         raise NotFoundError(f"no TaskCreated event for task {task_id}")
-    finals = list(ledger.events("RoundFinalized", task_id=task_id))
+    finals = [
+        {**f, "args": ledger.finalized_args(f)}
+        for f in ledger.events("RoundFinalized", task_id=task_id)
+    ]
     if round_ is not None and not any(int(f["args"]["round"]) == round_ for f in finals):
         raise NotFoundError(f"round {round_} of task {task_id} is not final (yet)")
     report = Report(task_id)
@@ -122,7 +128,7 @@ def verify_task(
             done += 1
             if progress:
                 progress(done, len(todo))
-        prev_hash, prev_cid = to_hex(a["aggregateHash"]), str(a["aggregateCid"])
+        prev_hash, prev_cid = str(a["aggregateHash"]), str(a["aggregateCid"])
         prev_block = int(f["blockNumber"])
         prev_verdicts = str(a["verdictCid"])
     return report
@@ -189,30 +195,28 @@ def _verify_round(
     max_samples: int,
 ) -> RoundReport:
     rep = RoundReport(rnd)
-    events = list(ledger.events("UpdateSubmitted", task_id=task_id, round_=rnd))
-    times = ledger.block_timestamps(int(ev["blockNumber"]) for ev in events)
+    records = list(ledger.update_records(task_id, rnd))
+    times = ledger.block_timestamps(r.block_number for r in records)
     refs = [
         UpdateRef(
-            int(ev["args"]["updateId"]),
-            ev["args"]["contributor"],
-            to_hex(ev["args"]["contentHash"]),
-            ev["args"]["cid"],
-            int(ev["args"]["numSamples"]),
-            times[int(ev["blockNumber"])],
+            r.update_id,
+            r.contributor,
+            r.content_hash,
+            r.cid,
+            r.num_samples,
+            times[r.block_number],
+            r.tensor_root,
         )
-        for ev in events
+        for r in records
     ]
-    matches = ledger.check_update_records(
-        [
-            (r.update_id, task_id, rnd, r.contributor, r.content_hash, r.cid, r.num_samples)
-            for r in refs
-        ]
-    )
-    for ref, ok in zip(refs, matches, strict=True):
-        if not ok:
-            rep.problems.append(
-                f"update {ref.update_id}: event does not match the digest stored on chain"
-            )
+    chained, count = record_hash(task_id, rnd, records)
+    if (to_hex(chained), count) != (str(fin["recordHash"]).lower(), int(fin["updateCount"])):
+        rep.problems.append(
+            f"the round's {count} recorded updates chain to record hash {to_hex(chained)}; the "
+            f"attestation covers {fin['updateCount']} hashing to {fin['recordHash']}"
+        )
+    if bytes(fin["digest"]) != ledger.round_digest(task_id, rnd):
+        rep.problems.append("the attested result is not the digest the contract stores")
     rep.updates = len(refs)
     try:
         base = fetch_verified(store, base_cid, base_hash)
@@ -255,9 +259,11 @@ def _verify_round(
     )
     rep.accepted = sum(1 for e in j.verdict_file.entries if e.verdict.name == "ACCEPTED")
     rep.aggregate_ok = (
-        j.aggregate_hash == to_hex(fin["aggregateHash"]) and j.aggregate_cid == fin["aggregateCid"]
+        j.aggregate_hash == str(fin["aggregateHash"])
+        and j.aggregate_cid == fin["aggregateCid"]
+        and j.aggregate_tensor_root == str(fin["aggregateTensorRoot"])
     )
-    rep.root_ok = j.root == bytes(fin["verdictRoot"])
+    rep.root_ok = to_hex(j.root) == str(fin["verdictRoot"])
     # Causes first: a changed verdict is why the aggregate and the root differ.
     if attested is not None:
         mine = {e.update_id: e for e in j.verdict_file.entries}
@@ -272,19 +278,22 @@ def _verify_round(
                 )
     if not rep.aggregate_ok:
         rep.problems.append(
-            f"recomputed aggregate {j.aggregate_hash} differs from the attested {to_hex(fin['aggregateHash'])}"
+            f"recomputed aggregate {j.aggregate_hash} (tensor root {j.aggregate_tensor_root}) "
+            f"differs from the attested {fin['aggregateHash']} ({fin['aggregateTensorRoot']})"
         )
     if not rep.root_ok:
         rep.problems.append(
-            f"recomputed verdict root {to_hex(j.root)} differs from the attested {to_hex(fin['verdictRoot'])}"
+            f"recomputed verdict root {to_hex(j.root)} differs from the attested {fin['verdictRoot']}"
         )
+    if codec.sha256_hex(j.verdict_bytes) != str(fin["verdictHash"]):
+        rep.problems.append("the recomputed verdict file does not hash to the attested verdictHash")
     if j.verdict_cid != fin["verdictCid"]:
         rep.problems.append(
             f"recomputed verdict file {j.verdict_cid} differs from the attested {fin['verdictCid']}"
         )
     try:
         agg_bytes = store.get(str(fin["aggregateCid"]))
-        if codec.sha256_hex(agg_bytes) != to_hex(fin["aggregateHash"]):
+        if codec.sha256_hex(agg_bytes) != str(fin["aggregateHash"]):
             rep.problems.append(
                 f"stored aggregate {fin['aggregateCid']} does not hash to aggregateHash"
             )

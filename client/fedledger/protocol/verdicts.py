@@ -91,6 +91,10 @@ class Verdict(IntEnum):
     another format than the task's (another ``frac_bits``), or sent to a float task, is
     ``MALFORMED``: a claim of the file that does not fit the task, like a wrong round or base
     model."""
+    TENSOR_ROOT_MISMATCH = 13
+    """The ``tensorRoot`` recorded with the update is not the tensor root of the file's
+    fixed-point coordinates (docs/tensor_commitments.md), or a float task's update records a
+    non-zero one: the commitment a fraud proof would check against is false."""
 
 
 def canonical_float(x: float) -> float:

@@ -25,8 +25,14 @@ from fedledger_backend.api.deps import (
     read,
     row_items,
 )
-from fedledger_backend.api.proofs import verdict_proof
-from fedledger_backend.api.schemas import Contribution, ContributionStatus, Page, Proof
+from fedledger_backend.api.proofs import tensor_proof, verdict_proof
+from fedledger_backend.api.schemas import (
+    Contribution,
+    ContributionStatus,
+    Page,
+    Proof,
+    TensorProof,
+)
 from fedledger_backend.db import ContributionRow, RoundRow, TaskRow
 
 router = APIRouter(prefix="/contributions", tags=["contributions"])
@@ -185,7 +191,7 @@ def get_proof(update_id: UpdateId, ctx: CtxDep, s: SessionDep) -> Proof:
     """A Merkle proof of the update's verdict against the round's attested verdict root.
 
     Check it with ``fedledger.protocol.merkle.verify(root, leaf, proof)`` or on chain with
-    ``verifyVerdict(taskId, round, leaf, proof)``.
+    ``verifyVerdict(taskId, round, result, leaf, proof)`` (``result`` is in the answer).
     """
     row = _get_row(s, update_id)
     rnd = s.get(RoundRow, (row.task_id, row.round))
@@ -194,3 +200,23 @@ def get_proof(update_id: UpdateId, ctx: CtxDep, s: SessionDep) -> Proof:
             404, detail=f"round {row.round} of task {row.task_id} is not finalised yet"
         )
     return verdict_proof(ctx, s, row, rnd)
+
+
+@router.get(
+    "/{update_id}/tensor-proof",
+    response_model=TensorProof,
+    responses={
+        404: {"description": "unknown update, no tensor root, or an index past its coordinates"},
+        503: {"description": "the update cannot be read from the content store now"},
+    },
+)
+def get_tensor_proof(
+    update_id: UpdateId,
+    ctx: CtxDep,
+    s: SessionDep,
+    index: Annotated[int, Query(ge=0, lt=2**40, description="flat coordinate index")] = 0,
+) -> TensorProof:
+    """A Merkle proof of one int32 coordinate of a fixed-point update against the tensorRoot
+    recorded with it on chain: ``MerkleProof.verify(proof, root, keccak256(leaf))`` or
+    ``TensorRoot.verifyCoordinate`` accept it."""
+    return tensor_proof(ctx, s, _get_row(s, update_id), index)

@@ -87,6 +87,7 @@ async def relay_update(body: RelayRequest, request: Request, ctx: CtxDep) -> JSO
         contributor=parse_address(s.contributor),
         deadline=s.deadline,
         signature=bytes.fromhex(s.signature[2:]),
+        tensor_root=s.tensorRoot.lower(),
     )
     policy = service.policy
     client = client_ip(

@@ -19,7 +19,7 @@ from fedledger_backend.api.deps import (
 )
 from fedledger_backend.api.routes.tasks import TaskId, get_task_row
 from fedledger_backend.api.schemas import Attestation, DigestCount, Page, Round, RoundDetail
-from fedledger_backend.db import AttestationRow, ContributionRow, RoundRow
+from fedledger_backend.db import AttestationRow, ContributionRow, ResultRow, RoundRow
 
 router = APIRouter(prefix="/tasks/{task_id}/rounds", tags=["rounds"])
 
@@ -70,29 +70,33 @@ def get_round(task_id: TaskId, round: RoundNo, s: SessionDep) -> RoundDetail:
         s.scalars(
             select(AttestationRow)
             .where(AttestationRow.task_id == task_id, AttestationRow.round == round)
-            .order_by(AttestationRow.block_number, AttestationRow.validator)
+            .order_by(AttestationRow.block_number, AttestationRow.attempt, AttestationRow.validator)
         )
     )
-    final = row.status == "finalized" and row.verdict_root is not None
-    attestations = [
-        Attestation(
-            validator=checksum(a.validator),
-            digest=a.digest,
-            verdict_root=a.verdict_root,
-            aggregate_hash=a.aggregate_hash,
-            aggregate_cid=a.aggregate_cid,
-            verdict_cid=a.verdict_cid,
-            block_number=a.block_number,
-            tx_hash=a.tx_hash,
-            agrees=(
-                (a.verdict_root, a.aggregate_hash, a.aggregate_cid, a.verdict_cid)
-                == (row.verdict_root, row.aggregate_hash, row.aggregate_cid, row.verdict_cid)
-                if final
-                else None
-            ),
+    final = row.status == "finalized" and row.digest is not None
+    results = {
+        r.digest: r
+        for r in s.scalars(
+            select(ResultRow).where(ResultRow.task_id == task_id, ResultRow.round == round)
         )
-        for a in atts
-    ]
+    }
+    attestations = []
+    for a in atts:
+        res = results.get(a.digest)
+        attestations.append(
+            Attestation(
+                validator=checksum(a.validator),
+                digest=a.digest,
+                attempt=a.attempt,
+                verdict_root=res.verdict_root if res else "",
+                aggregate_hash=res.aggregate_hash if res else "",
+                aggregate_cid=res.aggregate_cid if res else "",
+                verdict_cid=res.verdict_cid if res else "",
+                block_number=a.block_number,
+                tx_hash=a.tx_hash,
+                agrees=(a.digest == row.digest) if final else None,
+            )
+        )
     tally = Counter(a.digest for a in atts)
     digests = [DigestCount(digest=d, attestations=n) for d, n in tally.most_common()]
     return RoundDetail(
