@@ -239,7 +239,8 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         TaskState memory st = _openRound(taskId, round);
         Records memory rec = _records[taskId];
         firstUpdateId = (taskId << 32) | (uint256(rec.seq) + 1);
-        bytes memory records = new bytes(n * RECORD_BYTES);
+        // 32 bytes of slack: each record's last word overruns its 124 bytes by 24
+        bytes memory records = new bytes(n * RECORD_BYTES + 32);
         for (uint256 i; i < n; ++i) {
             Entry memory e = _readEntry(taskId, round, entries, i * ENTRY_BYTES);
             bytes4 err;
@@ -635,7 +636,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
             mstore(add(p, 52), cidDigest)
             mstore(add(p, 84), tensorRoot)
             // numSamples in the next 8 bytes; the rest of this word is the next record's start
-            // (written after this one) or the buffer's unused tail
+            // (written after this one) or the buffer's 32 bytes of slack, never memory beyond
             mstore(add(p, 116), shl(192, numSamples))
         }
     }

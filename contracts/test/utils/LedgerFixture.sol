@@ -5,8 +5,9 @@ import {Test} from "./Test.sol";
 import {TrainingLedger} from "../../TrainingLedger.sol";
 import {ITrainingLedger} from "../../ITrainingLedger.sol";
 
-/// @notice A deployed ledger, named actors with keys, and helpers that build configs, sign
-/// updates (EIP-712 computed here independently of the contract) and drive rounds.
+/// @notice A deployed ledger v2, named actors with keys, and helpers that build configs, sign
+/// updates (EIP-712 computed here, independently of the contract), pack batch entries, chain
+/// record hashes and drive rounds.
 abstract contract LedgerFixture is Test {
     TrainingLedger internal ledger;
 
@@ -29,16 +30,14 @@ abstract contract LedgerFixture is Test {
     bytes32 internal constant MODEL_HASH = keccak256("initial model");
     string internal constant MODEL_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
     string internal constant SPEC_CID = "bafkreie5ccdrc3ak4ms6pcsnhoqolo3ybm7ujrmrk2o4qhlfkwq4qvxwb4";
-    string internal constant CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
-    string internal constant AGG_CID = "bafkreiaggregateaggregateaggregateaggregateaggregateaggrega";
-    /// @dev The tasks' `maxSamples` unless a test sets another: above every count the helpers claim.
     uint64 internal constant MAX_SAMPLES = 10_000;
-    string internal constant VERDICT_CID = "bafkreiverdictsverdictsverdictsverdictsverdictsverdictsverd";
+    uint64 internal constant WINDOW = 600;
+    uint64 internal constant FAR = 2_000_000_000; // a deadline after every test's clock
 
     bytes32 internal constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
     bytes32 internal constant UPDATE_TYPEHASH = keccak256(
-        "Update(uint256 taskId,uint64 round,bytes32 contentHash,string cid,uint64 numSamples,address contributor,uint256 deadline)"
+        "Update(uint256 taskId,uint64 round,bytes32 contentHash,bytes32 cidDigest,bytes32 tensorRoot,uint64 numSamples,uint64 deadline)"
     );
 
     function setUp() public virtual {
@@ -48,10 +47,6 @@ abstract contract LedgerFixture is Test {
         carol = vm.addr(CAROL_KEY);
         dave = vm.addr(DAVE_KEY);
         vm.label(address(ledger), "ledger");
-        vm.label(alice, "alice");
-        vm.label(bob, "bob");
-        vm.label(carol, "carol");
-        vm.label(dave, "dave");
         vm.warp(1_700_000_000);
     }
 
@@ -71,7 +66,8 @@ abstract contract LedgerFixture is Test {
             quorum: quorum,
             roundDuration: roundDuration,
             open: open,
-            maxSamples: MAX_SAMPLES
+            maxSamples: MAX_SAMPLES,
+            attestWindow: WINDOW
         });
     }
 
@@ -80,10 +76,9 @@ abstract contract LedgerFixture is Test {
         taskId = ledger.createTask(cfg);
     }
 
-    /// @dev A closed task: alice, bob, carol contribute; val1..val3 validate; 2..3 updates per
-    /// round, quorum 2, no deadline.
+    /// @dev alice, bob, carol admitted; val1..val3 validators; quorum 2; 1..3 updates a round.
     function _closedTask() internal returns (uint256 taskId) {
-        taskId = _createTask(_config(2, 3, 2, 0, false));
+        taskId = _createTask(_config(1, 3, 2, 0, false));
         _admit(taskId);
     }
 
@@ -100,109 +95,157 @@ abstract contract LedgerFixture is Test {
 
     // ------------------------------------------------------------------ updates
 
-    function _hash(address who, uint64 round) internal pure returns (bytes32) {
-        return keccak256(abi.encode("update", who, round));
+    function _content(address who, uint64 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("content", who, round));
+    }
+
+    function _cidDigest(address who, uint64 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("cid", who, round));
+    }
+
+    function _root(address who, uint64 round) internal pure returns (bytes32) {
+        return keccak256(abi.encode("root", who, round));
     }
 
     function _submit(address who, uint256 taskId, uint64 round) internal returns (uint256 updateId) {
+        return _submitClaiming(who, taskId, round, 100);
+    }
+
+    function _submitClaiming(address who, uint256 taskId, uint64 round, uint64 numSamples)
+        internal
+        returns (uint256 updateId)
+    {
         vm.prank(who);
-        updateId = ledger.submitUpdate(taskId, round, _hash(who, round), CID, 1000);
+        updateId = ledger.submitUpdate(
+            taskId, round, _content(who, round), _cidDigest(who, round), _root(who, round), numSamples
+        );
     }
 
-    function _submitClaiming(address who, uint256 taskId, uint64 numSamples) internal returns (uint256 updateId) {
-        vm.prank(who);
-        updateId = ledger.submitUpdate(taskId, 0, _hash(who, 0), CID, numSamples);
+    function _domainSeparator() internal view returns (bytes32) {
+        return keccak256(
+            abi.encode(DOMAIN_TYPEHASH, keccak256("TrainingLedger"), keccak256("2"), block.chainid, address(ledger))
+        );
     }
 
-    function _domainSeparator(uint256 chainId, address verifyingContract) internal pure returns (bytes32) {
-        return
-            keccak256(
-                abi.encode(DOMAIN_TYPEHASH, keccak256("TrainingLedger"), keccak256("1"), chainId, verifyingContract)
-            );
-    }
-
-    function _typedHash(
-        bytes32 domainSeparator,
-        uint256 taskId,
-        uint64 round,
-        bytes32 contentHash,
-        string memory cid,
-        uint64 numSamples,
-        address contributor,
-        uint256 deadline
-    ) internal pure returns (bytes32) {
+    function _typedHash(uint256 taskId, uint64 round, address who, uint64 numSamples, uint64 deadline)
+        internal
+        view
+        returns (bytes32)
+    {
         bytes32 structHash = keccak256(
             abi.encode(
-                UPDATE_TYPEHASH, taskId, round, contentHash, keccak256(bytes(cid)), numSamples, contributor, deadline
+                UPDATE_TYPEHASH,
+                taskId,
+                round,
+                _content(who, round),
+                _cidDigest(who, round),
+                _root(who, round),
+                numSamples,
+                deadline
             )
         );
-        return keccak256(abi.encodePacked("\x19\x01", domainSeparator, structHash));
+        return keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash));
     }
 
-    function _signDigest(uint256 key, bytes32 digest) internal pure returns (bytes memory) {
+    /// @dev A 65-byte (r, s, v) signature of `key`'s update.
+    function _signature(uint256 key, uint256 taskId, uint64 round, uint64 numSamples, uint64 deadline)
+        internal
+        view
+        returns (bytes memory)
+    {
+        bytes32 digest = _typedHash(taskId, round, vm.addr(key), numSamples, deadline);
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, digest);
         return abi.encodePacked(r, s, v);
     }
 
-    /// @dev A SignedUpdate by `key` for this chain and this ledger (500 samples).
-    function _signed(uint256 key, uint256 taskId, uint64 round, uint256 deadline)
+    /// @dev The EIP-2098 (r, vs) form of the same signature.
+    function _compact(uint256 key, uint256 taskId, uint64 round, uint64 numSamples, uint64 deadline)
         internal
         view
-        returns (ITrainingLedger.SignedUpdate memory u)
+        returns (bytes32 r, bytes32 vs)
     {
-        return _signedWith(key, taskId, round, deadline, 500);
+        bytes memory sig = _signature(key, taskId, round, numSamples, deadline);
+        uint8 v = uint8(sig[64]);
+        bytes32 s;
+        assembly {
+            r := mload(add(sig, 32))
+            s := mload(add(sig, 64))
+        }
+        vs = bytes32(uint256(s) | (uint256(v - 27) << 255));
     }
 
-    /// @dev A SignedUpdate by `key` claiming `numSamples`.
-    function _signedWith(uint256 key, uint256 taskId, uint64 round, uint256 deadline, uint64 numSamples)
+    /// @dev One packed 176-byte batch entry for `key`'s update.
+    function _entry(uint256 key, uint256 taskId, uint64 round, uint64 numSamples, uint64 deadline)
         internal
         view
-        returns (ITrainingLedger.SignedUpdate memory u)
+        returns (bytes memory)
     {
         address who = vm.addr(key);
-        u = ITrainingLedger.SignedUpdate({
-            taskId: taskId,
-            round: round,
-            contentHash: _hash(who, round),
-            cid: CID,
-            numSamples: numSamples,
-            contributor: who,
-            deadline: deadline,
-            signature: ""
-        });
-        bytes32 digest = _typedHash(
-            _domainSeparator(block.chainid, address(ledger)),
-            taskId,
-            round,
-            u.contentHash,
-            u.cid,
-            u.numSamples,
-            who,
-            deadline
-        );
-        u.signature = _signDigest(key, digest);
+        (bytes32 r, bytes32 vs) = _compact(key, taskId, round, numSamples, deadline);
+        bytes memory head = abi.encodePacked(_content(who, round), _cidDigest(who, round), _root(who, round));
+        return abi.encodePacked(head, numSamples, deadline, r, vs);
     }
 
-    function _relay(ITrainingLedger.SignedUpdate memory u) internal returns (uint256) {
+    function _relayFor(uint256 key, uint256 taskId, uint64 round) internal returns (uint256) {
+        address who = vm.addr(key);
+        bytes memory sig = _signature(key, taskId, round, 100, FAR);
+        vm.prank(outsider);
         return ledger.submitUpdateFor(
-            u.taskId, u.round, u.contentHash, u.cid, u.numSamples, u.contributor, u.deadline, u.signature
+            taskId, round, _content(who, round), _cidDigest(who, round), _root(who, round), 100, who, FAR, sig
         );
     }
 
-    // ------------------------------------------------------------------ attestations
+    // ------------------------------------------------------------------ record hashes and results
 
-    function _attest(address validator, uint256 taskId, uint64 round, bytes32 verdictRoot, bytes32 aggregateHash)
+    function _seed(uint256 taskId, uint64 round) internal pure returns (bytes28) {
+        return bytes28(keccak256(abi.encode(taskId, round)));
+    }
+
+    function _step(bytes28 prev, address who, uint64 round, uint64 numSamples) internal pure returns (bytes28) {
+        return bytes28(
+            keccak256(abi.encode(prev, who, _content(who, round), _cidDigest(who, round), _root(who, round), numSamples))
+        );
+    }
+
+    /// @dev The record hash of `who[0..]` having submitted to `round` in that order, 100 samples each.
+    function _recordsOf(uint256 taskId, uint64 round, address[] memory who) internal pure returns (bytes28 h) {
+        h = _seed(taskId, round);
+        for (uint256 i; i < who.length; ++i) {
+            h = _step(h, who[i], round, 100);
+        }
+    }
+
+    function _result(bytes28 recordHash, uint32 count, bytes32 salt)
+        internal
+        pure
+        returns (ITrainingLedger.RoundResult memory)
+    {
+        return ITrainingLedger.RoundResult({
+            recordHash: recordHash,
+            updateCount: count,
+            verdictRoot: keccak256(abi.encode("verdicts", salt)),
+            verdictHash: keccak256(abi.encode("verdict file", salt)),
+            verdictCidDigest: keccak256(abi.encode("verdict cid", salt)),
+            aggregateHash: keccak256(abi.encode("aggregate", salt)),
+            aggregateCidDigest: keccak256(abi.encode("aggregate cid", salt)),
+            aggregateTensorRoot: keccak256(abi.encode("aggregate root", salt))
+        });
+    }
+
+    /// @dev A result for the current round's records as the contract holds them now.
+    function _resultNow(uint256 taskId, uint64 round, bytes32 salt)
+        internal
+        view
+        returns (ITrainingLedger.RoundResult memory)
+    {
+        ITrainingLedger.RoundView memory r = ledger.getRound(taskId, round);
+        return _result(r.recordHash, r.updateCount, salt);
+    }
+
+    function _attest(address validator, uint256 taskId, uint64 round, ITrainingLedger.RoundResult memory result)
         internal
     {
         vm.prank(validator);
-        ledger.attestRound(taskId, round, verdictRoot, aggregateHash, AGG_CID, VERDICT_CID);
-    }
-
-    /// @dev Fill round `round` with alice and bob, then let val1 and val2 agree.
-    function _finishRound(uint256 taskId, uint64 round) internal {
-        _submit(alice, taskId, round);
-        _submit(bob, taskId, round);
-        _attest(val1, taskId, round, keccak256("root"), keccak256(abi.encode("agg", round)));
-        _attest(val2, taskId, round, keccak256("root"), keccak256(abi.encode("agg", round)));
+        ledger.attestRound(taskId, round, result);
     }
 }
