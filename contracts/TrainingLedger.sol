@@ -605,21 +605,29 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         updateId = (taskId << 32) | seq;
     }
 
-    /// @dev Entry `off` of a packed batch, with its signer (zero when the signature does not recover).
+    /// @dev Entry `off` of a packed batch, with its signer (zero when the signature does not
+    /// recover). `submitBatch` checked that `entries` holds whole 176-byte entries, so every
+    /// field read here lies inside it.
     function _readEntry(uint256 taskId, uint64 round, bytes calldata entries, uint256 off)
         internal
         view
         returns (Entry memory e)
     {
-        e.contentHash = bytes32(entries[off:off + 32]);
-        e.cidDigest = bytes32(entries[off + 32:off + 64]);
-        e.tensorRoot = bytes32(entries[off + 64:off + 96]);
-        e.numSamples = uint64(bytes8(entries[off + 96:off + 104]));
-        e.deadline = uint64(bytes8(entries[off + 104:off + 112]));
+        bytes32 r;
+        bytes32 vs;
+        assembly ("memory-safe") {
+            let p := add(entries.offset, off)
+            mstore(e, calldataload(p)) // contentHash
+            mstore(add(e, 32), calldataload(add(p, 32))) // cidDigest
+            mstore(add(e, 64), calldataload(add(p, 64))) // tensorRoot
+            mstore(add(e, 96), shr(192, calldataload(add(p, 96)))) // numSamples (uint64)
+            mstore(add(e, 128), shr(192, calldataload(add(p, 104)))) // deadline (uint64)
+            r := calldataload(add(p, 112))
+            vs := calldataload(add(p, 144))
+        }
         bytes32 hash = _hashUpdate(taskId, round, e.contentHash, e.cidDigest, e.tensorRoot, e.numSamples, e.deadline);
         // slither-disable-next-line unused-return -- a failed recovery returns address(0), which no member is
-        (e.signer,,) =
-            ECDSA.tryRecover(hash, bytes32(entries[off + 112:off + 144]), bytes32(entries[off + 144:off + 176]));
+        (e.signer,,) = ECDSA.tryRecover(hash, r, vs);
     }
 
     /// @dev Write record `k` (124 packed bytes) of an `UpdatesRelayed` event into `records`.
@@ -790,6 +798,9 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         if (st.maxUpdates == 0) revert UnknownTask(taskId);
     }
 
+    /// @dev The EIP-712 digest of an `Update`: `_hashTypedDataV4(keccak256(abi.encode(
+    /// UPDATE_TYPEHASH, taskId, round, contentHash, cidDigest, tensorRoot, numSamples,
+    /// deadline)))`, the struct hashed in scratch memory (the batch loop allocates nothing).
     function _hashUpdate(
         uint256 taskId,
         uint64 round,
@@ -799,17 +810,29 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         uint64 numSamples,
         uint64 deadline
     ) internal view returns (bytes32) {
-        return _hashTypedDataV4(
-            keccak256(
-                abi.encode(UPDATE_TYPEHASH, taskId, round, contentHash, cidDigest, tensorRoot, numSamples, deadline)
-            )
-        );
+        bytes32 typeHash = UPDATE_TYPEHASH;
+        bytes32 structHash;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typeHash)
+            mstore(add(m, 32), taskId)
+            mstore(add(m, 64), and(round, 0xffffffffffffffff))
+            mstore(add(m, 96), contentHash)
+            mstore(add(m, 128), cidDigest)
+            mstore(add(m, 160), tensorRoot)
+            mstore(add(m, 192), and(numSamples, 0xffffffffffffffff))
+            mstore(add(m, 224), and(deadline, 0xffffffffffffffff))
+            structHash := keccak256(m, 256)
+        }
+        return _hashTypedDataV4(structHash);
     }
 
     function _recordSeed(uint256 taskId, uint64 round) internal pure returns (bytes28) {
         return bytes28(keccak256(abi.encode(taskId, round)));
     }
 
+    /// @dev `bytes28(keccak256(abi.encode(previous, contributor, contentHash, cidDigest,
+    /// tensorRoot, numSamples)))`, hashed in scratch memory.
     function _recordStep(
         bytes28 previous,
         address contributor,
@@ -817,8 +840,18 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         bytes32 cidDigest,
         bytes32 tensorRoot,
         uint64 numSamples
-    ) internal pure returns (bytes28) {
-        return bytes28(keccak256(abi.encode(previous, contributor, contentHash, cidDigest, tensorRoot, numSamples)));
+    ) internal pure returns (bytes28 h) {
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            // values narrower than a word are cleaned: assembly gets no clean-bits guarantee
+            mstore(m, and(previous, not(0xffffffff))) // bytes28, left-aligned
+            mstore(add(m, 32), and(contributor, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(m, 64), contentHash)
+            mstore(add(m, 96), cidDigest)
+            mstore(add(m, 128), tensorRoot)
+            mstore(add(m, 160), and(numSamples, 0xffffffffffffffff))
+            h := and(keccak256(m, 192), not(0xffffffff))
+        }
     }
 
     function _resultDigest(uint256 taskId, uint64 round, RoundResult calldata result) internal pure returns (bytes32) {
