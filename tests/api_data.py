@@ -17,6 +17,7 @@ from fedledger.protocol.aggregation import RuleSpec
 from fedledger.protocol.verdicts import Verdict, VerdictEntry, build
 from fedledger_backend.db import (
     AttestationRow,
+    ResultRow,
     Checkpoint,
     ContributionRow,
     Database,
@@ -166,35 +167,33 @@ class Ledger:
         self.block += 1
         with self.db.transaction() as s:
             s.add(VerdictFileRow(cid=vcid, body=body))
-            for v in validators:
+            digest = h32(f"digest{root}")
+
+            def result(d: str, vroot: str, ahash: str, acid: str, vc: str) -> ResultRow:
+                return ResultRow(
+                    task_id=task_id, round=rnd, digest=d, attempt=0,
+                    record_hash="0x" + "ee" * 28, update_count=len(verdicts), verdict_root=vroot,
+                    verdict_hash=h32(f"vh{vc}"), verdict_cid=vc, aggregate_hash=ahash,
+                    aggregate_cid=acid, aggregate_tensor_root="0x" + "00" * 32,
+                    block_number=self.block,
+                )  # fmt: skip
+
+            s.add(result(digest, root, agg_hash, agg_cid, vcid))
+            for n, v in enumerate(validators):
                 s.add(
                     AttestationRow(
-                        task_id=task_id,
-                        round=rnd,
-                        validator=v,
-                        digest=h32(f"digest{root}"),
-                        verdict_root=root,
-                        aggregate_hash=agg_hash,
-                        aggregate_cid=agg_cid,
-                        verdict_cid=vcid,
-                        block_number=self.block,
-                        tx_hash=h32(f"att{v}{rnd}"),
-                    )
+                        task_id=task_id, round=rnd, validator=v, attempt=0, digest=digest,
+                        count=n + 1, block_number=self.block, tx_hash=h32(f"att{v}{rnd}"),
+                    )  # fmt: skip
                 )
             for v in dissenters:
+                d = h32(f"dissent{v}{rnd}")
+                s.add(result(d, h32("other-root"), h32("other-agg"), cid("other-agg"), cid("other-verdicts")))
                 s.add(
                     AttestationRow(
-                        task_id=task_id,
-                        round=rnd,
-                        validator=v,
-                        digest=h32(f"dissent{v}{rnd}"),
-                        verdict_root=h32("other-root"),
-                        aggregate_hash=h32("other-agg"),
-                        aggregate_cid=cid("other-agg"),
-                        verdict_cid=cid("other-verdicts"),
-                        block_number=self.block,
-                        tx_hash=h32(f"att{v}{rnd}"),
-                    )
+                        task_id=task_id, round=rnd, validator=v, attempt=0, digest=d, count=1,
+                        block_number=self.block, tx_hash=h32(f"att{v}{rnd}"),
+                    )  # fmt: skip
                 )
             r = s.get(RoundRow, (task_id, rnd))
             assert r is not None
@@ -202,6 +201,7 @@ class Ledger:
             r.status, r.sealed_count, r.sealed_block = "finalized", len(verdicts), self.block
             r.aggregate_hash, r.aggregate_cid = agg_hash, agg_cid
             r.verdict_root, r.verdict_cid = root, vcid
+            r.digest, r.record_hash, r.verdict_hash = digest, "0x" + "ee" * 28, h32(f"vh{vcid}")
             r.finalized_block, r.finalized_tx = self.block, h32(f"final{task_id}.{rnd}")
             r.accepted, r.rejected = accepted, len(verdicts) - accepted
             r.accuracy, r.loss, r.metrics = accuracy, 1 - accuracy, body["metrics"]

@@ -185,7 +185,7 @@ class ContributionRow(Base):
     content_hash: Mapped[str] = mapped_column(String(66))
     cid: Mapped[str] = mapped_column(String(128))
     num_samples: Mapped[int] = mapped_column(Uint64)
-    tensor_root: Mapped[str] = mapped_column(String(66))
+    tensor_root: Mapped[str] = mapped_column(String(66), default="0x" + "00" * 32)
     tx_hash: Mapped[str] = mapped_column(String(66))
     block_number: Mapped[int] = mapped_column(Id)
     block_hash: Mapped[str] = mapped_column(String(66))

@@ -19,6 +19,7 @@ the attacker talks to the chain with raw web3 and decodes reverts with eth_abi i
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError
 
 from fedledger.chain.ledger import Ledger, to_hex
+from fedledger.content.cid import compute_cid
 from fedledger.errors import ConfigError, ContractRevert
 from fedledger.flows.submit import submit
 from fedledger.flows.verify import verify_task
@@ -45,6 +47,15 @@ U64_MAX = 2**64 - 1
 
 
 # -- the attacker, from outside -------------------------------------------------------------
+
+
+ZERO32 = b"\0" * 32
+
+
+def _pair(tag: str) -> tuple[str, str]:
+    """(contentHash, cid) of the same bytes: the only pairs the SDK records."""
+    data = tag.encode()
+    return "0x" + hashlib.sha256(data).hexdigest(), compute_cid(data)
 
 
 def _raw(ledger: Ledger) -> tuple[Web3, Any]:
@@ -106,19 +117,19 @@ def test_a_direct_submission_claiming_more_than_max_samples_reverts_TooManySampl
 ) -> None:
     w3, c = _raw(capped.ledger)
     alice = capped.contributors[0]
-    fn = c.functions.submitUpdate(capped.task_id, 0, b"\xab" * 32, "bafkreiclaim", claimed)
+    fn = c.functions.submitUpdate(capped.task_id, 0, b"\xab" * 32, b"\xab" * 32, ZERO32, claimed)
     assert _custom_error(fn, alice.address, *TOO_MANY) == (capped.task_id, claimed, CAP)
     _send_reverts(w3, alice, fn)
-    assert c.functions.lastUpdateId().call() == 0
+    assert capped.ledger.get_task(capped.task_id)["updates"] == 0
     # the cap itself is a legal claim
-    ok = c.functions.submitUpdate(capped.task_id, 0, b"\xab" * 32, "bafkreiclaim", CAP)
-    assert ok.call({"from": alice.address}) == 1
+    ok = c.functions.submitUpdate(capped.task_id, 0, b"\xab" * 32, b"\xab" * 32, ZERO32, CAP)
+    assert ok.call({"from": alice.address}) == (capped.task_id << 32) | 1
 
 
 def test_a_submission_claiming_zero_samples_reverts_ZeroSamples(capped: Scenario) -> None:
     _w3, c = _raw(capped.ledger)
     alice = capped.contributors[0]
-    fn = c.functions.submitUpdate(capped.task_id, 0, b"\xab" * 32, "bafkreiclaim", 0)
+    fn = c.functions.submitUpdate(capped.task_id, 0, b"\xab" * 32, b"\xab" * 32, ZERO32, 0)
     assert _custom_error(fn, alice.address, *ZERO) == (capped.task_id, alice.address.lower())
 
 
@@ -126,22 +137,21 @@ def test_a_relayed_submission_claiming_more_than_max_samples_reverts_TooManySamp
     capped: Scenario, dev_accounts: list[LocalAccount]
 ) -> None:
     """The signature is valid (the contributor signed the claim); the claim is still refused,
-    alone (submitUpdateFor) or inside a batch (submitUpdatesFor, which records nothing)."""
+    alone (submitUpdateFor reverts) or inside a batch (submitBatch skips that entry, naming
+    TooManySamples, and records the others)."""
     w3, c = _raw(capped.ledger)
     relayer = dev_accounts[-1]  # any account pays the gas
     bob = capped.contributors[1]
-    su = capped.ledger.sign_update(
-        bob, capped.task_id, 0, "0x" + "cd" * 32, "bafkreiclaim", 2**29, 2**40
-    )
+    su = capped.ledger.sign_update(bob, capped.task_id, 0, *_pair("claim"), 2**29, 2**40)
     one = c.functions.submitUpdateFor(*su.as_tuple())
     assert _custom_error(one, relayer.address, *TOO_MANY) == (capped.task_id, 2**29, CAP)
     _send_reverts(w3, relayer, one)
     fine = capped.ledger.sign_update(
-        capped.contributors[2], capped.task_id, 0, "0x" + "ef" * 32, "bafkreiok", CAP, 2**40
+        capped.contributors[2], capped.task_id, 0, *_pair("ok"), CAP, 2**40
     )
-    batch = c.functions.submitUpdatesFor([fine.as_tuple(), su.as_tuple()])
-    assert _custom_error(batch, relayer.address, *TOO_MANY) == (capped.task_id, 2**29, CAP)
-    assert c.functions.lastUpdateId().call() == 0
+    out = capped.ledger.with_account(relayer).submit_batch([fine, su])
+    assert [r.contributor for r in out.records] == [capped.contributors[2].address]
+    assert [(s["entry"], s["reason"]) for s in out.skipped] == [(1, "TooManySamples")]
 
 
 def test_the_sdk_refuses_a_claim_above_max_samples_before_sending_anything(
@@ -287,13 +297,13 @@ def test_validators_cap_fedavg_weights_at_max_samples_even_where_the_chain_did_n
     assert fin is not None
     refs = [
         UpdateRef(
-            int(a["updateId"]),
-            a["contributor"],
-            to_hex(a["contentHash"]),
-            a["cid"],
-            2**29 if int(a["numSamples"]) == CAP else int(a["numSamples"]),
+            r.update_id,
+            r.contributor,
+            r.content_hash,
+            r.cid,
+            2**29 if r.num_samples == CAP else r.num_samples,
         )
-        for a in (e["args"] for e in sc.ledger.events("UpdateSubmitted", task_id=sc.task_id))
+        for r in sc.ledger.update_records(sc.task_id)
     ]
     j = judge_round(
         sc.store,

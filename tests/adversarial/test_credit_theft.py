@@ -29,8 +29,9 @@ from web3 import Web3
 
 from fedledger.chain.devnet import Devnet, start_anvil
 from fedledger.chain.ledger import Ledger, connect
+from fedledger.chain.records import RoundResult
 from fedledger.content.blockstore import Blockstore
-from fedledger.content.cid import compute_cid
+from fedledger.content.cid import compute_cid, parse_cid
 from fedledger.content.store import ContentStore, open_store
 from fedledger.errors import FormatError
 from fedledger.flows.submit import sign, submit
@@ -76,7 +77,12 @@ def _front_run(w3: Web3, contract: Any, thief: LocalAccount, args: dict[str, Any
     """``thief`` sends ``submitUpdate`` with ``args`` and a tip above the victim's, so the block
     holds it first."""
     fn = contract.functions.submitUpdate(
-        args["taskId"], args["round"], args["contentHash"], args["cid"], args["numSamples"]
+        args["taskId"],
+        args["round"],
+        args["contentHash"],
+        args["cidDigest"],
+        args["tensorRoot"],
+        args["numSamples"],
     )
     base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
     tx = fn.build_transaction(
@@ -176,7 +182,7 @@ def theft(
         pending["copier"] = _front_run(w3, contract, sc.contributors[COPIER], victim0)
         other = mstore.put(b"some other bytes, stored by the griefer")
         pending["griefer"] = _front_run(
-            w3, contract, sc.contributors[GRIEFER], {**victim1, "cid": other}
+            w3, contract, sc.contributors[GRIEFER], {**victim1, "cidDigest": parse_cid(other).digest}
         )
         w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     finally:
@@ -218,8 +224,9 @@ def test_the_copied_contributor_proves_its_acceptance_on_chain(theft: Theft) -> 
     p = theft.proof
     assert p["verdict"] == "ACCEPTED"
     leaf = bytes.fromhex(p["leaf"][2:])
+    result = RoundResult.from_event(p["result"])
     assert theft.sc.ledger.verify_verdict(
-        theft.sc.task_id, 0, leaf, [bytes.fromhex(x[2:]) for x in p["proof"]]
+        theft.sc.task_id, 0, result, leaf, [bytes.fromhex(x[2:]) for x in p["proof"]]
     )
 
 
@@ -288,8 +295,9 @@ def _bound_update(state: Any, who: str) -> bytes:
 
 
 def _attested_verdicts(sc: Scenario, rnd: int = 0) -> verdicts.VerdictFile:
-    (final,) = sc.ledger.events("RoundFinalized", task_id=sc.task_id, round_=rnd)
-    return verdicts.parse(sc.store.get(final["args"]["verdictCid"]), canonical=True)
+    final = sc.ledger.last_finalized(sc.task_id, rnd)
+    assert final is not None
+    return verdicts.parse(sc.store.get(final["verdictCid"]), canonical=True)
 
 
 # -- an open task: a stranger with raw web3 -----------------------------------------------------

@@ -14,6 +14,7 @@ the relay lets anyone do.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sqlite3
 from inspect import signature
@@ -30,9 +31,11 @@ from sqlalchemy.orm import Session
 from web3 import Web3
 
 from fedledger.chain.ledger import Ledger, TaskConfig, to_checksum
+from fedledger.chain.records import RoundResult
+from fedledger.content.cid import compute_cid
 from fedledger.content.store import ContentStore
 from fedledger.errors import ContentNotFoundError, StoreError
-from fedledger.flows.task import create_task, load_task, publish
+from fedledger.flows.task import Published, create_task, load_task, publish
 from fedledger.learning.models import build_model, state_to_numpy
 from fedledger.protocol import verdicts
 from fedledger.protocol.aggregation import RuleSpec
@@ -43,7 +46,8 @@ from fedledger_backend.db import ContributionRow, Database, EventRow, Quarantine
 from fedledger_backend.handlers import HANDLERS, SUBJECT
 from fedledger_backend.service import Backend
 
-U64_MAX = 2**64 - 1
+U64_MAX = 2**32 - 1
+"""The largest claim a task may allow in ledger v2 (``maxSamples`` is bounded to 2**32 - 1)."""
 
 
 # -- the attacker, from outside ---------------------------------------------------------------
@@ -92,10 +96,26 @@ def attacker_submits_max_samples(ledger: Ledger, attacker: LocalAccount) -> tupl
     )
     created = _send(w3, attacker, c.functions.createTask(cfg.as_tuple()))
     task_id = c.events.TaskCreated().process_receipt(created)[0]["args"]["taskId"]
-    fn = c.functions.submitUpdate(task_id, 0, "0x" + "cd" * 32, "bafkreiattackerupdate", U64_MAX)
+    fn = c.functions.submitUpdate(task_id, 0, "0x" + "cd" * 32, "0x" + "cd" * 32, b"\0" * 32, U64_MAX)
     submitted = _send(w3, attacker, fn)
     update_id = c.events.UpdateSubmitted().process_receipt(submitted)[0]["args"]["updateId"]
     return int(task_id), int(update_id)
+
+
+def _pair(tag: str) -> tuple[str, str]:
+    data = tag.encode()
+    return "0x" + hashlib.sha256(data).hexdigest(), compute_cid(data)
+
+
+def _result(
+    led: Ledger, task_id: int, rnd: int, agg_hash: str, agg_cid: str, verdict_file: Published
+) -> RoundResult:
+    """A result naming ``verdict_file`` as the round's verdict file, bound to its records."""
+    r = led.get_round(task_id, rnd)
+    return RoundResult(
+        "0x" + bytes(r["recordHash"]).hex(), int(r["updateCount"]), "0x" + "02" * 32,
+        verdict_file.content_hash, verdict_file.cid, agg_hash, agg_cid,
+    )  # fmt: skip
 
 
 def honest_round(ledger: Ledger, store: ContentStore, accounts: list[LocalAccount]) -> Scenario:
@@ -172,13 +192,15 @@ def test_reindex_and_a_fresh_database_rebuild_the_same_index_with_the_huge_value
 
 def main_update_submitted(s: Session, ev: EventRow) -> None:
     """The UpdateSubmitted handler as main had it: numSamples bound straight into the signed
-    INTEGER column (raw SQL here, so it overflows exactly as it did)."""
+    INTEGER column (raw SQL here).  Ledger v2 bounds claims to 2**32 - 1, so the value is
+    widened by 2**32 to overflow exactly as a 2**64 - 1 claim did."""
     a = ev.args
     s.execute(
         text(
             "INSERT INTO contributions (update_id, task_id, round, contributor, content_hash, "
-            "cid, num_samples, tx_hash, block_number, block_hash, log_index, submitted_at, "
-            "status) VALUES (:u, :t, :r, :c, :h, :cid, :n, :tx, :b, :bh, :li, :at, 'PENDING')"
+            "cid, num_samples, tensor_root, tx_hash, block_number, block_hash, log_index, "
+            "submitted_at, status) VALUES (:u, :t, :r, :c, :h, :cid, :n, :root, :tx, :b, :bh, "
+            ":li, :at, 'PENDING')"
         ),
         {
             "u": a["updateId"],
@@ -186,8 +208,9 @@ def main_update_submitted(s: Session, ev: EventRow) -> None:
             "r": a["round"],
             "c": to_checksum(a["contributor"]),
             "h": a["contentHash"],
-            "cid": a["cid"],
-            "n": a["numSamples"],
+            "cid": a["cidDigest"],
+            "n": int(a["numSamples"]) << 32,
+            "root": a["tensorRoot"],
             "tx": ev.tx_hash,
             "b": ev.block_number,
             "bh": ev.block_hash,
@@ -305,10 +328,10 @@ def attacker_task_that_breaks_judging(
         entries=[],
     )
     foreign = publish(store, other.to_bytes())
-    led.submit_update(task_id, 0, "0x" + "01" * 32, "bafkreiround0", 1)
-    led.attest_round(task_id, 0, "0x" + "02" * 32, st.global_hash, st.global_cid, foreign.cid)
+    led.submit_update(task_id, 0, *_pair("round0"), 1)
+    led.attest_round(task_id, 0, _result(led, task_id, 0, st.global_hash, st.global_cid, foreign))
     assert ledger.current_round(task_id) == 1
-    led.submit_update(task_id, 1, "0x" + "03" * 32, "bafkreiround1", 1)
+    led.submit_update(task_id, 1, *_pair("round1"), 1)
     return task_id
 
 
@@ -404,7 +427,7 @@ def test_an_unavailable_verdict_reason_carries_no_local_path(ledger, store, dev_
 
     local = str(store.root)  # type: ignore[attr-defined]
     with pytest.raises(ContentNotFoundError) as missing:
-        store.get(list(ledger.events("UpdateSubmitted", task_id=sc.task_id))[-1]["args"]["cid"])
+        store.get(list(ledger.update_records(sc.task_id))[-1].cid)
     assert local not in str(missing.value)
 
     final = ledger.last_finalized(sc.task_id)
@@ -429,9 +452,10 @@ def test_a_final_round_whose_verdict_file_is_not_one_is_quarantined_and_others_a
     evil = create_task(led, store, TaskSpec(), initial, open_=True, **bound)
     led.add_validator(evil, attacker.address)
     st = load_task(led, store, evil)
-    led.submit_update(evil, 0, "0x" + "01" * 32, "bafkreiround0", 1)
+    led.submit_update(evil, 0, *_pair("round0"), 1)
     # finalised alone, naming the model file (not JSON at all) as the round's verdict file
-    led.attest_round(evil, 0, "0x" + "02" * 32, st.global_hash, st.global_cid, st.global_cid)
+    model = Published(st.global_hash, st.global_cid, 0)
+    led.attest_round(evil, 0, _result(led, evil, 0, st.global_hash, st.global_cid, model))
     sc = honest_round(ledger, store, dev_accounts)
     backend = backend_for(sc, sc.validators[0], tmp_path / "v.db")
     backend.verdict_retries.backoff_s = 0.0

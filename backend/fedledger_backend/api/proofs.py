@@ -126,14 +126,19 @@ def round_result(rnd: RoundRow) -> dict[str, Any] | None:
     """A final round's attested RoundResult, as ``verifyVerdict`` takes it."""
     if rnd.record_hash is None or rnd.verdict_hash is None or rnd.sealed_count is None:
         return None
+    try:
+        verdict_digest = parse_cid(str(rnd.verdict_cid)).digest
+        aggregate_digest = parse_cid(str(rnd.aggregate_cid)).digest
+    except FormatError:
+        return None  # not CIDs the chain could have recorded: nothing to prove on chain
     return {
         "recordHash": rnd.record_hash,
         "updateCount": rnd.sealed_count,
         "verdictRoot": rnd.verdict_root,
         "verdictHash": rnd.verdict_hash,
-        "verdictCidDigest": "0x" + parse_cid(str(rnd.verdict_cid)).digest.hex(),
+        "verdictCidDigest": "0x" + verdict_digest.hex(),
         "aggregateHash": rnd.aggregate_hash,
-        "aggregateCidDigest": "0x" + parse_cid(str(rnd.aggregate_cid)).digest.hex(),
+        "aggregateCidDigest": "0x" + aggregate_digest.hex(),
         "aggregateTensorRoot": rnd.aggregate_tensor_root,
     }
 

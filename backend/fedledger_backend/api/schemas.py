@@ -24,6 +24,7 @@ ContributionStatus = Literal[
     "FREE_RIDER",
     "COPIED",
     "OUT_OF_RANGE",
+    "TENSOR_ROOT_MISMATCH",
 ]
 """PENDING until the round's verdict file is indexed, then the update's verdict
 (``fedledger.protocol.verdicts.Verdict`` names; a test keeps the two in step)."""

@@ -119,7 +119,10 @@ def hex32(value: str | bytes) -> bytes:
     return b
 
 
-def to_hex(b: bytes) -> str:
+def to_hex(b: bytes | str) -> str:
+    """``0x`` hex of bytes; a hex string (as event fields decoded for indexers are) lowercased."""
+    if isinstance(b, str):
+        return b.lower() if b.startswith(("0x", "0X")) else "0x" + b.lower()
     return "0x" + bytes(b).hex()
 
 
