@@ -17,11 +17,11 @@ from fedledger.protocol.aggregation import RuleSpec
 from fedledger.protocol.verdicts import Verdict, VerdictEntry, build
 from fedledger_backend.db import (
     AttestationRow,
-    ResultRow,
     Checkpoint,
     ContributionRow,
     Database,
     MemberRow,
+    ResultRow,
     RoundRow,
     TaskRow,
     VerdictFileRow,

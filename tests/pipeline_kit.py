@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from fedledger.chain.ledger import hex32, Ledger
+from fedledger.chain.ledger import Ledger, hex32
 from fedledger.content.store import ContentStore
 from fedledger.flows.contribute import ContributorOptions, LocalData, make_update
 from fedledger.flows.local_data import partition_share
@@ -53,6 +55,9 @@ class Scenario:
         )
         return work.data, work.num_samples
 
+    def _root(self, data: bytes, st: Any) -> str:
+        return _tensor_root(self.store, data, st)
+
     def submit_bytes(
         self,
         i: int,
@@ -61,6 +66,7 @@ class Scenario:
         *,
         store_it: bool = True,
         claimed_hash: str | None = None,
+        tensor_root: str | None = None,
     ) -> int:
         """Submit raw bytes as contributor i, bypassing the SDK's own checks (as an attacker
         would: a ``claimed_hash`` other than the bytes' own goes on chain as it is)."""
@@ -70,11 +76,26 @@ class Scenario:
         h = claimed_hash or codec.sha256_hex(data)
         st = self.state()
         led = self.as_(self.contributors[i])
+        root = tensor_root if tensor_root is not None else self._root(data, st)
         fn = led.contract.functions.submitUpdate(
-            self.task_id, st.current_round, hex32(h), parse_cid(cid).digest, b"\0" * 32, samples
+            self.task_id, st.current_round, hex32(h), parse_cid(cid).digest, hex32(root), samples
         )
         assert led.sender is not None
         return led.update_ids(led.sender.transact(fn, label="submitUpdate (raw)"))[0]
+
+
+def _tensor_root(store: ContentStore, data: bytes, st: Any) -> str:
+    """The tensorRoot an honest contributor records for ``data`` (zero if it has none)."""
+    from fedledger.flows.task import global_model
+    from fedledger.protocol import rounds
+    from fedledger.protocol.aggregation import TensorLayout
+
+    try:
+        layout = TensorLayout.of(global_model(store, st))
+        dec = codec.decode(data, kind="update")
+        return rounds.update_tensor_root(dec, layout, st.spec.fixed_point_format())
+    except Exception:  # noqa: BLE001 - an attacker's file: it records none
+        return rounds.ZERO_ROOT
 
 
 def make_scenario(

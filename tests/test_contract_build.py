@@ -97,7 +97,7 @@ def test_error_selectors_cover_the_named_errors() -> None:
     for name in (
         "NotContributor", "NotValidator", "NotTaskOwner", "UnknownTask", "DuplicateSubmission",
         "RoundFull", "RoundAlreadySealed", "RoundNotReady", "Expired", "AlreadyAttested",
-        "InvalidConfig", "EmptyBatch",
+        "InvalidConfig", "BadBatch",
     ):  # fmt: skip
         assert name in by_name
     # the selector is keccak256("WrongRound(uint256,uint64,uint64)")[:4]

@@ -20,7 +20,8 @@ from fedledger.errors import ConfigError, FormatError
 from fedledger.flows import submit as submit_flow
 from fedledger.flows.verify import verify_task
 from fedledger.protocol import aggregation as agg
-from fedledger.protocol import codec, exact_rules, fixed_deltas, fixedpoint, verdicts
+from fedledger.protocol import codec, exact_rules, fixed_deltas, fixedpoint, rounds, verdicts
+from fedledger.protocol.aggregation import TensorLayout
 from fedledger.protocol.fixedpoint import FixedPointFormat, FixedPointRangeError
 from fedledger.protocol.rounds import UpdateRef, judge_round
 from fedledger.protocol.taskspec import TaskSpec
@@ -238,8 +239,18 @@ def _judge(
     files: list[tuple[int, str, bytes, int]],
     base: bytes,
 ):  # type: ignore[no-untyped-def]
+    layout = TensorLayout.of(codec.decode(base, kind="model").tensors)
+
+    def root(data: bytes) -> str:
+        """The tensorRoot the contributor records (zero for a file that does not decode)."""
+        try:
+            dec = codec.decode(data, kind="update")
+            return rounds.update_tensor_root(dec, layout, spec.fixed_point_format())
+        except Exception:  # noqa: BLE001 - a malformed file records nothing meaningful
+            return rounds.ZERO_ROOT
+
     refs = [
-        UpdateRef(uid, who, codec.sha256_hex(data), store.put(data), ns)
+        UpdateRef(uid, who, codec.sha256_hex(data), store.put(data), ns, 0, root(data))
         for uid, who, data, ns in files
     ]
     return judge_round(

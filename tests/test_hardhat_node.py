@@ -10,6 +10,7 @@ from eth_account import Account
 
 from fedledger.chain.devnet import dev_private_keys, start_hardhat
 from fedledger.chain.ledger import Ledger, TaskConfig, connect
+from fedledger.content.cid import compute_cid
 
 
 @pytest.mark.skipif(shutil.which("npx") is None, reason="Node.js (npx) is not installed")
@@ -20,11 +21,14 @@ def test_deploy_and_submit_on_hardhat_node(tmp_path):
         led = Ledger.deploy(connect(dn.url), keys[0], tmp_path / "deployments")
         assert (tmp_path / "deployments" / "31337.json").exists()
         h = "0x" + hashlib.sha256(b"m").hexdigest()
-        cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+        cid = compute_cid(b"m")
         tid = led.create_task(
             TaskConfig(h, cid, cid, min_updates=1, max_updates=3, quorum=1, max_samples=1000)
         )
         led.add_contributor(tid, keys[1].address)
         uid = led.with_account(keys[1]).submit_update(tid, 0, h, cid, 10)
-        assert uid == 1 and led.get_task(tid)["updateCount"] == 1
-        assert led.get_update_digest(uid) == led.update_digest(tid, 0, keys[1].address, h, cid, 10)
+        assert uid == (tid << 32) | 1 and led.get_task(tid)["updateCount"] == 1
+        (rec,) = led.update_records(tid, 0)
+        assert (rec.contributor, rec.content_hash, rec.cid, rec.num_samples) == (
+            keys[1].address, h, cid, 10,
+        )  # fmt: skip

@@ -57,6 +57,7 @@ def test_codes_match_interfaces_md() -> None:
         "FREE_RIDER",
         "COPIED",
         "OUT_OF_RANGE",
+        "TENSOR_ROOT_MISMATCH",
     ]
 
 

@@ -108,6 +108,7 @@ EARLY_VERDICTS = frozenset(
         Verdict.LATE,
         Verdict.COPIED,
         Verdict.OUT_OF_RANGE,
+        Verdict.TENSOR_ROOT_MISMATCH,
     }
 )
 MAD_TO_SIGMA = 1.4826
