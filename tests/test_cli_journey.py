@@ -283,7 +283,8 @@ def test_model_pull_of_a_later_round_is_the_aggregate_attested_before_it(
     cli: Cli, trained: Trained, ledger: Ledger, tmp_path: Path
 ) -> None:
     finals = {
-        int(e["args"]["round"]): e["args"] for e in ledger.events("RoundFinalized", task_id=1)
+        int(e["args"]["round"]): ledger.finalized_args(e)
+        for e in ledger.events("RoundFinalized", task_id=1)
     }
     pulled = {}
     for rnd in range(ROUNDS + 1):
