@@ -178,10 +178,8 @@ def test_a_relayed_update_ends_on_chain_paid_by_the_relayer(relay: Relay) -> Non
     done = relay.wait_done(su)
     assert done["state"] == "submitted", done
     assert done["txHash"].startswith("0x") and done["updateId"] >= 1
-    assert relay.ledger.has_submitted(su.task_id, su.round, alice.address)
-    assert relay.ledger.get_update_digest(done["updateId"]) == relay.ledger.update_digest(
-        su.task_id, su.round, alice.address, su.content_hash, su.cid, su.num_samples
-    )
+    assert done["updateId"] >> 32 == su.task_id  # ledger v2 ids: (taskId << 32) | seq
+    assert_on_chain_once(relay.ledger, su, done["updateId"], tx_hash=done["txHash"])
     assert relay.sc.store.get(su.cid) == data
     assert relay.ledger.w3.eth.get_transaction_count(alice.address) == alice_nonce
 
@@ -222,7 +220,6 @@ def _wrong_chain(sc: Scenario, data: bytes) -> dict[str, Any]:
         su.content_hash,
         su.cid,
         su.num_samples,
-        who.address,
         su.deadline,
         chain_id=sc.ledger.chain_id + 1,
     )
@@ -231,8 +228,20 @@ def _wrong_chain(sc: Scenario, data: bytes) -> dict[str, Any]:
 
 
 def _short(sc: Scenario, data: bytes) -> dict[str, Any]:
+    """One byte short of the EIP-2098 compact form (64 bytes, which is accepted)."""
     su = sign(sc, sc.contributors[0], data)
-    return {**su.to_json(), "signature": "0x" + su.signature[:64].hex()}
+    return {**su.to_json(), "signature": "0x" + su.signature[:63].hex()}
+
+
+def _cut_to_64(sc: Scenario, data: bytes) -> dict[str, Any]:
+    """A 65-byte signature cut to 64 bytes is read as (r, vs) with y parity 0 and recovers
+    another key whenever the signature's v was 28: signed until it is (the relay must not
+    take 64 bytes for a compact signature they are not)."""
+    for seed in range(64):
+        su = sign(sc, sc.contributors[0], data, samples=100 + seed)
+        if su.signature[64] == 28:
+            return {**su.to_json(), "signature": "0x" + su.signature[:64].hex()}
+    raise AssertionError("no signature with v = 28 in 64 tries")
 
 
 def _tampered(sc: Scenario, data: bytes) -> dict[str, Any]:
@@ -247,10 +256,11 @@ def _tampered(sc: Scenario, data: bytes) -> dict[str, Any]:
         (_expired, "expired"),
         (_high_s, "high s"),
         (_wrong_chain, "not by the contributor"),
-        (_short, "65 bytes"),
+        (_short, "64 or 65 bytes"),
+        (_cut_to_64, "not by the contributor"),
         (_tampered, "not by the contributor"),
     ],
-    ids=["forged", "expired", "high-s", "wrong-chain", "short", "tampered"],
+    ids=["forged", "expired", "high-s", "wrong-chain", "short", "cut-to-64", "tampered"],
 )
 def test_a_bad_signature_is_422_and_nothing_is_stored_or_sent(relay: Relay, make, why) -> None:
     data = update_bytes(relay.sc, 2)
@@ -549,13 +559,28 @@ def queue_updates(relay: Relay, n: int, seed: int) -> list[tuple[SignedUpdate, b
     return out
 
 
-def assert_on_chain_once(ledger: Ledger, su: SignedUpdate, update_id: int) -> None:
+def assert_on_chain_once(
+    ledger: Ledger, su: SignedUpdate, update_id: int, *, tx_hash: str | None = None
+) -> None:
+    """``su`` is recorded once under ``update_id``, exactly as signed (ledger v2 keeps no slot
+    per update: the record is in its event, single or batched)."""
     assert ledger.has_submitted(su.task_id, su.round, su.contributor)
-    assert ledger.get_update_digest(update_id) == ledger.update_digest(
-        su.task_id, su.round, su.contributor, su.content_hash, su.cid, su.num_samples
+    mine = [
+        rec
+        for rec in ledger.update_records(su.task_id, su.round)
+        if rec.contributor == su.contributor
+    ]
+    assert len(mine) == 1, mine
+    (rec,) = mine
+    assert rec.update_id == update_id
+    assert (rec.content_hash, rec.cid, rec.num_samples, rec.tensor_root) == (
+        su.content_hash,
+        su.cid,
+        su.num_samples,
+        su.tensor_root,
     )
-    events = ledger.events("UpdateSubmitted", task_id=su.task_id, round_=su.round)
-    assert [e["args"]["contributor"] for e in events].count(su.contributor) == 1
+    if tx_hash is not None:
+        assert rec.tx_hash == tx_hash
 
 
 @pytest.fixture
@@ -601,11 +626,10 @@ def test_an_update_sent_before_the_crash_but_not_recorded_is_not_sent_again(
     # The dead relayer had sent the first update; the journal still says queued.
     sender = stalled_relay.ledger.with_account(stalled_relay.relayer)
     assert sender.sender is not None
-    receipt = sender.sender.transact(
-        sender.contract.functions.submitUpdatesFor([su.as_tuple()]), label="sent before crash"
-    )
-    (sent_id,) = sender.update_ids(receipt)
-    sent_tx = "0x" + bytes(receipt["transactionHash"]).hex()
+    sent = sender.submit_batch([su])
+    assert sent.skipped == []
+    (sent_id,) = [rec.update_id for rec in sent.records]
+    sent_tx = "0x" + bytes(sent.receipt["transactionHash"]).hex()
     journal = RelayJournal(tmp_path / JOURNAL, ledger_scope(stalled_relay.ledger))
     assert journal.get((su.contributor.lower(), su.task_id, su.round)).state == "queued"
     nonce = stalled_relay.nonce()
