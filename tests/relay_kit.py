@@ -170,9 +170,12 @@ def transact(w3: Web3, who: LocalAccount, fn: Any) -> Any:
 
 def create_open_task(ledger: Ledger, attacker: LocalAccount) -> int:
     """The attacker's own open task, created and self-validated with raw web3: anyone may
-    contribute to it, and its owner appoints itself its validator."""
+    contribute to it, and its owner appoints itself its validator.  The CID strings are the
+    attacker's to choose (the contract does not read them); the largest ``maxSamples`` and
+    ``attestWindow`` ledger v2 allows."""
     w3, contract = outsider_web3(ledger)
-    cfg = (b"\x11" * 32, "bafkreiattackermodel", "bafkreiattackerspec", 1, 64, 1, 0, True, 2**63)
+    most = 2**32 - 1
+    cfg = (b"\x11" * 32, "bafkreiattackermodel", "bafkreiattackerspec", 1, 64, 1, 0, True, most, most)
     receipt = transact(w3, attacker, contract.functions.createTask(cfg))
     (created,) = contract.events.TaskCreated().process_receipt(receipt)
     task_id = int(created["args"]["taskId"])

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pipeline_kit import Scenario, make_scenario
 
-from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.chain.ledger import Ledger, SignedUpdate, compact_signature
 from fedledger.content.cid import compute_cid
 from fedledger.content.store import ContentStore
 from fedledger.errors import FedledgerError
@@ -182,6 +182,22 @@ def test_a_relayed_update_ends_on_chain_paid_by_the_relayer(relay: Relay) -> Non
     assert_on_chain_once(relay.ledger, su, done["updateId"], tx_hash=done["txHash"])
     assert relay.sc.store.get(su.cid) == data
     assert relay.ledger.w3.eth.get_transaction_count(alice.address) == alice_nonce
+
+
+def test_a_compact_64_byte_signature_is_relayed_like_a_65_byte_one(relay: Relay) -> None:
+    """EIP-2098: (r, vs) is the same signature in 64 bytes; the relay and the chain take it."""
+    bob = relay.sc.contributors[1]
+    data = update_bytes(relay.sc, 13, bob)
+    full = sign(relay.sc, bob, data)
+    su = replace(full, signature=compact_signature(full.signature))
+    assert len(su.signature) == 64
+
+    r = relay.post(su.to_json(), data)
+
+    assert r.status_code == 202, r.text
+    done = relay.wait_done(su)
+    assert done["state"] == "submitted", done
+    assert_on_chain_once(relay.ledger, su, done["updateId"], tx_hash=done["txHash"])
 
 
 def test_status_of_an_update_never_relayed_is_404(relay: Relay) -> None:

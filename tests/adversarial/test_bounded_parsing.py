@@ -22,6 +22,7 @@ worker process (``fedledger_backend.worker_process``); the attacker uses raw htt
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 import struct
@@ -46,6 +47,7 @@ from pipeline_kit import Scenario, make_scenario
 from fedledger import safejson
 from fedledger.chain.devnet import dev_private_keys, start_anvil
 from fedledger.chain.ledger import Ledger, SignedUpdate, connect
+from fedledger.content.cid import compute_cid
 from fedledger.content.store import ContentStore, open_store
 from fedledger.errors import ConfigError, FormatError
 from fedledger.protocol import codec, verdicts
@@ -377,11 +379,12 @@ def test_a_hostile_verdict_file_is_a_format_error(doc: bytes) -> None:
 def test_a_signed_update_file_holds_only_numbers_its_solidity_types_hold(
     change: dict, message: str
 ) -> None:
+    data = b"an update"
     good = {
         "taskId": 1,
         "round": 0,
-        "contentHash": "0x" + "ab" * 32,
-        "cid": "bafkreia",
+        "contentHash": "0x" + hashlib.sha256(data).hexdigest(),
+        "cid": compute_cid(data),
         "numSamples": 10,
         "contributor": "0x" + "11" * 20,
         "deadline": 2**40,

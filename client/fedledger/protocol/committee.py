@@ -36,7 +36,7 @@ Format, version 1, all integers big-endian::
     tensor_root     32   the plaintext's tensorRoot, zero for a float update
     plaintext_size   8   uint64
     nonce_prefix     8   random
-    recipients       2   uint16 n, 1 <= n <= MAX_RECIPIENTS
+    recipients       4   uint32 n, 1 <= n <= MAX_RECIPIENTS
     n x (key_id 32, wrapped_key 80)   key_id = the recipient's X25519 public key;
                                       strictly increasing (canonical, no duplicates)
     ciphertext          max(1, ceil(size / SEGMENT_BYTES)) segments, each its bytes + 16-byte tag
@@ -88,11 +88,11 @@ TAG_BYTES = 16
 WRAPPED_KEY_BYTES = CONTENT_KEY_BYTES + 48  # crypto_box_SEALBYTES: ephemeral key + MAC
 MAX_RECIPIENTS = 256
 """A committee is a task's validators and auditors: hundreds at most.  The bound caps what a
-header can make a reader parse (256 x 112 bytes)."""
+header can make a reader parse (256 x 112 bytes), whatever count the header claims."""
 DEFAULT_MAX_PLAINTEXT = 2 * 1024**3
 """The codec's own file-size bound (``fedledger.protocol.codec.DEFAULT_MAX_BYTES``)."""
 
-_FIXED = struct.Struct(">8sB32sQ20s32s32sQ8sH")
+_FIXED = struct.Struct(">8sB32sQ20s32s32sQ8sI")
 _RECIPIENT_BYTES = KEY_ID_BYTES + WRAPPED_KEY_BYTES
 _ZERO32 = bytes(32)
 _HEX32 = re.compile(r"0x[0-9a-fA-F]{64}")
