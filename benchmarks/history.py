@@ -2,23 +2,30 @@
 
 1. Index: bulk-insert N realistic contributions (default 1,000,000) into a fresh SQLite file, the
    way the indexer's tables hold them (10 tasks × 100 updates per round, 10 % rejected by
-   various verdicts, the newest round pending).
+   various verdicts, the newest round pending). Ledger v2 ids: ``updateId = (taskId << 32) |
+   seq``, so update-id order is task by task; CIDs are the raw CIDs the chain's digests name.
 2. REST: serve it with uvicorn (its own process, as in production) and time GET /contributions
    pages over one keep-alive httpx connection: first page, a deep cursor page, and the filters
    task_id+round, contributor, status. Target: p99 ≤ 20 ms.
 3. Chain: start anvil, deploy TrainingLedger, emit UpdateSubmitted events from several keys
-   (pipelined sends), and time eth_getLogs filtered by the contributor topic — what a client
-   without the index would have to do. Then time the indexer ingesting those events.
+   (pipelined sends; each round attested with a RoundResult bound to its sealed records), and
+   time eth_getLogs filtered by the contributor topic — what a client without the index would
+   have to do. Then time the indexer ingesting those events. (In v2 a relayed batch logs one
+   UpdatesRelayed event with packed records and no contributor topic: that query finds direct
+   submissions only, so every update here is a direct submitUpdate.)
 
 Prints a table; the LAST line is one JSON object (p50_ms, p99_ms, getlogs_ms,
 ingest_events_per_s, …).
 
     .venv/bin/python benchmarks/history.py [--rows 1000000] [--events 2000] [--requests 800]
+    .venv/bin/python benchmarks/history.py --quick   # 50,000 rows, 200 events, 100 requests
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import random
@@ -77,10 +84,20 @@ def _hex(rng: random.Random, nbytes: int) -> str:
 
 
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
+_RAW_CID = bytes([0x01, 0x55, 0x12, 0x20])  # CIDv1, raw, sha2-256, 32 bytes
 
 
 def _cid(rng: random.Random) -> str:
     return "bafkrei" + "".join(rng.choices(_B32, k=52))
+
+
+def _raw_cids(hashes: list[str]) -> list[str]:
+    """The raw CIDv1 of each one-block file with sha256 ``hashes[i]`` (= ``recorded_cid(h, h)``),
+    as the index stores a v2 record's CID: one base32 pass over 40-byte groups (36 bytes + 4
+    zero bytes end on a 5-byte boundary, so each CID's 58 characters are its own)."""
+    blob = b"".join(_RAW_CID + bytes.fromhex(h[2:]) + bytes(4) for h in hashes)
+    text = base64.b32encode(blob).decode().lower()
+    return ["b" + text[i * 64 : i * 64 + 58] for i in range(len(hashes))]
 
 
 def _address(rng: random.Random) -> str:
@@ -97,11 +114,16 @@ class Index:
     seconds: float
     sample_contributor: str
     sample_task_round: tuple[int, int]
-    deep_update_id: int
+    deep_update_id: int  # 90 % through the history in update-id order
+    contributor_deep_id: int  # 90 % through the sample contributor's task (its only one)
 
 
 def build_index(path: Path, rows: int, seed: int = 7) -> Index:
     """A fresh index with ``rows`` contributions, inserted through executemany in one go."""
+    from fedledger.content.cid import recorded_cid
+
+    probe = hashlib.sha256(b"probe").digest()
+    assert _raw_cids(["0x" + probe.hex()]) == [recorded_cid(probe, probe)]
     rng = random.Random(seed)
     db = Database(f"sqlite:///{path}").create()
     rounds = -(-rows // (TASKS * PER_ROUND))
@@ -123,7 +145,9 @@ def build_index(path: Path, rows: int, seed: int = 7) -> Index:
     batch: list[tuple[Any, ...]] = []
     round_rows: list[dict[str, Any]] = []
     block = 1000
-    uid = 0
+    uid = 0  # rows so far
+    seqs = dict.fromkeys(pools, 0)  # each task's seq: updateId = (taskId << 32) | seq
+    middle_contributor, middle_task = "", 1
     with db.engine.begin() as conn:
         raw = conn.connection.driver_connection
         assert raw is not None
@@ -145,6 +169,8 @@ def build_index(path: Path, rows: int, seed: int = 7) -> Index:
                     quorum=2,
                     round_duration=0,
                     open=False,
+                    max_samples=5000,
+                    attest_window=600,
                     current_round=rounds - 1,
                     global_hash=_hex(rng, 32),
                     global_cid=_cid(rng),
@@ -177,22 +203,29 @@ def build_index(path: Path, rows: int, seed: int = 7) -> Index:
                 block_hash = _hex(rng, 32)
                 n = min(PER_ROUND, rows - uid)
                 accepted = 0
-                for who in rng.sample(pools[task], n):
+                hashes = [_hex(rng, 32) for _ in range(n)]
+                for k, (who, content_hash, cid) in enumerate(
+                    zip(rng.sample(pools[task], n), hashes, _raw_cids(hashes), strict=True)
+                ):
                     uid += 1
+                    seqs[task] += 1
+                    if uid == rows // 2:
+                        middle_contributor, middle_task = who, task
                     status = "PENDING" if pending else verdict_of(rng.random())
                     accepted += status == "ACCEPTED"
                     record = {
-                        "update_id": uid,
+                        "update_id": (task << 32) | seqs[task],
                         "task_id": task,
                         "round": rnd,
                         "contributor": who,
-                        "content_hash": _hex(rng, 32),
-                        "cid": _cid(rng),
+                        "content_hash": content_hash,
+                        "cid": cid,
                         "num_samples": rng.randrange(200, 5000),
+                        "tensor_root": "0x" + "00" * 32,
                         "tx_hash": _hex(rng, 32),
                         "block_number": block,
                         "block_hash": block_hash,
-                        "log_index": uid % PER_ROUND,
+                        "log_index": k,
                         "submitted_at": 1_700_000_000 + block * 2,
                         "status": status,
                         "reason": None
@@ -210,6 +243,7 @@ def build_index(path: Path, rows: int, seed: int = 7) -> Index:
                         started_block=block - 2,
                         started_at=0,
                         submitted=n,
+                        sealed_count=None if pending else n,
                         accepted=accepted,
                         rejected=0 if pending else n - accepted,
                         verdicts_applied=not pending,
@@ -236,20 +270,22 @@ def build_index(path: Path, rows: int, seed: int = 7) -> Index:
         )
     seconds = time.perf_counter() - t0
     sample_task = 3
-    with db.session() as s:
-        contributor = s.scalar(
-            ContributionRow.__table__.select()
-            .with_only_columns(ContributionRow.contributor)
-            .where(ContributionRow.update_id == rows // 2)
-        )
+    # 90 % of the way through the history in update-id order (task by task in v2)
+    deep, before, deep_update_id = int(uid * 0.9), 0, 0
+    for task, count in seqs.items():
+        if before + count > deep:
+            deep_update_id = (task << 32) | (deep - before)
+            break
+        before += count
     return Index(
         db=db,
         rows=uid,
         rounds=rounds,
         seconds=seconds,
-        sample_contributor=str(contributor),
+        sample_contributor=middle_contributor,
         sample_task_round=(sample_task, rounds // 2),
-        deep_update_id=int(uid * 0.9),
+        deep_update_id=deep_update_id,
+        contributor_deep_id=(middle_task << 32) | int(seqs[middle_task] * 0.9),
     )
 
 
@@ -344,7 +380,7 @@ def rest_scenarios(idx: Index) -> Iterator[tuple[str, dict[str, Any]]]:
         "contributor, deep",
         {
             "contributor": idx.sample_contributor,
-            "cursor": encode_cursor("contributions.asc", idx.deep_update_id),
+            "cursor": encode_cursor("contributions.asc", idx.contributor_deep_id),
         },
     )
     yield "status=OUTLIER", {"status": "OUTLIER"}
@@ -370,6 +406,8 @@ def chain_part(n_events: int, workdir: Path) -> ChainFigures:
 
     from fedledger.chain.devnet import dev_private_keys, start_anvil
     from fedledger.chain.ledger import Ledger, NonceManager, TaskConfig, wait_all
+    from fedledger.chain.records import RoundResult
+    from fedledger.content.cid import compute_cid
     from fedledger_backend.handlers import HANDLERS, rebuild
     from fedledger_backend.indexer import Indexer, LedgerSource
 
@@ -384,9 +422,9 @@ def chain_part(n_events: int, workdir: Path) -> ChainFigures:
         ledger = Ledger.deploy(w3, owner)
         task = ledger.create_task(
             TaskConfig(
-                model_hash="0x" + "11" * 32,
-                model_cid="bafkreimodel",
-                spec_cid="bafkreispec",
+                model_hash="0x" + hashlib.sha256(b"model").hexdigest(),
+                model_cid=compute_cid(b"model"),
+                spec_cid=compute_cid(b"spec"),
                 min_updates=senders,
                 max_updates=senders,
                 quorum=1,
@@ -404,8 +442,10 @@ def chain_part(n_events: int, workdir: Path) -> ChainFigures:
             pend = []
             for c in contributors[: min(senders, n_events - emitted)]:
                 assert c.sender is not None
+                data = rng.getrandbits(256).to_bytes(32, "big")  # the update file, one block
+                content_hash = "0x" + hashlib.sha256(data).hexdigest()
                 fn = c.submit_update_fn(
-                    task, rnd, _hex(rng, 32), _cid(rng), rng.randrange(200, 5000)
+                    task, rnd, content_hash, compute_cid(data), rng.randrange(200, 5000)
                 )
                 pend.append((c.sender, c.sender.send(fn, label="submitUpdate", gas=400_000)))
             for sender, p in pend:
@@ -413,13 +453,25 @@ def chain_part(n_events: int, workdir: Path) -> ChainFigures:
             emitted += len(pend)
             if emitted >= n_events:
                 break
-            ledger.attest_round(task, rnd, "0x" + "22" * 32, _hex(rng, 32), _cid(rng), _cid(rng))
+            # the round is full: attesting seals it, bound to its records (quorum 1 finalises)
+            sealed = ledger.get_round(task, rnd)
+            verdicts, aggregate = (rng.getrandbits(256).to_bytes(32, "big") for _ in range(2))
+            result = RoundResult(
+                record_hash="0x" + bytes(sealed["recordHash"]).hex(),
+                update_count=int(sealed["updateCount"]),
+                verdict_root="0x" + "22" * 32,
+                verdict_hash="0x" + hashlib.sha256(verdicts).hexdigest(),
+                verdict_cid=compute_cid(verdicts),
+                aggregate_hash="0x" + hashlib.sha256(aggregate).hexdigest(),
+                aggregate_cid=compute_cid(aggregate),
+            )
+            ledger.attest_round(task, rnd, result)
         emit_s = time.perf_counter() - t0
 
         topic0 = (
             "0x"
             + keccak(
-                text="UpdateSubmitted(uint256,uint64,address,uint256,bytes32,string,uint64)"
+                text="UpdateSubmitted(uint256,uint64,address,uint256,bytes32,bytes32,bytes32,uint64)"
             ).hex()
         )
         who = keys[5].address
@@ -462,7 +514,12 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=800, help="per scenario")
     ap.add_argument("--budget", type=float, default=120.0, help="seconds for all requests at most")
     ap.add_argument("--no-chain", action="store_true", help="skip the anvil part")
+    ap.add_argument(
+        "--quick", action="store_true", help="a smoke run: 50,000 rows, 200 events, 100 requests"
+    )
     args = ap.parse_args()
+    if args.quick:
+        args.rows, args.events, args.requests, args.budget = 50_000, 200, 100, 30.0
 
     with tempfile.TemporaryDirectory(prefix="fedledger-bench-") as tmp:
         work = Path(tmp)

@@ -2,7 +2,11 @@
 pipelined path (local signing, its own nonces, receipts awaited together), from one key and from
 many keys, in the same run.
 
-    python benchmarks/submit.py [--updates 200] [--keys 8]
+Ledger v2: each update is ``submitUpdate(taskId, round, contentHash, cidDigest, tensorRoot,
+numSamples)`` for real bytes (``contentHash`` their sha256, ``cidDigest`` the digest of their
+CID, a raw CID for these one-block files), a zero tensor root, and no storage slot per update.
+
+    python benchmarks/submit.py [--updates 200] [--keys 8]   # --quick: 40 updates, 4 keys
 
 Last line: JSON with ``speedup`` (pipelined one-key rate / naive one-key rate) and the rates.
 """
@@ -21,21 +25,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from eth_account import Account  # noqa: E402
 
 from fedledger.chain.devnet import dev_private_keys, start_anvil  # noqa: E402
-from fedledger.chain.ledger import Ledger, NonceManager, Sender, TaskConfig, connect  # noqa: E402
+from fedledger.chain.ledger import (  # noqa: E402
+    ZERO32,
+    Ledger,
+    NonceManager,
+    Sender,
+    TaskConfig,
+    connect,
+    hex32,
+)
+from fedledger.content.cid import compute_cid, recorded_digest  # noqa: E402
+
+ZERO = hex32(ZERO32)  # no tensor root: these tasks have no fixed-point format
 
 
-def h(i: int, salt: str = "") -> str:
-    return "0x" + hashlib.sha256(f"{salt}{i}".encode()).hexdigest()
+def update(i: int, salt: str) -> tuple[str, str]:
+    """(contentHash, CID) of update file ``i``: a few bytes, so a one-block ``raw`` CID."""
+    data = f"update {salt} {i}".encode()
+    return "0x" + hashlib.sha256(data).hexdigest(), compute_cid(data)
 
 
 def make_tasks(led: Ledger, n: int) -> list[int]:
-    """n open tasks (anyone may contribute); created pipelined, ids read from the receipts."""
+    """n open tasks (anyone may contribute), created pipelined; their ids (consecutive)."""
     sender = led.sender
     assert sender is not None
     cfg = TaskConfig(
-        h(0, "model"),
-        "bafkmodel",
-        "bafkspec",
+        "0x" + hashlib.sha256(b"model").hexdigest(),
+        compute_cid(b"model"),
+        compute_cid(b"spec"),
         min_updates=1,
         max_updates=1000,
         quorum=1,
@@ -44,19 +61,21 @@ def make_tasks(led: Ledger, n: int) -> list[int]:
     )
     fn = led.contract.functions.createTask(cfg.as_tuple())
     gas = int(fn.estimate_gas({"from": sender.address}) * 1.3)
+    before = led.task_count()  # this key alone creates tasks: ids are consecutive
     pend = [sender.send(fn, label="createTask", gas=gas) for _ in range(n)]
-    start = led.task_count() - 0
     for p in pend:
         sender.wait(p)
-    total = led.task_count()
-    return list(range(total - n + 1, total + 1)) if total >= n else list(range(start, total + 1))
+    assert led.task_count() == before + n
+    return list(range(before + 1, before + n + 1))
 
 
 def naive(led: Ledger, acct_addr: str, tasks: list[int], salt: str) -> float:
+    """The raw contract call, one ``transact`` (the node signs) and one receipt at a time."""
+    files = [update(i, salt) for i in range(len(tasks))]
     t0 = time.perf_counter()
-    for i, tid in enumerate(tasks):
+    for tid, (content_hash, cid) in zip(tasks, files, strict=True):
         tx = led.contract.functions.submitUpdate(
-            tid, 0, bytes.fromhex(h(i, salt)[2:]), "bafyupdate", 10
+            tid, 0, hex32(content_hash), recorded_digest(cid, hex32(content_hash)), ZERO, 10
         ).transact({"from": acct_addr})
         led.w3.eth.wait_for_transaction_receipt(tx)
     return len(tasks) / (time.perf_counter() - t0)
@@ -64,18 +83,15 @@ def naive(led: Ledger, acct_addr: str, tasks: list[int], salt: str) -> float:
 
 def pipelined(led: Ledger, senders: list[Sender], tasks: list[int], salt: str) -> float:
     """Each sender submits one update to every task (one per contributor per round)."""
-    fn0 = led.contract.functions.submitUpdate(
-        tasks[0], 0, bytes.fromhex(h(0, salt)[2:]), "bafyupdate", 10
-    )
+    fn0 = led.submit_update_fn(tasks[0], 0, *update(0, salt), 10)
     gas = int(fn0.estimate_gas({"from": senders[0].address}) * 1.5) + 20_000
+    files = [[update(i * 1000 + k, salt) for i in range(len(tasks))] for k in range(len(senders))]
     t0 = time.perf_counter()
     pend = []
     for k, s in enumerate(senders):
         fns = [
-            led.contract.functions.submitUpdate(
-                tid, 0, bytes.fromhex(h(i * 1000 + k, salt)[2:]), "bafyupdate", 10
-            )
-            for i, tid in enumerate(tasks)
+            led.submit_update_fn(tid, 0, content_hash, cid, 10)
+            for tid, (content_hash, cid) in zip(tasks, files[k], strict=True)
         ]
         pend.append((s, s.send_many(fns, label="submitUpdate", gas=gas)))
     total = 0
@@ -88,7 +104,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=200, help="updates per measurement")
     ap.add_argument("--keys", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 40 updates, 4 keys")
     args = ap.parse_args()
+    if args.quick:
+        args.updates, args.keys = 40, 4
     keys = dev_private_keys(args.keys + 2)
     with start_anvil(accounts=args.keys + 2) as dn:
         w3 = connect(dn.url)

@@ -1,12 +1,13 @@
 """Issue #14, class 6: front-running the relayer loses no acknowledged update.
 
-Once the relayer's ``submitUpdatesFor`` batch is in the mempool, every signature in it is
-public: anyone can copy one entry and land it first with ``submitUpdateFor``.  The batch is
-all-or-nothing, so it reverted, and the relayer marked all six entries ``failed`` — five
-updates acknowledged with 202 never reached the chain.  Now (fedledger.flows.relay.BatchRelayer) the
-relayer checks the entries again, records the landed one as ``submitted`` with its real update
-id and the front-runner's tx, and resends the rest; after bounded retries it sends entries
-alone.  Every 202 ends ``submitted`` or ``failed`` with a reason, each update on chain once.
+Once the relayer's batch is in the mempool, every signature in it is public: anyone can copy
+one entry and land it first.  Under ledger v1 the batch was all-or-nothing, so it reverted,
+and the relayer marked all six entries ``failed``.  Ledger v2's ``submitBatch`` never reverts
+for one entry: the copied entry is skipped with ``EntrySkipped(..., DuplicateSubmission)`` and
+the other five land in the same transaction.  The relayer (fedledger.flows.relay.BatchRelayer)
+finds the skipped entry's very update on chain and reports it ``submitted`` with its real
+update id and the front-runner's tx.  Every 202 ends ``submitted`` or ``failed`` with a reason,
+each update on chain once, and a front-runner costs the relayer no extra transaction.
 
 Real anvil with automine off, so the front-runner really sees the relayer's pending
 transaction and outbids it into the same block; the real contract; the relay on a real
@@ -16,7 +17,7 @@ uvicorn, followed through its status route; the front-runner uses raw web3.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,14 +37,13 @@ from relay_kit import (
 )
 from web3 import Web3
 
-from fedledger.chain.ledger import Ledger, SignedUpdate
+from fedledger.chain.ledger import ENTRY_BYTES, Ledger, SignedUpdate
 from fedledger.content.store import ContentStore
 from fedledger_backend.relay_service import LANDED_BY_OTHER, RelayLimits, RelayPolicy
 
 RELAYER, FRONT_RUNNER = 15, 16
 ROOMY = RelayLimits(address_burst=50, address_per_s=50, ip_burst=1000, ip_per_s=1000)
 LANDED_BY = LANDED_BY_OTHER.split("(")[0]  # "already on chain: another sender landed ... first "
-ENTRY_FIELDS = ("taskId", "round", "contentHash", "cid", "numSamples", "contributor", "deadline")
 
 
 @pytest.fixture
@@ -98,29 +98,32 @@ def wait_pending(w3: Web3, sender: str, timeout: float = 30.0) -> dict[str, Any]
     return tx
 
 
-def copied_entries(contract: Any, tx: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """The signed updates in a pending ``submitUpdatesFor``, as ``submitUpdateFor`` arguments."""
-    _fn, params = contract.decode_function_input(HexBytes(tx["input"]))
-    out = []
-    for e in params["updates"]:
-        if isinstance(e, dict):
-            out.append((*(e[k] for k in ENTRY_FIELDS), e["signature"]))
-        else:
-            out.append(tuple(e))
-    return out
+def copied_entries(contract: Any, tx: dict[str, Any]) -> tuple[int, int, list[bytes]]:
+    """Task, round and the 176-byte packed entries of a pending ``submitBatch``."""
+    fn, params = contract.decode_function_input(HexBytes(tx["input"]))
+    assert fn.fn_name == "submitBatch", fn
+    entries = bytes(params["entries"])
+    assert len(entries) % ENTRY_BYTES == 0
+    chunks = [entries[k : k + ENTRY_BYTES] for k in range(0, len(entries), ENTRY_BYTES)]
+    return int(params["taskId"]), int(params["round"]), chunks
 
 
-def front_run(w3: Web3, contract: Any, who: LocalAccount, tx: dict[str, Any], i: int) -> bytes:
-    """Land entry ``i`` of the pending batch ``tx`` first: outbid it into the same block."""
-    entry = copied_entries(contract, tx)[i]
-    return send_raw(w3, who, contract.functions.submitUpdateFor(*entry), tip_gwei=50)
+def front_run(
+    w3: Web3, contract: Any, who: LocalAccount, tx: dict[str, Any], picks: Sequence[int]
+) -> bytes:
+    """Land entries ``picks`` of the pending batch ``tx`` first, in a batch of the
+    front-runner's own (an entry names no contributor: its signer is one), outbidding ``tx``
+    into the same block."""
+    task_id, rnd, entries = copied_entries(contract, tx)
+    copy = b"".join(entries[i] for i in picks)
+    return send_raw(w3, who, contract.functions.submitBatch(task_id, rnd, copy), tip_gwei=50)
 
 
 def updates_on_chain(ledger: Ledger, task_id: int) -> dict[str, list[int]]:
-    """Update ids recorded per contributor in round 0."""
+    """Update ids recorded per contributor in round 0 (single and batched records alike)."""
     out: dict[str, list[int]] = {}
-    for ev in ledger.events("UpdateSubmitted", task_id=task_id, round_=0):
-        out.setdefault(ev["args"]["contributor"], []).append(int(ev["args"]["updateId"]))
+    for rec in ledger.update_records(task_id, 0):
+        out.setdefault(rec.contributor, []).append(rec.update_id)
     return out
 
 
@@ -141,14 +144,20 @@ def assert_each_on_chain_once(
 ) -> None:
     chain = updates_on_chain(ledger, sc.task_id)
     assert sorted(chain) == sorted(c.address for c in sc.contributors)
+    records = {rec.update_id: rec for rec in ledger.update_records(sc.task_id, 0)}
     for (su, _), d in zip(signed, done, strict=True):
         assert chain[su.contributor] == [d["updateId"]]  # exactly once, under the id reported
-        assert ledger.get_update_digest(d["updateId"]) == ledger.update_digest(
-            su.task_id, su.round, su.contributor, su.content_hash, su.cid, su.num_samples
+        rec = records[d["updateId"]]
+        assert rec.tx_hash == d["txHash"]
+        assert (rec.content_hash, rec.cid, rec.num_samples, rec.tensor_root) == (
+            su.content_hash,
+            su.cid,
+            su.num_samples,
+            su.tensor_root,
         )
 
 
-def test_an_entry_front_run_in_the_mempool_is_submitted_with_its_id_and_the_rest_resent(
+def test_an_entry_front_run_in_the_mempool_is_skipped_reported_submitted_and_the_rest_land(
     node: RelayNode, sc: Scenario, ledger: Ledger, dev_accounts: list[LocalAccount]
 ) -> None:
     w3, contract = outsider_web3(ledger)
@@ -157,27 +166,34 @@ def test_an_entry_front_run_in_the_mempool_is_submitted_with_its_id_and_the_rest
     with automine_off(w3):
         signed = acknowledge_all(node, sc)  # the sixth 202 sends the batch
         batch = wait_pending(w3, node.relayer.address)
-        assert len(copied_entries(contract, batch)) == 6
-        copied = front_run(w3, contract, front_runner, batch, 2)
-        mine(w3)  # one block: the copy first (higher tip), then the batch, which reverts
-    reverted = w3.eth.get_transaction_receipt(batch["hash"])
+        assert len(copied_entries(contract, batch)[2]) == 6
+        copied = front_run(w3, contract, front_runner, batch, [2])
+        mine(w3)  # one block: the copy first (higher tip), then the batch
+    relayed = w3.eth.get_transaction_receipt(batch["hash"])
     landed = w3.eth.get_transaction_receipt(copied)
-    assert reverted["status"] == 0 and landed["status"] == 1
-    assert reverted["blockNumber"] == landed["blockNumber"]
-    (ev,) = contract.events.UpdateSubmitted().process_receipt(landed)
+    assert relayed["status"] == 1 and landed["status"] == 1  # v2: the batch does not revert
+    assert relayed["blockNumber"] == landed["blockNumber"]
+    assert landed["transactionIndex"] < relayed["transactionIndex"]
+    (copy,) = ledger.records_in(landed)
+    assert copy.contributor == signed[2][0].contributor  # recorded for its signer, not the thief
+    skipped = ledger.skipped_in(relayed)
+    assert [(s["entry"], s["signer"], s["reason"]) for s in skipped] == [
+        (2, signed[2][0].contributor, "DuplicateSubmission")
+    ]
+    assert len(ledger.records_in(relayed)) == 5
 
     with node.http() as http:
         done = [wait_settled(http, su) for su, _ in signed]
 
     assert [d["state"] for d in done] == ["submitted"] * 6, done
     assert done[2]["txHash"] == "0x" + copied.hex()
-    assert done[2]["updateId"] == ev["args"]["updateId"]
+    assert done[2]["updateId"] == copy.update_id
     assert LANDED_BY in done[2]["reason"] and front_runner.address in done[2]["reason"]
-    resent = {d["txHash"] for i, d in enumerate(done) if i != 2}
-    assert len(resent) == 1 and resent != {batch["hash"]}  # the other five: one new batch
+    rest = {d["txHash"] for i, d in enumerate(done) if i != 2}
+    assert rest == {batch["hash"]}  # the other five landed in the very batch, not resent
     assert_each_on_chain_once(ledger, sc, done, signed)
-    assert node.nonce() == nonce + 2  # the reverted batch and its resend, nothing more
-    assert node.service.relayer.attempts_failed == 1
+    assert node.nonce() == nonce + 1  # one batch, nothing resent
+    assert node.service.relayer.attempts_failed == 0
     journal = node.service.journal
     assert journal is not None and journal.queued() == []
     for (su, _), d in zip(signed, done, strict=True):
@@ -190,7 +206,7 @@ def test_an_entry_front_run_in_the_mempool_is_submitted_with_its_id_and_the_rest
         )
 
 
-def test_an_entry_landed_before_the_relayer_flushes_is_submitted_and_never_sent(
+def test_an_entry_landed_before_the_relayer_flushes_is_submitted_and_costs_nothing_more(
     ledger, store, dev_accounts, tmp_path, sc
 ) -> None:
     policy = RelayPolicy(validators=(sc.validators[0].address,))
@@ -210,16 +226,29 @@ def test_an_entry_landed_before_the_relayer_flushes_is_submitted_and_never_sent(
             done = [wait_settled(http, su) for su, _ in signed]
     assert [d["state"] for d in done] == ["submitted"] * 6, done
     assert done[4]["txHash"] == "0x" + bytes(receipt["transactionHash"]).hex()
+    assert LANDED_BY in done[4]["reason"]
     assert_each_on_chain_once(ledger, sc, done, signed)
-    assert node.nonce() == nonce + 1  # the landed entry was left out: no revert, no gas lost
+    assert node.nonce() == nonce + 1  # one batch: no revert, no resend
     assert node.service.relayer.attempts_failed == 0
 
 
-def test_a_relayer_front_run_on_every_try_settles_every_entry_within_bounded_sends(
-    node: RelayNode, sc: Scenario, ledger: Ledger, dev_accounts: list[LocalAccount]
+
+
+@pytest.mark.parametrize(
+    "picks",
+    [[0], list(range(6))],
+    ids=["one-entry", "every-entry"],
+)
+def test_a_front_runner_copying_every_relayer_transaction_costs_it_one_transaction(
+    node: RelayNode,
+    sc: Scenario,
+    ledger: Ledger,
+    dev_accounts: list[LocalAccount],
+    picks: list[int],
 ) -> None:
-    """The front-runner copies an entry of each of the relayer's next four transactions: three
-    batches revert (max_attempts), then the entries go alone and only one more is sunk."""
+    """The front-runner copies entries of every transaction the relayer sends (v1: three
+    batches reverted, then the entries went alone).  In v2 the first batch lands whatever was
+    copied, so there is no second transaction to copy; copied entries are ``submitted``."""
     w3, contract = outsider_web3(ledger)
     front_runner = dev_accounts[FRONT_RUNNER]
     nonce = node.nonce()
@@ -237,18 +266,17 @@ def test_a_relayer_front_run_on_every_try_settles_every_entry_within_bounded_sen
             if tx is None:
                 time.sleep(0.02)
                 continue
-            if len(copies) < 4:
-                copies.append(front_run(w3, contract, front_runner, tx, 0))
+            copies.append(front_run(w3, contract, front_runner, tx, picks))
             mine(w3)
     with node.http() as http:
         done = [wait_settled(http, su) for su, _ in signed]
 
-    assert [d["state"] for d in done] == ["submitted"] * 6, done
+    assert [d["state"] for d in done] == ["submitted"] * 6, [d["reason"] for d in done]
+    assert len(copies) == 1  # the relayer never had to send again
     by_front_runner = {"0x" + h.hex() for h in copies}
-    landed_by_other = [d for d in done if d["txHash"] in by_front_runner]
-    assert len(landed_by_other) == 4
-    assert all(LANDED_BY in d["reason"] for d in landed_by_other)
+    landed_by_other = [i for i, d in enumerate(done) if d["txHash"] in by_front_runner]
+    assert landed_by_other == picks
+    assert all(LANDED_BY in done[i]["reason"] for i in picks)
     assert_each_on_chain_once(ledger, sc, done, signed)
-    sent = node.nonce() - nonce
-    assert sent == 6  # 3 reverted batches, 1 reverted single, 2 singles that landed
-    assert sent <= node.service.relayer.max_attempts + 2 * len(signed)
+    assert node.nonce() - nonce == 1
+    assert node.service.relayer.attempts_failed == 0

@@ -418,7 +418,9 @@ class BatchRelayer:
                 done.append((e, rec.update_id))
                 continue
             name = str(skipped[i]["reason"]) if i in skipped else "NotRecorded"
-            if name == "DuplicateSubmission" and (found := self._on_chain(e.su)):
+            # a full round skips before it checks duplicates: either may be this very update,
+            # landed first by someone who copied it
+            if name in ("DuplicateSubmission", "RoundFull") and (found := self._on_chain(e.su)):
                 self._submitted([(e, found[0])], found[1], self._landed(found[1]))
             else:
                 self._fail(e, SKIP_REASONS.get(name, f"the contract skipped it ({name})"), name)

@@ -262,9 +262,7 @@ def epsilon_curve(
     the per-round cost of release ``t`` is the difference of neighbours (RDP composes, ``eps``
     does not add)."""
     sigmas = _sigmas(rounds, noise_multiplier)
-    return [
-        epsilon(t, sigmas[:t], delta, sample_rate=sample_rate) for t in range(1, rounds + 1)
-    ]
+    return [epsilon(t, sigmas[:t], delta, sample_rate=sample_rate) for t in range(1, rounds + 1)]
 
 
 def noise_multiplier_for(

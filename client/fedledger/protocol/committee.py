@@ -244,21 +244,18 @@ def seal(
         except CryptoError as exc:
             raise ValueError(f"recipient 0x{key.hex()} is not a usable X25519 public key") from exc
         wrapped.append(key + bytes(box))
-    header = (
-        _FIXED.pack(
-            MAGIC,
-            VERSION,
-            task_id.to_bytes(32, "big"),
-            round,
-            bytes.fromhex(contributor[2:]) if contributor is not None else bytes(20),
-            digest,
-            _bytes32(tensor_root, "tensor_root"),
-            size,
-            nonce_prefix,
-            len(keys),
-        )
-        + b"".join(wrapped)
-    )
+    header = _FIXED.pack(
+        MAGIC,
+        VERSION,
+        task_id.to_bytes(32, "big"),
+        round,
+        bytes.fromhex(contributor[2:]) if contributor is not None else bytes(20),
+        digest,
+        _bytes32(tensor_root, "tensor_root"),
+        size,
+        nonce_prefix,
+        len(keys),
+    ) + b"".join(wrapped)
     aad = hashlib.sha256(header).digest()
     out = bytearray(envelope_size(size, len(keys)))
     out[: len(header)] = header
@@ -372,8 +369,7 @@ def open_envelope(
     mine = next((r for r in header.recipients if r.key_id == me), None)
     if mine is None:
         raise NotRecipientError(
-            f"envelope is not encrypted to key 0x{me.hex()} "
-            f"({len(header.recipients)} recipients)",
+            f"envelope is not encrypted to key 0x{me.hex()} ({len(header.recipients)} recipients)",
             hint="a member who joined after the update was sealed reads only later rounds",
         )
     try:
