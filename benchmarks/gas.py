@@ -76,7 +76,9 @@ class Row:
 class Bench:
     def __init__(self, led: Ledger, owner: LocalAccount, accounts: list[LocalAccount]) -> None:
         self.led, self.w3 = led, led.w3
-        self.signers = [Account.from_key(hashlib.sha256(b"signer%d" % i).digest()) for i in range(64)]
+        self.signers = [
+            Account.from_key(hashlib.sha256(b"signer%d" % i).digest()) for i in range(64)
+        ]
         self.direct = accounts[1]
         self.v1, self.v2 = accounts[2], accounts[3]
         block = self.w3.eth.get_block("latest")
@@ -95,7 +97,12 @@ class Bench:
         led = self.led
         tid = led.create_task(
             TaskConfig(
-                "0x" + "11" * 32, compute_cid(b"m"), compute_cid(b"s"), 1, 1000, quorum,
+                "0x" + "11" * 32,
+                compute_cid(b"m"),
+                compute_cid(b"s"),
+                1,
+                1000,
+                quorum,
                 max_samples=10_000,
             )  # fmt: skip
         )
@@ -170,7 +177,9 @@ class Bench:
             c.submit_update(tid, rnd, *update(f"q1-{rnd}"), 100)
             r = v1.attest_round(tid, rnd, self.result(tid, rnd))
         return Row(
-            "attestRound (seals, proposes, finalises; quorum 1)", r["gasUsed"], self.floor(r, COLD_READ)
+            "attestRound (seals, proposes, finalises; quorum 1)",
+            r["gasUsed"],
+            self.floor(r, COLD_READ),
         )
 
     def submit_for(self, tid: int, rnd: int) -> Row:

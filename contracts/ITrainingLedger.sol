@@ -199,7 +199,12 @@ interface ITrainingLedger is IERC5267 {
 
     /// @notice A validator attested `digest` in `attempt`; `count` attestations of it so far.
     event RoundAttested(
-        uint256 indexed taskId, uint64 indexed round, address indexed validator, bytes32 digest, uint32 attempt, uint8 count
+        uint256 indexed taskId,
+        uint64 indexed round,
+        address indexed validator,
+        bytes32 digest,
+        uint32 attempt,
+        uint8 count
     );
 
     /// @notice `quorum` validators agreed in `attempt`: the round is final, its `RoundResult`
@@ -254,7 +259,9 @@ interface ITrainingLedger is IERC5267 {
     error AlreadyAttested(uint256 taskId, uint64 round, address validator, uint32 attempt);
     /// @notice The attested records are not the sealed ones: the round sealed `sealedCount`
     /// records hashing to `sealedHash`, the attestation names `givenCount` and `givenHash`.
-    error RecordsMismatch(uint256 taskId, uint64 round, bytes28 sealedHash, uint32 sealedCount, bytes28 givenHash, uint32 givenCount);
+    error RecordsMismatch(
+        uint256 taskId, uint64 round, bytes28 sealedHash, uint32 sealedCount, bytes28 givenHash, uint32 givenCount
+    );
     /// @notice No validator proposed `digest` for `round` of task `taskId` in `attempt`:
     /// attest the full result with `attestRound`.
     error UnknownResult(uint256 taskId, uint64 round, bytes32 digest, uint32 attempt);

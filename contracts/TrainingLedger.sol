@@ -187,6 +187,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     /// @inheritdoc ITrainingLedger
     function setEncryptionKey(uint256 taskId, bytes32 publicKey) external {
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         if (_members[taskId][msg.sender].roles & ROLE_VALIDATOR == 0) revert NotValidator(taskId, msg.sender);
         emit EncryptionKeySet(taskId, msg.sender, publicKey);
     }
@@ -234,6 +235,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         external
         returns (uint256 firstUpdateId, uint256 recorded)
     {
+        // slither-disable-next-line divide-before-multiply -- the entry count; the length is then checked to be exactly n * ENTRY_BYTES
         uint256 n = entries.length / ENTRY_BYTES;
         if (n == 0 || entries.length % ENTRY_BYTES != 0) revert BadBatch(entries.length);
         TaskState memory st = _openRound(taskId, round);
@@ -258,6 +260,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
                 continue;
             }
             _appendRecord(records, recorded, e);
+            // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
             rec.hash = _recordStep(
                 rec.seq == st.startSeq ? _recordSeed(taskId, round) : rec.hash,
                 e.signer,
@@ -287,6 +290,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     function sealRound(uint256 taskId, uint64 round) external {
         TaskState memory st = _existing(taskId);
         if (round != st.round) revert WrongRound(taskId, round, st.round);
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         if (_members[taskId][msg.sender].roles & ROLE_VALIDATOR == 0) revert NotValidator(taskId, msg.sender);
         if (st.isSealed) revert RoundAlreadySealed(taskId, round);
         _seal(taskId, st);
@@ -349,6 +353,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         Records memory rec = _records[taskId];
         t.owner = info.owner;
         t.modelHash = info.modelHash;
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         t.lastFinalDigest = s.round == 0 ? bytes32(0) : _finalDigest[taskId][s.round - 1];
         t.modelCid = info.modelCid;
         t.specCid = info.specCid;
@@ -460,6 +465,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         if (round != st.round) revert WrongRound(taskId, round, st.round);
         if (!st.isSealed) return false;
         Member memory m = _members[taskId][who];
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         return m.attestedRound == st.round + 1 && m.attestedAttempt == _attempt(st);
     }
 
@@ -468,6 +474,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         TaskState memory st = _existing(taskId);
         if (round != st.round) revert WrongRound(taskId, round, st.round);
         if (!st.isSealed) return 0;
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         if (st.validatorCount == 0) return 0;
         (,, uint8 count) = _find(taskId, st, digest, (uint64(st.round) << 32) | _attempt(st));
         return count;
@@ -569,14 +576,10 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     }
 
     /// @dev A single submission's refusal as its error, with the facts.
-    function _revertFor(
-        bytes4 err,
-        uint256 taskId,
-        uint64 round,
-        address who,
-        uint64 numSamples,
-        TaskState memory st
-    ) internal pure {
+    function _revertFor(bytes4 err, uint256 taskId, uint64 round, address who, uint64 numSamples, TaskState memory st)
+        internal
+        pure
+    {
         if (err == bytes4(0)) return;
         if (err == RoundFull.selector) revert RoundFull(taskId, round, st.maxUpdates);
         if (err == TaskExhausted.selector) revert TaskExhausted(taskId);
@@ -598,6 +601,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         bytes32 tensorRoot,
         uint64 numSamples
     ) internal returns (uint256 updateId) {
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         bytes28 prev = rec.seq == st.startSeq ? _recordSeed(taskId, round) : rec.hash;
         uint32 seq = rec.seq + 1;
         _records[taskId] =
@@ -687,6 +691,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         returns (uint32 attempt, uint256 slot, uint8 count, bool proposed)
     {
         attempt = _attempt(st);
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         if (m.attestedRound == st.round + 1 && m.attestedAttempt == attempt) {
             revert AlreadyAttested(taskId, round, msg.sender, attempt);
         }
@@ -706,9 +711,15 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     /// @dev Record a counted attestation: the event, then either the final state (quorum
     /// reached) or the tally and the validator's once-per-attempt mark.
-    function _record(uint256 taskId, uint64 round, TaskState memory st, bytes32 digest, uint32 attempt, uint256 slot, uint8 count)
-        internal
-    {
+    function _record(
+        uint256 taskId,
+        uint64 round,
+        TaskState memory st,
+        bytes32 digest,
+        uint32 attempt,
+        uint256 slot,
+        uint8 count
+    ) internal {
         emit RoundAttested(taskId, round, msg.sender, digest, attempt, count);
         // slither-disable-next-line incorrect-equality -- an attestation count, exact by design: finalise once
         if (count == st.quorum) {
@@ -732,10 +743,13 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         returns (bool found, uint256 slot, uint8 count)
     {
         uint256 n = st.validatorCount;
+        // slither-disable-next-line weak-prng -- not randomness: the deterministic first probe of a result table every validator computes alike
         uint256 start = uint256(digest) % n; // n >= 1: only validators get here
         for (uint256 k; k < n; ++k) {
+            // slither-disable-next-line weak-prng -- not randomness: linear probing of the result table
             uint256 i = (start + k) % n;
             uint256 tally = _results[taskId][i];
+            // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
             bool live = uint64(tally >> 8) == epoch;
             if (live && bytes23(bytes32(tally)) == bytes23(digest)) return (true, i, uint8(tally));
             if (!live && !found) (found, slot) = (true, i);
@@ -744,6 +758,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     /// @dev `quorum` validators agree: keep the digest and open the next round.
     function _finalize(uint256 taskId, uint64 round, TaskState memory st, bytes32 digest, uint32 attempt) internal {
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         if (st.round == type(uint32).max - 1) revert InvalidConfig("the task has run 2**32 - 2 rounds");
         _finalDigest[taskId][round] = digest;
         TaskState storage s = _state[taskId];
@@ -779,6 +794,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     /// @dev The current round's record hash: the seed while it holds no record.
     function _roundHash(uint256 taskId, TaskState memory st, Records memory rec) internal pure returns (bytes28) {
+        // slither-disable-next-line incorrect-equality -- counters and config in TaskState/Records/Member, not its timestamp
         return rec.seq == st.startSeq ? _recordSeed(taskId, st.round) : rec.hash;
     }
 

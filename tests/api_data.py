@@ -182,17 +182,37 @@ class Ledger:
             for n, v in enumerate(validators):
                 s.add(
                     AttestationRow(
-                        task_id=task_id, round=rnd, validator=v, attempt=0, digest=digest,
-                        count=n + 1, block_number=self.block, tx_hash=h32(f"att{v}{rnd}"),
+                        task_id=task_id,
+                        round=rnd,
+                        validator=v,
+                        attempt=0,
+                        digest=digest,
+                        count=n + 1,
+                        block_number=self.block,
+                        tx_hash=h32(f"att{v}{rnd}"),
                     )  # fmt: skip
                 )
             for v in dissenters:
                 d = h32(f"dissent{v}{rnd}")
-                s.add(result(d, h32("other-root"), h32("other-agg"), cid("other-agg"), cid("other-verdicts")))
+                s.add(
+                    result(
+                        d,
+                        h32("other-root"),
+                        h32("other-agg"),
+                        cid("other-agg"),
+                        cid("other-verdicts"),
+                    )
+                )
                 s.add(
                     AttestationRow(
-                        task_id=task_id, round=rnd, validator=v, attempt=0, digest=d, count=1,
-                        block_number=self.block, tx_hash=h32(f"att{v}{rnd}"),
+                        task_id=task_id,
+                        round=rnd,
+                        validator=v,
+                        attempt=0,
+                        digest=d,
+                        count=1,
+                        block_number=self.block,
+                        tx_hash=h32(f"att{v}{rnd}"),
                     )  # fmt: skip
                 )
             r = s.get(RoundRow, (task_id, rnd))

@@ -70,7 +70,9 @@ def busy_chain(
         for c in subs:
             assert c.sender is not None
             data = rng.getrandbits(256).to_bytes(32, "big")
-            fn = c.submit_update_fn(task, rnd, "0x" + sha256(data).hexdigest(), compute_cid(data), 100)
+            fn = c.submit_update_fn(
+                task, rnd, "0x" + sha256(data).hexdigest(), compute_cid(data), 100
+            )
             pend.append((c.sender, c.sender.send(fn, label="submit", gas=400_000)))
         for sender, p in pend:
             sender.wait(p)

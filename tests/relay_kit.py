@@ -175,7 +175,18 @@ def create_open_task(ledger: Ledger, attacker: LocalAccount) -> int:
     ``attestWindow`` ledger v2 allows."""
     w3, contract = outsider_web3(ledger)
     most = 2**32 - 1
-    cfg = (b"\x11" * 32, "bafkreiattackermodel", "bafkreiattackerspec", 1, 64, 1, 0, True, most, most)
+    cfg = (
+        b"\x11" * 32,
+        "bafkreiattackermodel",
+        "bafkreiattackerspec",
+        1,
+        64,
+        1,
+        0,
+        True,
+        most,
+        most,
+    )
     receipt = transact(w3, attacker, contract.functions.createTask(cfg))
     (created,) = contract.events.TaskCreated().process_receipt(receipt)
     task_id = int(created["args"]["taskId"])

@@ -43,7 +43,14 @@ def hardhat_build() -> contracts.Artifact:
 def test_committed_artifact_loads_with_abi_and_bytecode() -> None:
     art = contracts.load_artifact()
     names = {e.get("name") for e in art.abi}
-    assert {"submitUpdate", "submitBatch", "attestRound", "confirmRound", "UpdateSubmitted", "UpdatesRelayed"} <= names
+    assert {
+        "submitUpdate",
+        "submitBatch",
+        "attestRound",
+        "confirmRound",
+        "UpdateSubmitted",
+        "UpdatesRelayed",
+    } <= names
     assert len(art.bytecode) > len(art.deployed_bytecode) > 1000
     assert art.abi_hash == contracts.abi_hash(art.abi)
 

@@ -153,9 +153,7 @@ def test_the_aggregate_equals_a_plain_numpy_median_of_the_accepted_deltas(contes
     by_id = {r.update_id: r for r in sc.ledger.update_records(sc.task_id, 0)}
     accepted = [e.update_id for e in vf.entries if e.verdict.name == "ACCEPTED"]
     assert len(accepted) >= 3
-    deltas = [
-        codec.decode(sc.store.get(by_id[uid].cid), kind="update").tensors for uid in accepted
-    ]
+    deltas = [codec.decode(sc.store.get(by_id[uid].cid), kind="update").tensors for uid in accepted]
     got = codec.decode(sc.store.get(final["aggregateCid"]), kind="model").tensors
     assert spec_state.global_hash == _hx(final["aggregateHash"])
     for name, g in base.items():

@@ -150,7 +150,6 @@ contract LedgerHandler is Test {
     }
 }
 
-
 contract LedgerInvariantTest is Test {
     LedgerHandler internal handler;
 

@@ -52,7 +52,9 @@ contract TrainingLedgerTest is LedgerFixture {
         assertEq(bytes32(r.recordHash), bytes32(_recordsOf(t, 0, who)), "record hash");
         assertEq(r.updateCount, 2, "count");
         assertEq(
-            bytes32(ledger.recordStep(_seed(t, 0), alice, _content(alice, 0), _cidDigest(alice, 0), _root(alice, 0), 100)),
+            bytes32(
+                ledger.recordStep(_seed(t, 0), alice, _content(alice, 0), _cidDigest(alice, 0), _root(alice, 0), 100)
+            ),
             bytes32(_step(_seed(t, 0), alice, 0, 100)),
             "recordStep view"
         );
@@ -66,7 +68,9 @@ contract TrainingLedgerTest is LedgerFixture {
         _submit(dave, t, 0);
         vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.WrongRound.selector, t, uint64(1), uint64(0)));
         _submit(alice, t, 1);
-        vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.TooManySamples.selector, t, MAX_SAMPLES + 1, MAX_SAMPLES));
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingLedger.TooManySamples.selector, t, MAX_SAMPLES + 1, MAX_SAMPLES)
+        );
         _submitClaiming(alice, t, 0, MAX_SAMPLES + 1);
         vm.expectRevert(abi.encodeWithSelector(ITrainingLedger.ZeroSamples.selector, t, alice));
         _submitClaiming(alice, t, 0, 0);
@@ -205,7 +209,9 @@ contract TrainingLedgerTest is LedgerFixture {
         _admit(t);
         _submit(alice, t, 0);
         vm.expectRevert(
-            abi.encodeWithSelector(ITrainingLedger.RoundNotReady.selector, t, uint64(0), uint32(1), uint32(2), uint256(0))
+            abi.encodeWithSelector(
+                ITrainingLedger.RoundNotReady.selector, t, uint64(0), uint32(1), uint32(2), uint256(0)
+            )
         );
         vm.prank(val1);
         ledger.sealRound(t, 0);
@@ -364,7 +370,9 @@ contract BatchRecordsTest is LedgerFixture {
         _submit(alice, t, 0);
         ledger.submitBatch(t, 0, _entry(CAROL_KEY, t, 0, 12, FAR));
         bytes28 h = _step(_seed(t, 0), alice, 0, 100);
-        h = bytes28(keccak256(abi.encode(h, carol, _content(carol, 0), _cidDigest(carol, 0), _root(carol, 0), uint64(12))));
+        h = bytes28(
+            keccak256(abi.encode(h, carol, _content(carol, 0), _cidDigest(carol, 0), _root(carol, 0), uint64(12)))
+        );
         assertEq(bytes32(ledger.getRound(t, 0).recordHash), bytes32(h), "one entry");
     }
 
@@ -375,7 +383,9 @@ contract BatchRecordsTest is LedgerFixture {
         ledger.submitBatch(t, 0, entries);
         bytes28 h = _seed(t, 0);
         h = bytes28(keccak256(abi.encode(h, bob, _content(bob, 0), _cidDigest(bob, 0), _root(bob, 0), uint64(7))));
-        h = bytes28(keccak256(abi.encode(h, carol, _content(carol, 0), _cidDigest(carol, 0), _root(carol, 0), uint64(9))));
+        h = bytes28(
+            keccak256(abi.encode(h, carol, _content(carol, 0), _cidDigest(carol, 0), _root(carol, 0), uint64(9)))
+        );
         assertEq(bytes32(ledger.getRound(t, 0).recordHash), bytes32(h), "two");
     }
 }

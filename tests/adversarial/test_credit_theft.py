@@ -182,7 +182,10 @@ def theft(
         pending["copier"] = _front_run(w3, contract, sc.contributors[COPIER], victim0)
         other = mstore.put(b"some other bytes, stored by the griefer")
         pending["griefer"] = _front_run(
-            w3, contract, sc.contributors[GRIEFER], {**victim1, "cidDigest": parse_cid(other).digest}
+            w3,
+            contract,
+            sc.contributors[GRIEFER],
+            {**victim1, "cidDigest": parse_cid(other).digest},
         )
         w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
     finally:

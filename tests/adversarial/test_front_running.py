@@ -232,8 +232,6 @@ def test_an_entry_landed_before_the_relayer_flushes_is_submitted_and_costs_nothi
     assert node.service.relayer.attempts_failed == 0
 
 
-
-
 @pytest.mark.parametrize(
     "picks",
     [[0], list(range(6))],

@@ -96,7 +96,9 @@ def attacker_submits_max_samples(ledger: Ledger, attacker: LocalAccount) -> tupl
     )
     created = _send(w3, attacker, c.functions.createTask(cfg.as_tuple()))
     task_id = c.events.TaskCreated().process_receipt(created)[0]["args"]["taskId"]
-    fn = c.functions.submitUpdate(task_id, 0, "0x" + "cd" * 32, "0x" + "cd" * 32, b"\0" * 32, U64_MAX)
+    fn = c.functions.submitUpdate(
+        task_id, 0, "0x" + "cd" * 32, "0x" + "cd" * 32, b"\0" * 32, U64_MAX
+    )
     submitted = _send(w3, attacker, fn)
     update_id = c.events.UpdateSubmitted().process_receipt(submitted)[0]["args"]["updateId"]
     return int(task_id), int(update_id)

@@ -203,7 +203,9 @@ abstract contract LedgerFixture is Test {
 
     function _step(bytes28 prev, address who, uint64 round, uint64 numSamples) internal pure returns (bytes28) {
         return bytes28(
-            keccak256(abi.encode(prev, who, _content(who, round), _cidDigest(who, round), _root(who, round), numSamples))
+            keccak256(
+                abi.encode(prev, who, _content(who, round), _cidDigest(who, round), _root(who, round), numSamples)
+            )
         );
     }
 
