@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import fedledger.flows.relay
+import fedledger.learning.privacy
+import fedledger.protocol.committee
 import fedledger.protocol.fixedpoint
 import fedledger_backend.indexer
 import fedledger_backend.relay_journal
@@ -16,6 +18,8 @@ from fedledger.errors import FedledgerError
 README = Path(__file__).resolve().parents[1] / "README.md"
 MODULES = (
     fedledger.flows.relay,
+    fedledger.learning.privacy,
+    fedledger.protocol.committee,
     fedledger.protocol.fixedpoint,
     fedledger_backend.indexer,
     fedledger_backend.relay_journal,
