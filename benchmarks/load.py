@@ -4,12 +4,14 @@ On a local anvil: ``--tasks`` open tasks with ``minUpdates = maxUpdates = --cont
 each round is ready as soon as every contributor has submitted, and a validator running in the
 backend seals, judges and attests it at once: rounds keep turning.  The backend runs as
 ``fedledger serve`` does: REST API and relay (with its journal) in one process, the worker
-(indexer + validator) in a supervised child (``--in-process``: a thread of the API process).  Each round, half of the contributors submit through the SDK's
-pipelined path (``Sender.send``, receipts awaited together) and half through
-``POST /relay/updates`` (EIP-712, batched ``submitUpdatesFor``).  Meanwhile ``--readers``
-processes (one client each) hammer ``GET /contributions`` (pages, filters, cursors),
-``/tasks`` and ``/health``.  The backend's RSS (API process and worker) is sampled every
-second.
+(indexer + validator) in a supervised child (``--in-process``: a thread of the API process).
+Each round, half of the contributors submit through the SDK's pipelined path (``Sender.send``,
+receipts awaited together) and half through ``POST /relay/updates`` (EIP-712, batched
+``submitBatch``: ledger v2 records a relayed batch as one ``UpdatesRelayed`` event of packed
+records, update ids ``(taskId << 32) | seq``; the owner admits the relayed half, since the relay
+serves only admitted contributors of an open task).  Meanwhile ``--readers`` processes (one
+client each) hammer ``GET /contributions`` (pages, filters, cursors), ``/tasks`` and
+``/health``.  The backend's RSS (API process and worker) is sampled every second.
 
 When ``--seconds`` (default 60) are up, submission stops, the backend drains, and every update
 sent is compared with the API's contributions: ``lost`` = mined but missing from the API,
@@ -18,7 +20,8 @@ a row whose contributor, round or content hash differs from what was sent.
 
 Targets: lost = 0, duplicated = 0, REST p99 <= 50 ms under load.  Prints a table; the last line
 is one JSON object (``accepted_per_s``, ``rest_p50_ms``, ``rest_p99_ms``, ``lost``,
-``duplicated``, ``rss_*``...).  Run: ``.venv/bin/python benchmarks/load.py [--seconds 60]``.
+``duplicated``, ``rss_*``...).  Run: ``.venv/bin/python benchmarks/load.py [--seconds 60]``;
+``--quick`` is a smoke run (20 s, 1 task, 8 contributors, 2 readers).
 """
 
 from __future__ import annotations
@@ -51,11 +54,10 @@ from eth_account import Account  # noqa: E402
 from eth_account.signers.local import LocalAccount  # noqa: E402
 
 from fedledger.chain.devnet import dev_private_keys, free_port, start_anvil  # noqa: E402
-from fedledger.chain.ledger import Ledger, NonceManager, connect, to_hex  # noqa: E402
+from fedledger.chain.ledger import Ledger, NonceManager, connect  # noqa: E402
 from fedledger.content.cid import compute_cid  # noqa: E402
 from fedledger.content.store import open_store  # noqa: E402
-from fedledger.flows.task import create_task  # noqa: E402
-from fedledger.learning.models import build_model, state_to_numpy  # noqa: E402
+from fedledger.flows.task import create_task, load_task  # noqa: E402
 from fedledger.protocol import codec  # noqa: E402
 from fedledger.protocol.taskspec import TaskSpec, TrainingParams  # noqa: E402
 
@@ -128,15 +130,20 @@ def serve(args: argparse.Namespace) -> None:
 # -- readers, in their own process -------------------------------------------------------------
 
 
-def reader(url: str, seed: int, tasks: list[int], addresses: list[str], stop_at: float) -> None:
+def reader(url: str, seed: int, tasks: list[int], addresses: list[str]) -> None:
     """``--reader``: one REST client in its own process (so no client shares a GIL with another
-    and the latencies measured are the server's, not the client's), until ``stop_at``; prints
-    one JSON line of latencies, request kinds and errors.
+    and the latencies measured are the server's, not the client's).  Prints ``READY`` once its
+    imports are done, reads the time to stop at (``time.time()``) from stdin, reads until then,
+    and prints one JSON line of latencies, request kinds and errors.  (The driver starts the
+    submission clock only when every reader is ready: on a loaded 2-core machine a reader's
+    imports took longer than a 20 s run.)
 
     The client is the standard library's keep-alive ``http.client``, and a body is parsed only
     when the reader follows its cursor: the readers share the cores with the backend, and a
     remote client's own CPU would not come out of the server's (httpx plus parsing every page
     cost about 1.2 ms of CPU a request here, this about a quarter of that)."""
+    print("READY", flush=True)
+    stop_at = float(sys.stdin.readline())
     rng = random.Random(seed)
     lat: list[float] = []
     kinds: list[str] = []
@@ -276,7 +283,8 @@ def drive_task(
     pool = ThreadPoolExecutor(max_workers=8)
     round_ = ledger.current_round(task_id)
     while time.time() < stop_at:
-        base = to_hex(ledger.get_task(task_id)["globalModelHash"])
+        # v2's getTask names no global model: the last final round's result does
+        base = load_task(ledger, store, task_id).global_hash
         mine: list[Sent] = []
         pendings = []
         for i, c in enumerate(sdk):
@@ -367,6 +375,11 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--drain-s", type=float, default=90.0, help="wait for the last rounds")
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 20 s, 1 task, 8 contributors, 2 readers, 60 s drain at most",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="run the worker as a thread of the API process (the old layout) instead of in its own",
@@ -383,19 +396,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--task-ids", help=argparse.SUPPRESS)
     parser.add_argument("--addresses", help=argparse.SUPPRESS)
-    parser.add_argument("--stop-at", type=float, help=argparse.SUPPRESS)
     for name in ("rpc", "contract", "db", "home", "validator-key", "relayer-key"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     parser.add_argument("--from-block", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.tasks, args.contributors, args.readers = 20.0, 1, 8, 2
+        args.drain_s = min(args.drain_s, 60.0)
     if args.serve:
         serve(args)
         return
     if args.reader:
         tasks = [int(t) for t in args.task_ids.split(",")]
-        reader(args.reader, args.seed, tasks, args.addresses.split(","), args.stop_at)
+        reader(args.reader, args.seed, tasks, args.addresses.split(","))
         return
+
+    # torch only here: the reader processes import this module too, and start faster without it
+    from fedledger.learning.models import build_model, state_to_numpy
 
     n_acc = args.contributors + 3
     keys = dev_private_keys(n_acc)
@@ -427,6 +445,10 @@ def main() -> None:
                 open_=True,
             )
             ledger.add_validator(tid, validator.address)
+            # The relay serves the tasks its validator validates, but of an open task only the
+            # admitted contributors (outside a --relay-open-budget): admit the relayed half.
+            for c in contributors[args.contributors // 2 :]:
+                ledger.add_contributor(tid, c.address)
             task_ids.append(tid)
 
         port = free_port()
@@ -467,8 +489,6 @@ def main() -> None:
             nonces = NonceManager(w3)
             sdk = [ledger.with_account(c, nonces) for c in contributors[:half]]
             relay = contributors[half:]
-            start = time.time()
-            stop_at = start + args.seconds
             reader_procs = [
                 subprocess.Popen(
                     [
@@ -478,14 +498,22 @@ def main() -> None:
                         "--seed", str(i),
                         "--task-ids", ",".join(map(str, task_ids)),
                         "--addresses", ",".join(c.address for c in contributors),
-                        "--stop-at", repr(stop_at),
                         "--client-nice", "0",  # inherited from this driver
                     ],
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
                 )
                 for i in range(args.readers)
             ]  # fmt: skip
+            for rp in reader_procs:
+                assert rp.stdout is not None and rp.stdout.readline().strip() == "READY"
+            start = time.time()
+            stop_at = start + args.seconds
+            for rp in reader_procs:
+                assert rp.stdin is not None
+                rp.stdin.write(f"{stop_at!r}\n")
+                rp.stdin.flush()  # communicate() closes it
             sent: list[Sent] = []
             lock = threading.Lock()
             drivers = [

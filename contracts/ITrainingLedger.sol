@@ -89,7 +89,8 @@ interface ITrainingLedger is IERC5267 {
     /// @notice A task as `getTask` returns it.
     /// @param lastFinalDigest `resultDigest` of the last final round (zero before the first):
     /// its `RoundResult` (in `ResultProposed`) names the current global model
-    /// @param roundStart timestamp at which the current round opened
+    /// @param roundStart timestamp at which the current round opened (0 once it is sealed: the
+    /// seal's time is `getRound(...).sealedAt`)
     /// @param updateCount updates recorded in the current round
     /// @param isSealed the current round was sealed and takes no more updates
     /// @param updates updates recorded over the task's life (the last `seq`)
@@ -245,7 +246,8 @@ interface ITrainingLedger is IERC5267 {
     /// @notice `contributor`'s update to task `taskId` claims 0 samples: an update stands for
     /// the samples it was trained on, at least one.
     error ZeroSamples(uint256 taskId, address contributor);
-    /// @notice Task `taskId` recorded 2**32 - 1 updates, the most its `seq` can number.
+    /// @notice Task `taskId` recorded 2**32 - 1 updates, the most its `seq` can number (or its
+    /// round 2**32 - 1, the last a uint32 can number, cannot be finalised).
     error TaskExhausted(uint256 taskId);
     /// @notice `round` of task `taskId` was sealed and takes no updates.
     error RoundAlreadySealed(uint256 taskId, uint64 round);
@@ -334,8 +336,10 @@ interface ITrainingLedger is IERC5267 {
     /// signature, not admitted, duplicate, too many samples, round full) is skipped with an
     /// `EntrySkipped` event; the others are recorded in order, in one `UpdatesRelayed` event.
     /// @dev Reverts only for the whole batch's own faults: unknown task, wrong round, sealed
-    /// round, or a length that is zero or not a multiple of 176.
-    /// @return firstUpdateId the id of the first recorded entry (the others follow consecutively)
+    /// round, or a length that is zero or not a multiple of 176. A newcomer of an open task that
+    /// already numbers 2**32 - 2 contributors is skipped with `TooManyMembers.selector`.
+    /// @return firstUpdateId the id of the first recorded entry (the others follow
+    /// consecutively); 0 when no entry was recorded, and then no `UpdatesRelayed` is emitted
     /// @return recorded how many entries were recorded
     function submitBatch(uint256 taskId, uint64 round, bytes calldata entries)
         external

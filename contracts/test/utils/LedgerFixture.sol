@@ -2,6 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {Test} from "./Test.sol";
+import {Vm} from "./Vm.sol";
 import {TrainingLedger} from "../../TrainingLedger.sol";
 import {ITrainingLedger} from "../../ITrainingLedger.sol";
 
@@ -33,6 +34,11 @@ abstract contract LedgerFixture is Test {
     uint64 internal constant MAX_SAMPLES = 10_000;
     uint64 internal constant WINDOW = 600;
     uint64 internal constant FAR = 2_000_000_000; // a deadline after every test's clock
+
+    // storage slots of TrainingLedger's mappings (`forge inspect TrainingLedger storage-layout`;
+    // the two before them are EIP712's fallback strings), for tests that forge a state
+    uint256 internal constant STATE_SLOT = 3;
+    uint256 internal constant RECORDS_SLOT = 4;
 
     bytes32 internal constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
@@ -186,6 +192,31 @@ abstract contract LedgerFixture is Test {
         return abi.encodePacked(head, numSamples, deadline, r, vs);
     }
 
+    /// @dev A packed entry of explicit fields, signed by `key`.
+    function _entryOf(
+        uint256 key,
+        uint256 taskId,
+        uint64 round,
+        bytes32 contentHash,
+        bytes32 cidDigest,
+        bytes32 tensorRoot,
+        uint64 numSamples,
+        uint64 deadline
+    ) internal view returns (bytes memory) {
+        bytes32 structHash = keccak256(
+            abi.encode(UPDATE_TYPEHASH, taskId, round, contentHash, cidDigest, tensorRoot, numSamples, deadline)
+        );
+        bytes32 digest = keccak256(abi.encodePacked("\x19\x01", _domainSeparator(), structHash));
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, digest);
+        bytes32 vs = bytes32(uint256(s) | (uint256(v - 27) << 255));
+        return abi.encodePacked(contentHash, cidDigest, tensorRoot, numSamples, deadline, r, vs);
+    }
+
+    /// @dev The packed 124-byte `UpdatesRelayed` record of `who`'s fixture update.
+    function _packed(address who, uint64 round, uint64 numSamples) internal pure returns (bytes memory) {
+        return abi.encodePacked(who, _content(who, round), _cidDigest(who, round), _root(who, round), numSamples);
+    }
+
     function _relayFor(uint256 key, uint256 taskId, uint64 round) internal returns (uint256) {
         address who = vm.addr(key);
         bytes memory sig = _signature(key, taskId, round, 100, FAR);
@@ -193,6 +224,68 @@ abstract contract LedgerFixture is Test {
         return ledger.submitUpdateFor(
             taskId, round, _content(who, round), _cidDigest(who, round), _root(who, round), 100, who, FAR, sig
         );
+    }
+
+    // ------------------------------------------------------------------ events and forged state
+
+    /// @dev One `EntrySkipped` as a test reads it.
+    struct Skip {
+        uint256 entry;
+        address signer;
+        bytes4 reason;
+    }
+
+    /// @dev The `EntrySkipped` events among `logs`, in order.
+    function _skipsIn(Vm.Log[] memory logs) internal pure returns (Skip[] memory skips) {
+        uint256 n;
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics[0] == ITrainingLedger.EntrySkipped.selector) ++n;
+        }
+        skips = new Skip[](n);
+        n = 0;
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics[0] != ITrainingLedger.EntrySkipped.selector) continue;
+            (uint256 entry, address signer, bytes4 reason) = abi.decode(logs[i].data, (uint256, address, bytes4));
+            skips[n++] = Skip(entry, signer, reason);
+        }
+    }
+
+    /// @dev The `UpdatesRelayed` event among `logs`, if any.
+    function _relayedIn(Vm.Log[] memory logs)
+        internal
+        pure
+        returns (bool found, uint256 firstUpdateId, bytes memory records)
+    {
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics[0] != ITrainingLedger.UpdatesRelayed.selector) continue;
+            (firstUpdateId, records) = abi.decode(logs[i].data, (uint256, bytes));
+            return (true, firstUpdateId, records);
+        }
+    }
+
+    /// @dev Number of `topic` events among `logs`.
+    function _count(Vm.Log[] memory logs, bytes32 topic) internal pure returns (uint256 n) {
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics[0] == topic) ++n;
+        }
+    }
+
+    function _stateSlot(uint256 taskId) internal pure returns (bytes32) {
+        return keccak256(abi.encode(taskId, STATE_SLOT));
+    }
+
+    function _recordsSlot(uint256 taskId) internal pure returns (bytes32) {
+        return keccak256(abi.encode(taskId, RECORDS_SLOT));
+    }
+
+    /// @dev Forge the task's update counter (`seq`, the accumulator's low 32 bits) to `seq`,
+    /// and the round's start to `start` (bits 136..167 of the state word).
+    function _forgeSeq(uint256 taskId, uint32 seq, uint32 start) internal {
+        uint256 rec = uint256(vm.load(address(ledger), _recordsSlot(taskId)));
+        vm.store(address(ledger), _recordsSlot(taskId), bytes32((rec >> 32 << 32) | seq));
+        uint256 st = uint256(vm.load(address(ledger), _stateSlot(taskId)));
+        st = (st & ~(uint256(type(uint32).max) << 136)) | (uint256(start) << 136);
+        vm.store(address(ledger), _stateSlot(taskId), bytes32(st));
     }
 
     // ------------------------------------------------------------------ record hashes and results

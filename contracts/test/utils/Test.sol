@@ -10,6 +10,8 @@ abstract contract Test {
 
     /// @dev secp256k1 group order; a signature with s > N/2 is the malleable twin of a low-s one.
     uint256 internal constant SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
+    /// @dev n / 2, the largest s a signature may have (OpenZeppelin's and the ledger's rule).
+    uint256 internal constant HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
     event log_named_uint(string key, uint256 val);
     event log_named_bytes32(string key, bytes32 val);
@@ -86,6 +88,10 @@ abstract contract Test {
     }
 
     function assertEq(string memory a, string memory b, string memory err) internal pure {
+        vm.assertEq(a, b, err);
+    }
+
+    function assertEq(bytes memory a, bytes memory b, string memory err) internal pure {
         vm.assertEq(a, b, err);
     }
 

@@ -19,6 +19,8 @@ interface Vm {
     function startPrank(address msgSender) external;
     function stopPrank() external;
     function label(address account, string calldata newLabel) external;
+    function store(address target, bytes32 slot, bytes32 value) external;
+    function load(address target, bytes32 slot) external view returns (bytes32 data);
 
     // keys and signatures
     function addr(uint256 privateKey) external pure returns (address keyAddr);
@@ -44,6 +46,7 @@ interface Vm {
     function assertEq(address left, address right, string calldata error) external pure;
     function assertEq(bool left, bool right, string calldata error) external pure;
     function assertEq(string calldata left, string calldata right, string calldata error) external pure;
+    function assertEq(bytes calldata left, bytes calldata right, string calldata error) external pure;
     function assertNotEq(bytes32 left, bytes32 right, string calldata error) external pure;
     function assertLe(uint256 left, uint256 right, string calldata error) external pure;
     function assertGe(uint256 left, uint256 right, string calldata error) external pure;
