@@ -37,6 +37,7 @@ from fedledger.errors import ConfigError, FormatError
 
 if TYPE_CHECKING:
     from fedledger.protocol.fixedpoint import FixedPointFormat
+    from fedledger.protocol.privacy_policy import PrivacyPolicy
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -100,6 +101,7 @@ class TaskSpec(BaseModel):
     fetch_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     seed: int = Field(default=0, ge=0, lt=2**63)  # torch.manual_seed takes a 64-bit seed
     fixed_point: dict[str, Any] | None = None  # fedledger.protocol.fixedpoint.FixedPointFormat
+    privacy: dict[str, Any] | None = None  # fedledger.protocol.privacy_policy.PrivacyPolicy
 
     def fixed_point_format(self) -> FixedPointFormat | None:
         """The task's fixed-point format for deltas, ``None`` for a float32 task.
@@ -112,10 +114,18 @@ class TaskSpec(BaseModel):
 
         return FixedPointFormat.parse(self.fixed_point)
 
+    def privacy_policy(self) -> PrivacyPolicy:
+        """The task's privacy section (a public task without one). Raises ConfigError naming
+        every bad field."""
+        from fedledger.protocol.privacy_policy import PrivacyPolicy  # it reads its own section
+
+        return PrivacyPolicy.parse(self.privacy)
+
     def to_bytes(self) -> bytes:
         doc = self.model_dump(mode="json")
-        if doc.get("fixed_point") is None:  # a float task's bytes (and CID) stay as they were
-            doc.pop("fixed_point", None)
+        for optional in ("fixed_point", "privacy"):  # absent: a spec's bytes (and CID) as before
+            if doc.get(optional) is None:
+                doc.pop(optional, None)
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
