@@ -20,19 +20,24 @@ Guarantees:
   complete one;
 * every block read is hashed against its CID; a mismatch raises
   :class:`~fedledger.errors.IntegrityError` naming the CID, and corrupted bytes are never returned;
-* memory is bounded by a few chunks for any file size, on put and on read.
+* memory is bounded by a few chunks for any file size, on put and on read;
+* any byte range of a file can be read alone (:meth:`Blockstore.open_range`,
+  :class:`FileRange`): only the leaves that hold it are read (and verified), found by walking
+  the DAG's ``blocksizes``, so a validator reads one coordinate range of an update without the
+  rest (:mod:`fedledger.protocol.streaming`).
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import fcntl
 import hashlib
 import io
 import logging
 import os
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -186,6 +191,16 @@ class Blockstore:
     def iter_file(self, cid: str | CID) -> Iterator[bytes]:
         """The file's bytes, leaf by leaf, in order."""
         yield from _walk_file(self.get_block, parse_cid(cid), 0)
+
+    def open_range(self, cid: str | CID) -> FileRange:
+        """Random access to the file behind ``cid``: its size, and any byte range of it, reading
+        (and verifying) only the leaves that hold that range (:class:`FileRange`)."""
+        return FileRange(self.get_block, parse_cid(cid))
+
+    def read_range(self, cid: str | CID, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the file behind ``cid``, every block on the way
+        verified; :class:`RangeError` for a range not inside the file."""
+        return self.open_range(cid).read(offset, length)
 
     def has(self, cid: str) -> bool:
         """True if the root block of ``cid`` is here (like ``ipfs block stat --offline``)."""
@@ -499,6 +514,142 @@ def _walk_file(
             yield piece
         if got != expected:
             raise FormatError(f"{c}: child holds {got} bytes, blocksizes says {expected}")
+
+
+class RangeError(FedledgerError):
+    """A byte range that is not inside the file (a negative offset or length, or past its end)."""
+
+    http_status = 416
+
+
+@dataclass(frozen=True)
+class _Node:
+    """An inner UnixFS node as a range read needs it: its own bytes, then its children's
+    CIDs, the file offset (relative to the node) where each begins, and the total size."""
+
+    data: bytes
+    children: tuple[CID, ...]
+    starts: tuple[int, ...]
+    size: int
+
+
+class FileRange:
+    """Random access to one UnixFS file: :attr:`size` and :meth:`read` of any byte range.
+
+    A read walks from the root to the leaves that hold the range, choosing children by the
+    ``blocksizes`` each node lists, and reads only those leaves; every block comes from
+    ``get_block``, which verifies it against its CID (so the bytes are the file's, whatever the
+    range).  The sizes a node declares are checked against what its children hold: a leaf of
+    another length than its parent says, or a node whose parts do not add up to its size, is a
+    :class:`~fedledger.errors.FormatError`.  A range outside the file is refused
+    (:class:`RangeError`) before any block is read.
+
+    Memory: the inner nodes met so far (a few KiB each, at most :attr:`NODE_CACHE` kept) and the
+    last leaf read, so that sequential reads of ranges smaller than a leaf read each leaf once.
+    Not thread-safe: one instance per reader.
+    """
+
+    NODE_CACHE = 64
+
+    def __init__(self, get_block: Callable[[CID], bytes], root: CID) -> None:
+        self._get_block = get_block
+        self.root = root
+        self._nodes: OrderedDict[CID, _Node] = OrderedDict()
+        self._leaf: tuple[CID, bytes] | None = None
+        if root.codec == RAW:
+            data = get_block(root)
+            self._leaf = (root, data)
+            self.size = len(data)
+        else:
+            self.size = self._node(root, None, 0).size
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the file."""
+        if not (isinstance(offset, int) and isinstance(length, int)):
+            raise RangeError(f"a range is two integers, got offset {offset!r}, length {length!r}")
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise RangeError(
+                f"range [{offset}, {offset + length}) is not inside {self.root}, "
+                f"a file of {self.size} bytes",
+                hint="read within the file's size (FileRange.size)",
+            )
+        if length == 0:
+            return b""
+        pieces: list[bytes] = []
+        self._collect(self.root, None, 0, offset, offset + length, 0, pieces)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _collect(
+        self,
+        c: CID,
+        expected: int | None,
+        start: int,
+        lo: int,
+        hi: int,
+        depth: int,
+        out: list[bytes],
+    ) -> None:
+        """Append the part of ``[lo, hi)`` that node ``c`` (file bytes from ``start``) holds."""
+        if depth > MAX_DAG_DEPTH:
+            raise FormatError(f"UnixFS DAG deeper than {MAX_DAG_DEPTH} at {c}")
+        if c.codec == RAW:
+            leaf = self._raw_leaf(c, expected)
+            out.append(leaf[max(lo - start, 0) : hi - start])
+            return
+        node = self._node(c, expected, depth)
+        if node.data and lo < start + len(node.data):
+            out.append(node.data[max(lo - start, 0) : hi - start])
+        first = max(bisect.bisect_right(node.starts, lo - start) - 1, 0)
+        for k in range(first, len(node.children)):
+            begin = start + node.starts[k]
+            if begin >= hi:
+                break
+            end = start + (node.starts[k + 1] if k + 1 < len(node.starts) else node.size)
+            if end > lo:
+                self._collect(node.children[k], end - begin, begin, lo, hi, depth + 1, out)
+
+    def _raw_leaf(self, c: CID, expected: int | None) -> bytes:
+        if self._leaf is not None and self._leaf[0] == c:
+            data = self._leaf[1]
+        else:
+            data = self._get_block(c)
+            self._leaf = (c, data)
+        if expected is not None and len(data) != expected:
+            raise FormatError(f"leaf {c} holds {len(data)} bytes, its parent says {expected}")
+        return data
+
+    def _node(self, c: CID, expected: int | None, depth: int) -> _Node:
+        node = self._nodes.get(c)
+        if node is None:
+            node = _inner_node(c, self._get_block(c))
+            self._nodes[c] = node
+            if len(self._nodes) > self.NODE_CACHE:
+                self._nodes.popitem(last=False)
+        else:
+            self._nodes.move_to_end(c)
+        if expected is not None and node.size != expected:
+            raise FormatError(f"{c} holds {node.size} bytes, its parent says {expected}")
+        return node
+
+
+def _inner_node(c: CID, block: bytes) -> _Node:
+    """A dag-pb UnixFS file node, its declared sizes checked against each other."""
+    pb = decode_pbnode(block)
+    if pb.data is None:
+        raise FormatError(f"{c} is a dag-pb node without UnixFS data")
+    fs = decode_unixfs(pb.data)
+    if fs.type not in (UNIXFS_FILE, UNIXFS_RAW):
+        raise FormatError(f"{c} is not a UnixFS file (type {fs.type})")
+    if len(fs.blocksizes) != len(pb.links):
+        raise FormatError(f"{c}: {len(pb.links)} links but {len(fs.blocksizes)} blocksizes")
+    starts, pos = [], len(fs.data)
+    for size in fs.blocksizes:
+        starts.append(pos)
+        pos += size
+    if fs.filesize is not None and fs.filesize != pos:
+        raise FormatError(f"{c}: filesize {fs.filesize} but its parts hold {pos} bytes")
+    children = tuple(CID.from_bytes(link.cid) for link in pb.links)
+    return _Node(fs.data, children, tuple(starts), pos)
 
 
 class _IterReader(io.RawIOBase):

@@ -6,6 +6,7 @@ v0, https://docs.ipfs.tech/reference/kubo/rpc/; every call is a POST):
 * ``/api/v0/add?cid-version=1&raw-leaves=true&chunker=size-262144&pin=true`` (multipart ``file``)
   → one JSON line per added entry, ``{"Name": ..., "Hash": ..., "Size": ...}``;
 * ``/api/v0/cat?arg=<cid>`` → the file's bytes;
+* ``/api/v0/block/get?arg=<cid>`` → one block's bytes (range reads walk the DAG with it);
 * ``/api/v0/pin/add?arg=<cid>`` / ``/api/v0/pin/rm?arg=<cid>`` → ``{"Pins": [...]}``;
 * ``/api/v0/block/stat?arg=<cid>&offline=true`` → ``{"Key": ..., "Size": ...}`` (``has``);
 * ``/api/v0/files/stat?arg=/ipfs/<cid>`` → ``{"Size", "CumulativeSize", ...}`` (``stat``);
@@ -24,6 +25,7 @@ daemon newer than 0.8, and it is unmaintained.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 from collections.abc import Iterator
@@ -33,8 +35,8 @@ from typing import Any, BinaryIO
 import httpx
 
 from fedledger import safejson
-from fedledger.content.blockstore import ContentStat, Source
-from fedledger.content.cid import FEDLEDGER, KUBO_V0, DagBuilder, Profile, parse_cid
+from fedledger.content.blockstore import MAX_BLOCK_SIZE, ContentStat, FileRange, Source
+from fedledger.content.cid import CID, FEDLEDGER, KUBO_V0, DagBuilder, Profile, parse_cid
 from fedledger.content.digests import sha256_hex
 from fedledger.errors import ContentNotFoundError, FormatError, IntegrityError, StoreError
 
@@ -154,6 +156,27 @@ class KuboStore:
         profile = self._profile_for(cid)
         return io.BufferedReader(_VerifyingStream(self, cid, profile))  # type: ignore[return-value]
 
+    def open_range(self, cid: str | CID) -> FileRange:
+        """Random access to the file behind ``cid``: only the blocks holding a range are
+        fetched (``block/get``), each checked against its CID here (:class:`FileRange`)."""
+        return FileRange(self.get_block, parse_cid(cid))
+
+    def read_range(self, cid: str | CID, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the file behind ``cid``, verified block by
+        block; :class:`~fedledger.content.blockstore.RangeError` for a range not inside it."""
+        return self.open_range(cid).read(offset, length)
+
+    def get_block(self, cid: str | CID) -> bytes:
+        """One block through ``block/get``, returned only if it hashes to ``cid``."""
+        c = parse_cid(cid)
+        data = self._request("block/get", {"arg": str(c)}).content
+        if len(data) > MAX_BLOCK_SIZE or hashlib.sha256(data).digest() != c.digest:
+            raise IntegrityError(
+                f"Kubo at {self.url} served a block for {c} that does not hash to it",
+                hint="the node's data is corrupted or it is misbehaving",
+            )
+        return data
+
     def has(self, cid: str) -> bool:
         """True if the node holds the root block locally (no network lookup)."""
         parse_cid(cid)
@@ -236,7 +259,7 @@ class KuboStore:
             return
         message = _error_message(response)
         arg = (params or {}).get("arg", "")
-        if path in ("cat", "files/stat", "pin/add") and _is_not_found(message):
+        if path in ("cat", "block/get", "files/stat", "pin/add") and _is_not_found(message):
             raise ContentNotFoundError(f"Kubo at {self.url} does not have {arg}: {message}")
         raise StoreError(
             f"Kubo at {self.url} failed {path} {arg} (HTTP {response.status_code}): {message}"

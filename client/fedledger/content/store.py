@@ -10,10 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from fedledger.content.blockstore import Blockstore, ContentStat, Source
+from fedledger.content.blockstore import Blockstore, ContentStat, FileRange, RangeError, Source
 from fedledger.errors import ConfigError
 
-__all__ = ["ContentStat", "ContentStore", "Source", "open_store"]
+__all__ = [
+    "ContentStat",
+    "ContentStore",
+    "FileRange",
+    "RangeError",
+    "RangeReadable",
+    "Source",
+    "open_store",
+]
 
 
 @runtime_checkable
@@ -60,6 +68,22 @@ class ContentStore(Protocol):
 
     def stat(self, cid: str) -> ContentStat:
         """File size and DAG figures of ``cid``."""
+        ...
+
+
+@runtime_checkable
+class RangeReadable(Protocol):
+    """A store that reads any byte range of a file alone (both stores here do): what a
+    validator streaming a round needs (:mod:`fedledger.protocol.streaming`).  Kept apart from
+    :class:`ContentStore` so that a store that can only hand out whole files still is one."""
+
+    def open_range(self, cid: str) -> FileRange:
+        """Random access to the file behind ``cid`` (its ``size`` and ``read(offset, length)``),
+        reading and verifying only the blocks that hold each range."""
+        ...
+
+    def read_range(self, cid: str, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the file; :class:`RangeError` outside it."""
         ...
 
 

@@ -1,0 +1,463 @@
+"""A round judged and aggregated across Ray workers, each streaming one coordinate range.
+
+docs/scaling.md is the guide.  The arithmetic is :mod:`fedledger.protocol.streaming`'s (exact
+integers, so the shards' sums are the whole's); this module only places the passes on a Ray
+cluster (https://docs.ray.io): a local one started here with ``num_cpus``, or the cluster at
+``address`` (``ray start --head`` on one machine, ``ray start --address=HEAD:6379`` on the
+others).  Workers open the content store themselves, by location, and read their byte ranges
+from it; a task's arguments are small (the store's location, a coordinate range, the updates'
+:class:`~fedledger.protocol.streaming.UpdateFile` spans, the rule and its plan), and its
+answer is a shard's statistics or its part of the aggregate.
+
+* :func:`inspect_round_sharded`: every update's file checked (sha256, header, the file's claims,
+  tensor root), updates spread over the workers;
+* :func:`round_statistics_sharded`: the screen's exact statistics (norms, Gram, centre dots);
+* :func:`aggregate_round_sharded`: the exact aggregate, bit for bit the one
+  :func:`fedledger.protocol.exact_rules.aggregate_exact` computes from whole vectors.
+
+Ray is an optional dependency (``pip install 'fedledger[ray]'``), imported when first used.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from fedledger.content.blockstore import Blockstore
+from fedledger.content.store import ContentStore, RangeReadable
+from fedledger.errors import ConfigError, FedledgerError
+from fedledger.protocol import aggregation as agg
+from fedledger.protocol import rounds, streaming
+from fedledger.protocol.exact_rules import ExactRule, Plan
+from fedledger.protocol.fixedpoint import FixedPointFormat, Int32Vector
+from fedledger.protocol.streaming import (
+    Inspection,
+    RoundStatistics,
+    ShardStatistics,
+    StreamedAggregate,
+    UpdateFile,
+)
+
+T = TypeVar("T")
+
+__all__ = [
+    "RayRunner",
+    "ShardedAggregate",
+    "aggregate_round_sharded",
+    "connect",
+    "inspect_round_sharded",
+    "open_location",
+    "round_statistics_sharded",
+    "store_location",
+]
+
+
+# --------------------------------------------------------------------------- the store, by location
+
+
+def store_location(store: ContentStore | RangeReadable | str | Path) -> str:
+    """How a worker finds ``store``: the embedded store's root directory, or a Kubo RPC URL.
+
+    On a cluster of several machines the directory must be the same path on every one (a
+    shared filesystem), or use a Kubo node that every machine reaches.
+    """
+    if isinstance(store, Blockstore):
+        return str(store.root)
+    url = getattr(store, "url", None)
+    if isinstance(url, str):
+        return url
+    if isinstance(store, str | Path):
+        return str(store)
+    raise ConfigError(
+        f"{store!r} cannot be opened by a worker",
+        hint="pass the embedded store (or its directory) or a Kubo store (or its RPC URL)",
+    )
+
+
+_STORES: dict[str, RangeReadable] = {}
+
+
+def open_location(location: str) -> RangeReadable:
+    """The store at ``location`` (:func:`store_location`), opened once per process."""
+    store = _STORES.get(location)
+    if store is not None:
+        return store
+    if location.startswith(("http://", "https://")):
+        from fedledger.content.kubo import KuboStore
+
+        store = KuboStore(location)
+    else:
+        root = Path(location)
+        if not (root / "blocks").is_dir():
+            raise ConfigError(
+                f"no embedded content store at {location} on this machine",
+                hint="give every worker the same store directory (a shared filesystem) or a "
+                "Kubo URL that every machine reaches",
+            )
+        store = Blockstore(root)
+    _STORES[location] = store
+    return store
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "the sharded validator runs on Ray, which is not installed",
+            hint="pip install 'fedledger[ray]' on every machine of the cluster",
+        ) from exc
+    return ray
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address`` (``HEAD:6379``; ``"auto"``: the one this machine
+    belongs to), or start a local one with ``num_cpus`` CPUs (all by default).  Does nothing
+    when this process is already connected."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        # Ray runs its workers at nice 15 by default; judging a round is the validator's own
+        # work, so its workers compete for the CPU as the validator itself would.
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _system_config={"worker_niceness": 0},
+            **options,
+        )
+
+
+_REMOTE: dict[str, Any] = {}
+
+
+def _remote(fn: Callable[..., Any]) -> Any:
+    """``fn`` as a Ray task needing one CPU (each task streams with one thread)."""
+    task = _REMOTE.get(fn.__name__)
+    if task is None:
+        task = _ray().remote(num_cpus=1)(fn)
+        _REMOTE[fn.__name__] = task
+    return task
+
+
+def _gather(refs: list[Any]) -> list[Any]:
+    """``ray.get``, with an error a task raised on purpose re-raised as itself."""
+    ray = _ray()
+    try:
+        return list(ray.get(refs))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, FedledgerError):
+            raise exc.cause from None
+        raise
+
+
+# --------------------------------------------------------------------------- what the workers run
+
+
+def _inspect_task(
+    location: str,
+    refs: list[rounds.UpdateRef],
+    context: tuple[int, int, str, FixedPointFormat],
+    layout: agg.TensorLayout,
+    max_bytes: int,
+    block_bytes: int,
+) -> list[Inspection]:
+    store = open_location(location)
+    task_id, round_, base_hash, fmt = context
+    out = []
+    for r in refs:
+        check = functools.partial(
+            rounds.check_file,
+            task_id=task_id,
+            round_=round_,
+            base_hash=base_hash,
+            contributor=r.contributor,
+            fixed_point=fmt,
+        )
+        out.append(
+            streaming.inspect_update(
+                functools.partial(store.open_range, r.cid),
+                r.cid,
+                content_hash=r.content_hash,
+                layout=layout,
+                max_bytes=max_bytes,
+                check=check,
+                expected_root=r.tensor_root,
+                block_bytes=block_bytes,
+            )
+        )
+    return out
+
+
+def _open_task(
+    location: str, cids: list[str], layout: agg.TensorLayout, max_bytes: int
+) -> list[UpdateFile]:
+    store = open_location(location)
+    return [
+        streaming.open_update(store.open_range(c), c, layout, max_bytes=max_bytes) for c in cids
+    ]
+
+
+def _readers(location: str, files: Sequence[UpdateFile]) -> list[streaming.ColumnReader]:
+    store = open_location(location)
+    return [streaming.ColumnReader(store.open_range(f.cid), f) for f in files]
+
+
+def _statistics_task(
+    location: str,
+    files: list[UpdateFile],
+    a: int,
+    b: int,
+    gram: bool,
+    multipliers: tuple[int | None, ...] | None,
+    center_of: tuple[int, ...] | None,
+    block_bytes: int,
+) -> ShardStatistics:
+    return streaming.shard_statistics(
+        _readers(location, files),
+        a,
+        b,
+        gram=gram,
+        multipliers=multipliers,
+        center_of=center_of,
+        columns=streaming.block_columns(len(files), block_bytes),
+    )
+
+
+def _aggregate_task(
+    location: str,
+    files: list[UpdateFile],
+    a: int,
+    b: int,
+    rule: ExactRule,
+    num_samples: list[int],
+    plan: Plan | None,
+    block_bytes: int,
+) -> tuple[Int32Vector, float, float]:
+    """The shard's part of the aggregate, and the task's wall and CPU seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    kept = len(plan.selected) if plan is not None and plan.selected is not None else len(files)
+    part = streaming.aggregate_shard(
+        _readers(location, files),
+        a,
+        b,
+        rule,
+        num_samples,
+        plan,
+        columns=streaming.block_columns(kept, block_bytes),
+    )
+    return part, time.perf_counter() - wall, time.process_time() - cpu
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class RayRunner:
+    """:class:`fedledger.protocol.streaming.ShardRunner` on Ray: one task per shard and pass."""
+
+    location: str
+    files: Sequence[UpdateFile]
+    block_bytes: int = streaming.DEFAULT_BLOCK_BYTES
+
+    def __post_init__(self) -> None:
+        self._files_ref = _ray().put(list(self.files))  # sent once, shared by every task
+        self.task_seconds: list[tuple[float, float]] = []
+        """(wall, CPU) seconds of each aggregate task of the last pass, in shard order."""
+
+    def statistics(
+        self,
+        shards: Sequence[tuple[int, int]],
+        *,
+        gram: bool,
+        multipliers: Sequence[int | None] | None,
+        center_of: Sequence[int] | None = None,
+    ) -> list[ShardStatistics]:
+        task = _remote(_statistics_task)
+        mult = None if multipliers is None else tuple(multipliers)
+        center = None if center_of is None else tuple(center_of)
+        return _gather(
+            [
+                task.remote(
+                    self.location, self._files_ref, a, b, gram, mult, center, self.block_bytes
+                )
+                for a, b in shards
+            ]
+        )
+
+    def aggregate(
+        self,
+        shards: Sequence[tuple[int, int]],
+        rule: ExactRule,
+        num_samples: Sequence[int],
+        plan: Plan | None,
+    ) -> list[Int32Vector]:
+        task = _remote(_aggregate_task)
+        ns = list(num_samples)
+        answers = _gather(
+            [
+                task.remote(self.location, self._files_ref, a, b, rule, ns, plan, self.block_bytes)
+                for a, b in shards
+            ]
+        )
+        self.task_seconds = [(wall, cpu) for _, wall, cpu in answers]
+        return [part for part, _, _ in answers]
+
+
+@dataclass(frozen=True)
+class ShardedAggregate(StreamedAggregate):
+    """:class:`~fedledger.protocol.streaming.StreamedAggregate` plus the update files read and
+    the seconds it took on the cluster."""
+
+    files: tuple[UpdateFile, ...] = ()
+    seconds: float = 0.0
+    shard_seconds: tuple[tuple[float, float], ...] = ()
+    """(wall, CPU) seconds of each shard's aggregate task, in shard order."""
+
+
+def _batches(items: Sequence[T], parts: int) -> list[list[T]]:
+    parts = max(1, min(parts, len(items)))
+    step = -(-len(items) // parts)
+    return [list(items[i : i + step]) for i in range(0, len(items), step)]
+
+
+def inspect_round_sharded(
+    store: ContentStore | RangeReadable | str | Path,
+    refs: Sequence[rounds.UpdateRef],
+    *,
+    task_id: int,
+    round_: int,
+    base_hash: str,
+    layout: agg.TensorLayout,
+    fmt: FixedPointFormat,
+    workers: int = 2,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    block_bytes: int = streaming.DEFAULT_BLOCK_BYTES,
+) -> list[Inspection]:
+    """Every update's file checked as the in-memory judge checks it (in the order of ``refs``):
+    :func:`fedledger.protocol.streaming.inspect_update` with :func:`~fedledger.protocol.rounds.check_file`
+    and the recorded ``tensorRoot``, the updates spread over ``4 * workers`` tasks."""
+    if not refs:
+        return []
+    connect(address, num_cpus=num_cpus)
+    location = store_location(store)
+    open_location(location)  # fail here, not on every worker, when it is not a store
+    context = (task_id, round_, base_hash.lower(), fmt)
+    max_bytes = rounds.max_update_bytes(layout)
+    task = _remote(_inspect_task)
+    parts = _gather(
+        [
+            task.remote(location, batch, context, layout, max_bytes, block_bytes)
+            for batch in _batches(refs, 4 * workers)
+        ]
+    )
+    return [x for part in parts for x in part]
+
+
+def open_files_sharded(
+    store: ContentStore | RangeReadable | str | Path,
+    cids: Sequence[str],
+    layout: agg.TensorLayout,
+    *,
+    workers: int = 2,
+    address: str | None = None,
+    num_cpus: int | None = None,
+) -> list[UpdateFile]:
+    """The :class:`UpdateFile` of already judged updates, from their headers alone; a
+    :class:`~fedledger.errors.FormatError` names an update whose header is refused."""
+    connect(address, num_cpus=num_cpus)
+    location = store_location(store)
+    open_location(location)
+    task = _remote(_open_task)
+    max_bytes = rounds.max_update_bytes(layout)
+    parts = _gather(
+        [task.remote(location, b, layout, max_bytes) for b in _batches(list(cids), 4 * workers)]
+    )
+    return [f for part in parts for f in part]
+
+
+def round_statistics_sharded(
+    store: ContentStore | RangeReadable | str | Path,
+    files: Sequence[UpdateFile],
+    fmt: FixedPointFormat,
+    *,
+    gram: bool = True,
+    center_of: Sequence[int] | None = None,
+    workers: int = 2,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    block_bytes: int = streaming.DEFAULT_BLOCK_BYTES,
+) -> RoundStatistics:
+    """The screen's exact statistics of ``files`` (norms; the Gram matrix with ``gram``; dots
+    with the coordinate-wise median of ``center_of``), summed over ``workers`` shards."""
+    connect(address, num_cpus=num_cpus)
+    size = streaming.check_files(files)
+    runner = RayRunner(store_location(store), files, block_bytes)
+    return streaming.round_statistics(
+        runner, streaming.split(size, workers), fmt, gram=gram, center_of=center_of
+    )
+
+
+def aggregate_round_sharded(
+    store: ContentStore | RangeReadable | str | Path,
+    updates: Sequence[str | UpdateFile],
+    rule: ExactRule,
+    layout: agg.TensorLayout,
+    *,
+    num_samples: Sequence[int] | None = None,
+    workers: int = 2,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    block_bytes: int = streaming.DEFAULT_BLOCK_BYTES,
+) -> ShardedAggregate:
+    """The exact aggregate of a round's accepted ``updates`` (updateId order: CIDs, or the
+    :class:`UpdateFile` that :func:`inspect_round_sharded` returned), over ``workers`` shards.
+
+    ``rule`` is the task's exact rule (:meth:`~fedledger.protocol.exact_rules.ExactRule.from_rule_spec`
+    of its spec and fixed-point format); ``num_samples`` weigh fedavg, capped by the rule.  The
+    result is the same, bit for bit, for any ``workers`` and equal to
+    ``exact_rules.aggregate_exact(rule, vectors, num_samples)`` on the whole vectors.
+    """
+    if not updates:
+        raise ValueError("no updates to aggregate")
+    started = time.perf_counter()
+    connect(address, num_cpus=num_cpus)
+    location = store_location(store)
+    cids = [u for u in updates if isinstance(u, str)]
+    opened = iter(open_files_sharded(location, cids, layout, workers=workers) if cids else [])
+    files = [u if isinstance(u, UpdateFile) else next(opened) for u in updates]
+    size = streaming.check_files(files)
+    if size != layout.size:
+        raise ValueError(f"the updates have {size} coordinates, the model {layout.size}")
+    ns = [1] * len(files) if num_samples is None else list(num_samples)
+    if len(ns) != len(files):
+        raise ValueError(f"{len(files)} updates but {len(ns)} sample counts")
+    runner = RayRunner(location, files, block_bytes)
+    result = streaming.aggregate_round(runner, rule, ns, size, streaming.split(size, workers))
+    return ShardedAggregate(
+        aggregate=result.aggregate,
+        plan=result.plan,
+        statistics=result.statistics,
+        shards=result.shards,
+        files=tuple(files),
+        seconds=time.perf_counter() - started,
+        shard_seconds=tuple(runner.task_seconds),
+    )
+
+
+def aggregate_digest(aggregate: Int32Vector) -> str:
+    """``0x`` sha256 of an int32 aggregate's little-endian bytes (as :attr:`StreamedAggregate.sha256`)."""
+    return StreamedAggregate(np.asarray(aggregate, dtype=np.int32), Plan(), None, ()).sha256
