@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
+from nacl.public import PrivateKey
 
 from fedledger.chain.ledger import Ledger, hex32
 from fedledger.content.store import ContentStore
@@ -112,6 +113,7 @@ def make_scenario(
     screening: dict | None = None,
     max_samples: int = 1000,
     fixed_point: dict | None = None,
+    privacy: dict | None = None,
 ) -> Scenario:
     owner = accounts[0]
     validators = accounts[1 : 1 + n_validators]
@@ -124,6 +126,7 @@ def make_scenario(
         screening=screening or {},
         fetch_timeout_s=5,
         fixed_point=fixed_point,
+        privacy=privacy,
     )
     initial = state_to_numpy(build_model("mlp_digits", seed=0))
     task_id = create_task(
@@ -145,7 +148,12 @@ def make_scenario(
 
 
 def backend_for(
-    sc: Scenario, validator: LocalAccount | None, db_path: Path, *, evaluate: bool = False
+    sc: Scenario,
+    validator: LocalAccount | None,
+    db_path: Path,
+    *,
+    evaluate: bool = False,
+    committee_key: PrivateKey | None = None,
 ) -> Backend:
     led = Ledger(sc.ledger.w3, sc.ledger.address, from_block=sc.ledger.from_block)
     return Backend(
@@ -154,6 +162,7 @@ def backend_for(
         db=Database(f"sqlite:///{db_path}"),
         account=validator,
         evaluate=evaluate,
+        committee_key=committee_key,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from eth_account.signers.local import LocalAccount
+from nacl.public import PrivateKey
 
 from fedledger.chain.ledger import open_ledger
 from fedledger.config import Settings
@@ -30,6 +31,7 @@ def run_service(
     reindex: bool = False,
     relay_account: LocalAccount | None = None,
     worker_process: bool = True,
+    committee_key: PrivateKey | None = None,
 ) -> None:
     """``fedledger serve``: the REST API (and relay) in this process; the worker (indexer,
     projections, validator) in a supervised child process (:mod:`fedledger_backend.worker_process`), so
@@ -52,6 +54,7 @@ def run_service(
         store=open_store(settings.ipfs, settings.home),
         db=db,
         account=None if worker_process else account,
+        committee_key=None if worker_process else committee_key,
         confirmations=settings.confirmations,
         evaluate=evaluate,
         allow_models=settings.allowed_models,
@@ -89,6 +92,7 @@ def run_service(
                 chunk=settings.log_chunk,
             ),
             private_key=bytes(account.key) if account is not None else None,
+            committee_key=bytes(committee_key) if committee_key is not None else None,
         )
     else:
         worker = backend

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from nacl.public import PrivateKey
 
 from fedledger.chain.ledger import Ledger
 from fedledger.content.store import ContentStore
@@ -39,6 +40,7 @@ class Backend:
     store: ContentStore
     db: Database
     account: LocalAccount | None = None
+    committee_key: PrivateKey | None = None  # the validator's X25519 key for private tasks
     confirmations: int = 0
     evaluate: bool = True
     allow_models: tuple[
@@ -68,7 +70,9 @@ class Backend:
         self.verdict_retries = quarantine.Retries()
         self.evaluator = Evaluator(self.store, self.allow_models) if self.evaluate else None
         self.validator = (
-            Validator(self.ledger.with_account(self.account), self.store, self.db)
+            Validator(
+                self.ledger.with_account(self.account), self.store, self.db, self.committee_key
+            )
             if self.account is not None
             else None
         )

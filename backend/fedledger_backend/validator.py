@@ -42,14 +42,22 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from nacl.public import PrivateKey
 from sqlalchemy import select
 
 from fedledger.chain.ledger import Ledger, to_hex
 from fedledger.chain.records import RoundResult, UpdateRecord, record_hash
 from fedledger.content.store import ContentStore
 from fedledger.errors import ContractRevert, FedledgerError
-from fedledger.flows.task import fetch_verified, load_task
+from fedledger.flows.task import (
+    committee_keys,
+    fetch_verified,
+    load_task,
+    read_spec,
+    required_recipients,
+)
 from fedledger.protocol import codec, verdicts
+from fedledger.protocol.committee import NotRecipientError
 from fedledger.protocol.rounds import Judgement, UpdateRef, judge_round
 from fedledger_backend import quarantine
 from fedledger_backend.db import Checkpoint, ContributionRow, Database, MemberRow, RoundRow
@@ -98,10 +106,20 @@ class Attested:
 
 
 class Validator:
-    def __init__(self, ledger: Ledger, store: ContentStore, db: Database) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: ContentStore,
+        db: Database,
+        committee_key: PrivateKey | None = None,
+    ) -> None:
         if ledger.sender is None:
             raise FedledgerError("a validator needs a key")
         self.ledger = ledger
+        self.committee_key = committee_key
+        """This validator's X25519 key for private tasks (registered on chain for each private
+        task it validates, :meth:`_register_key`); ``None``: it judges public tasks only."""
+        self._private: dict[int, bool] = {}  # task id -> private, once its key is registered
         self.store = store
         self.db = db
         self.address = ledger.sender.address
@@ -253,6 +271,24 @@ class Validator:
         )
         self._marked.add(task_id)
 
+    def _register_key(self, task_id: int, t: dict) -> bool:  # type: ignore[type-arg]
+        """For a private task, make sure the chain holds this validator's committee key
+        (``setEncryptionKey``, once): contributors seal updates to the keys registered when
+        they submit.  False when the task is private and this validator has no key."""
+        private = self._private.get(task_id)
+        if private is None:
+            private = read_spec(self.store, str(t["specCid"])).privacy_policy().committee
+            if private and self.committee_key is not None:
+                mine = bytes(self.committee_key.public_key)
+                if committee_keys(self.ledger, task_id).get(self.address) != mine:
+                    self.ledger.set_encryption_key(task_id, mine)
+                    log.info(
+                        "committee key registered",
+                        extra={"task": task_id, "public_key": "0x" + mine.hex()},
+                    )
+            self._private[task_id] = private
+        return not private or self.committee_key is not None
+
     def _ready(self, t: dict, now: int) -> bool:  # type: ignore[type-arg]
         count, dur = int(t["updateCount"]), int(t["roundDuration"])
         if t["isSealed"]:
@@ -268,6 +304,11 @@ class Validator:
         t = led.get_task(task_id)
         rnd = int(t["currentRound"])
         self._round[task_id] = rnd
+        if not self._register_key(task_id, t):
+            self.skipped[(task_id, rnd)] = (
+                "the task is private and this validator has no committee key (--committee-key)"
+            )
+            return None
         if led.has_attested(task_id, rnd, self.address):
             return None
         now = int(led.w3.eth.get_block("latest")["timestamp"])
@@ -310,19 +351,29 @@ class Validator:
         )
         duration = int(t["roundDuration"])
         deadline = started_at + duration if duration else None
-        j = judge_round(
-            self.store,
-            task_id=task_id,
-            round_=rnd,
-            spec=state.spec,
-            base_model=base,
-            updates=refs,
-            max_samples=state.config.max_samples,  # the chain's bound: fedavg's weight cap
-            deadline=deadline,
-            previous=previous,
-            base_hash=state.global_hash,  # both ways of getting ``base`` checked it
-            max_fetch_s=MAX_FETCH_S,
-        )
+        private = state.spec.privacy_policy().committee
+        try:
+            j = judge_round(
+                self.store,
+                task_id=task_id,
+                round_=rnd,
+                spec=state.spec,
+                base_model=base,
+                updates=refs,
+                max_samples=state.config.max_samples,  # the chain's bound: fedavg's weight cap
+                deadline=deadline,
+                previous=previous,
+                base_hash=state.global_hash,  # both ways of getting ``base`` checked it
+                max_fetch_s=MAX_FETCH_S,
+                committee_key=self.committee_key if private else None,
+                required_recipients=(
+                    required_recipients(led, state.spec, task_id) if private else ()
+                ),
+            )
+        except NotRecipientError as exc:  # joined after the round's updates were sealed
+            self.skipped[(task_id, rnd)] = f"abstaining: {exc.message}"
+            log.info("abstaining", extra={"task": task_id, "round": rnd, "why": exc.message})
+            return None
         self._publish(j)
         why = self._unsafe_to_attest(task_id, rnd, len(refs))
         if why is not None:
@@ -426,6 +477,7 @@ class Validator:
                 num_samples=c.num_samples,
                 submitted_at=c.submitted_at,
                 tensor_root=c.tensor_root,
+                block_number=c.block_number,
             )
             for c in rows
         ]

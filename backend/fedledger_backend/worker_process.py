@@ -78,9 +78,15 @@ class WorkerConfig:
 class WorkerProcess:
     """Start, watch and restart the worker child; ``status()`` is its latest report."""
 
-    def __init__(self, config: WorkerConfig, private_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        private_key: bytes | None = None,
+        committee_key: bytes | None = None,
+    ) -> None:
         self.config = config
         self._key = private_key
+        self._committee_key = committee_key
         self._proc: subprocess.Popen[str] | None = None
         self._status: dict[str, Any] = {"last_error": "the worker has not reported yet"}
         self._lock = threading.Lock()
@@ -135,6 +141,7 @@ class WorkerProcess:
         )
         assert proc.stdin is not None
         proc.stdin.write((self._key.hex() if self._key else "") + "\n")
+        proc.stdin.write((self._committee_key.hex() if self._committee_key else "") + "\n")
         proc.stdin.close()
         return proc
 
@@ -182,8 +189,10 @@ class WorkerProcess:
 
 
 def child_main(argv: list[str]) -> int:
-    """``python -m fedledger_backend.worker_process CONFIG_JSON`` with the key (hex or empty) on stdin."""
+    """``python -m fedledger_backend.worker_process CONFIG_JSON`` with the key, then the committee key
+    (each hex or empty), one a line, on stdin."""
     from eth_account import Account
+    from nacl.public import PrivateKey
 
     from fedledger.chain.ledger import Ledger, connect
     from fedledger.content.store import open_store
@@ -200,6 +209,7 @@ def child_main(argv: list[str]) -> int:
     if cfg.nice:
         os.nice(cfg.nice)
     key = sys.stdin.readline().strip()
+    reader = sys.stdin.readline().strip()  # the committee key, or empty
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -210,6 +220,7 @@ def child_main(argv: list[str]) -> int:
             store=open_store(cfg.ipfs, Path(cfg.home)),
             db=Database(cfg.db_url),
             account=Account.from_key(bytes.fromhex(key)) if key else None,
+            committee_key=PrivateKey(bytes.fromhex(reader)) if reader else None,
             confirmations=cfg.confirmations,
             evaluate=cfg.evaluate,
             allow_models=tuple(cfg.allow_models),
@@ -219,7 +230,7 @@ def child_main(argv: list[str]) -> int:
     except FedledgerError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    del key
+    del key, reader
     backend.start()
     try:
         while not stop.is_set():

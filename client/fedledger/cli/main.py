@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -345,6 +346,49 @@ def keys_list(as_json: JsonOpt = False, *, opts: Common) -> None:
     for r in rows:
         t.add_row(r["name"], r["address"])
     _emit(rows, as_json, t)
+
+
+@keys_app.command("committee-new")
+@common("home", "keystore")
+def keys_committee_new(
+    name: Annotated[str, typer.Argument(help="a name for the committee key")],
+    as_json: JsonOpt = False,
+    *,
+    opts: Common,
+) -> None:
+    """Create an X25519 committee key (encrypted keystore): a validator's or an auditor's key
+    for reading private tasks' updates (`fedledger serve --committee-key NAME` registers it)."""
+    from fedledger.protocol.committee_keys import new_committee_key
+
+    s = opts.settings()
+    info = new_committee_key(s.keystore_dir, name, _password(s, name, confirm=True))
+    _emit({"name": info.name, "public_key": info.public_hex, "path": str(info.path)}, as_json)
+
+
+@keys_app.command("committee-list")
+@common("home", "keystore")
+def keys_committee_list(as_json: JsonOpt = False, *, opts: Common) -> None:
+    """List committee keys (names and public keys; never secrets)."""
+    from fedledger.protocol.committee_keys import list_committee_keys
+
+    s = opts.settings()
+    rows = [
+        {"name": k.name, "public_key": k.public_hex, "path": str(k.path)}
+        for k in list_committee_keys(s.keystore_dir)
+    ]
+    t = Table(title=f"committee keys in {s.keystore_dir}")
+    for c in ("name", "public_key"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], r["public_key"])
+    _emit(rows, as_json, t)
+
+
+def _committee_key(settings: Settings, name: str):  # type: ignore[no-untyped-def]
+    from fedledger.protocol.committee_keys import find_committee_key, load_committee_key
+
+    info = find_committee_key(settings.keystore_dir, name)
+    return load_committee_key(settings.keystore_dir, name, _password(settings, info.name))
 
 
 # -- tasks ------------------------------------------------------------------------------------
@@ -1057,6 +1101,13 @@ def verify(
         int | None, typer.Option("--round", help="one round (default: all final rounds)")
     ] = None,
     allow_model: AllowModelOpt = None,
+    committee_key: Annotated[
+        str | None,
+        typer.Option(
+            help="committee key (an auditor's or a validator's) to read a private task's "
+            "updates with"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     *,
     opts: Common,
@@ -1076,6 +1127,7 @@ def verify(
             round_,
             progress=lambda done, total: prog.update(bar, completed=done, total=total),
             allow_models=_allowed(s, allow_model),
+            committee_key=_committee_key(s, committee_key) if committee_key else None,
         )
     if as_json:
         _emit(report.to_json(), True)
@@ -1334,6 +1386,13 @@ def serve(
         ),
     ] = True,
     allow_model: AllowModelOpt = None,
+    committee_key: Annotated[
+        str | None,
+        typer.Option(
+            help="committee key (`fedledger keys committee-new`) the validator reads private "
+            "tasks' updates with; registered on chain for each private task it validates"
+        ),
+    ] = None,
     *,
     opts: Common,
 ) -> None:
@@ -1348,6 +1407,7 @@ def serve(
     )
     account = _account(s, key) if key else None
     relay_account = _account(s, relay_key) if relay_key else None
+    reader = _committee_key(s, committee_key) if committee_key else None
     if account is not None:
         _say_what_the_key_validates(s, key or "", account.address)
     run_service(
@@ -1359,6 +1419,7 @@ def serve(
         reindex=reindex,
         relay_account=relay_account,
         worker_process=worker_process,
+        committee_key=reader,
     )
 
 
@@ -1409,6 +1470,13 @@ def demo(
         raise typer.Exit(1)
 
 
+# Usage errors are typer's own exceptions from typer 0.21 on (it vendors click), click's before
+# (flwr[simulation] 1.42, the `flower` extra, holds typer below 0.21).
+_USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
+    e for e in (getattr(typer, "TyperException", None), click.ClickException) if e is not None
+)
+
+
 def _die(message: str, code: int) -> None:
     """Print ``error: message`` as one line on stderr (never wrapped, never marked up) and exit."""
     line = " ".join(message.split())
@@ -1416,7 +1484,7 @@ def _die(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _usage_error(exc: typer.TyperException) -> None:
+def _usage_error(exc: Any) -> None:
     ctx: Any = getattr(exc, "ctx", None)
     message = exc.format_message()
     if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help was the answer
@@ -1438,7 +1506,7 @@ def main() -> None:
         rc = app(standalone_mode=False)
     except FedledgerError as exc:
         _die(str(exc), exc.exit_code)
-    except typer.TyperException as exc:  # click's usage errors: unknown option, bad value, …
+    except _USAGE_ERRORS as exc:  # click's usage errors: unknown option, bad value, …
         _usage_error(exc)
     except typer.Abort:
         _die("aborted", 130)

@@ -40,7 +40,7 @@ from fedledger.content.store import ContentStore
 from fedledger.errors import ConfigError, FormatError
 from fedledger.flows.task import Published, TaskState, global_model, publish
 from fedledger.protocol import aggregation as agg
-from fedledger.protocol import codec, fixed_deltas, rounds
+from fedledger.protocol import codec, committee, fixed_deltas, rounds
 from fedledger.protocol.fixedpoint import FixedPointFormat, FixedPointRangeError
 from fedledger.protocol.verdicts import Verdict
 
@@ -247,7 +247,29 @@ def store_update(
     root = rounds.update_tensor_root(
         dec, agg.TensorLayout.of(base), state.spec.fixed_point_format()
     )
+    if state.spec.privacy_policy().committee:
+        data = bytes(seal_update(state, data, contributor=contributor, tensor_root=root))
     return Stored(publish(store, data), root)
+
+
+def seal_update(state: TaskState, data: bytes, *, contributor: str, tensor_root: str) -> bytearray:
+    """A private task's update file sealed to its committee (:attr:`TaskState.committee`): the
+    envelope whose hash and CID go on chain."""
+    if not state.committee:
+        raise ConfigError(
+            f"task {state.task_id} is private (committee encryption) but none of its validators "
+            "registered an encryption key yet, so nobody could read the update",
+            hint="wait until a validator of the task runs `fedledger serve` (it registers its "
+            "key on start), then submit again",
+        )
+    return committee.seal(
+        data,
+        state.committee,
+        task_id=state.task_id,
+        round=state.current_round,
+        tensor_root=tensor_root,
+        contributor=contributor,
+    )
 
 
 def _submitter(ledger: Ledger) -> str:

@@ -33,7 +33,7 @@ from fedledger.errors import (
     NotFoundError,
 )
 from fedledger.learning import architecture
-from fedledger.protocol import codec
+from fedledger.protocol import codec, committee
 from fedledger.protocol.taskspec import TaskSpec
 
 if TYPE_CHECKING:
@@ -90,6 +90,53 @@ class TaskState:
     sealed: bool
     raw: dict[str, Any]
     last_verdict_cid: str | None = None  # the verdict file of the last final round
+    committee: tuple[bytes, ...] = ()
+    """A private task's readers now: the X25519 keys its current validators registered on
+    chain, then the spec's auditors (empty for a public task)."""
+
+
+def committee_keys(ledger: Ledger, task_id: int) -> dict[str, bytes]:
+    """The encryption key each current validator of ``task_id`` registered last
+    (``EncryptionKeySet``, read in bounded chunks), by validator address.  A key set by an
+    address that is no validator now is left out."""
+    keys: dict[str, bytes] = {}
+    for ev in ledger.events("EncryptionKeySet", task_id=task_id):
+        keys[str(ev["args"]["validator"])] = bytes(ev["args"]["publicKey"])
+    return {who: key for who, key in keys.items() if ledger.is_validator(task_id, who)}
+
+
+def required_recipients(
+    ledger: Ledger, spec: TaskSpec, task_id: int
+) -> tuple[tuple[int, frozenset[bytes]], ...]:
+    """Whom a private task's envelopes must name, as
+    :func:`fedledger.protocol.rounds.judge_round` checks it: for each validator, ``(the block
+    that registered its first encryption key, every usable key it registered)`` (an update
+    recorded in a later block must be sealed to one of them); for each auditor of the spec,
+    ``(0, {its key})``.  Every judge reads the same events, so every judge draws the same
+    line; a member who registered in the update's block or later is not required, reads the
+    update only if its contributor sealed to it, and abstains otherwise."""
+    policy = spec.privacy_policy()
+    if not policy.committee:
+        return ()
+    first: dict[str, int] = {}
+    keys: dict[str, set[bytes]] = {}
+    for e in ledger.events("EncryptionKeySet", task_id=task_id):
+        who, key = str(e["args"]["validator"]), bytes(e["args"]["publicKey"])
+        first.setdefault(who, int(e["blockNumber"]))
+        if committee.is_usable_key(key):
+            keys.setdefault(who, set()).add(key)
+    out = [(first[who], frozenset(keys[who])) for who in sorted(keys)]
+    out += [(0, frozenset({k})) for k in policy.auditor_keys()]
+    return tuple(out)
+
+
+def task_committee(ledger: Ledger, spec: TaskSpec, task_id: int) -> tuple[bytes, ...]:
+    """Who a private task's updates are sealed to (see :attr:`TaskState.committee`)."""
+    policy = spec.privacy_policy()
+    if not policy.committee:
+        return ()
+    found = sorted(set(committee_keys(ledger, task_id).values()) | set(policy.auditor_keys()))
+    return tuple(k for k in found if committee.is_usable_key(k))
 
 
 def check_spec(spec: TaskSpec, model: nn.Module | None = None) -> None:
@@ -108,6 +155,7 @@ def check_spec(spec: TaskSpec, model: nn.Module | None = None) -> None:
 
     rule = RuleSpec.parse(spec.aggregation)
     ScreeningSpec.parse(spec.screening)
+    spec.privacy_policy()
     fmt = spec.fixed_point_format()
     if fmt is not None:  # the rule's integer parameters must exist in the format (clip_norm)
         from fedledger.protocol.exact_rules import ExactRule
@@ -242,6 +290,7 @@ def load_task(
         sealed=bool(t["isSealed"]),
         raw=t,
         last_verdict_cid=last_verdict_cid,
+        committee=task_committee(ledger, spec, task_id),
     )
 
 

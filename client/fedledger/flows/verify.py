@@ -25,11 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nacl.public import PrivateKey
+
 from fedledger.chain.ledger import Ledger, to_hex
 from fedledger.chain.records import record_hash
 from fedledger.content.store import ContentStore
 from fedledger.errors import FedledgerError, ModelNotAllowed, NotFoundError
-from fedledger.flows.task import TaskState, fetch_verified, load_task
+from fedledger.flows.task import TaskState, fetch_verified, load_task, required_recipients
 from fedledger.learning import architecture
 from fedledger.protocol import codec, verdicts
 from fedledger.protocol.rounds import UpdateRef, judge_round
@@ -82,10 +84,12 @@ def verify_task(
     *,
     progress: Callable[[int, int], None] | None = None,
     allow_models: Iterable[str] = (),
+    committee_key: PrivateKey | None = None,
 ) -> Report:
     """Re-verify the task's final rounds (or one); also check that the spec's pinned
     architecture is what this node builds and that the initial model fits it (a factory only
-    if ``allow_models`` lists it: otherwise the check is reported as skipped, not failed)."""
+    if ``allow_models`` lists it: otherwise the check is reported as skipped, not failed).
+    A private task's updates are read with ``committee_key`` (an auditor's or a validator's)."""
     state = load_task(ledger, store, task_id)  # also: the task exists, its spec parses
     created = next(iter(ledger.events("TaskCreated", task_id=task_id)), None)
     if created is None:
@@ -123,6 +127,7 @@ def verify_task(
                     prev_verdicts,
                     files,
                     max_samples=state.config.max_samples,
+                    committee_key=committee_key,
                 )
             )
             done += 1
@@ -193,6 +198,7 @@ def _verify_round(
     files: dict[str, verdicts.VerdictFile] | None = None,
     *,
     max_samples: int,
+    committee_key: PrivateKey | None = None,
 ) -> RoundReport:
     rep = RoundReport(rnd)
     records = list(ledger.update_records(task_id, rnd))
@@ -206,6 +212,7 @@ def _verify_round(
             r.num_samples,
             times[r.block_number],
             r.tensor_root,
+            r.block_number,
         )
         for r in records
     ]
@@ -256,6 +263,8 @@ def _verify_round(
         unavailable=unavailable,
         previous=previous,
         base_hash=base_hash,  # fetch_verified checked it
+        committee_key=committee_key,
+        required_recipients=required_recipients(ledger, spec, task_id),
     )
     rep.accepted = sum(1 for e in j.verdict_file.entries if e.verdict.name == "ACCEPTED")
     rep.aggregate_ok = (

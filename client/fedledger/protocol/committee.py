@@ -74,6 +74,7 @@ __all__ = [
     "Recipient",
     "envelope_size",
     "is_envelope",
+    "is_usable_key",
     "open_envelope",
     "read_header",
     "seal",
@@ -185,6 +186,20 @@ def _key_id(key: bytes | PublicKey) -> bytes:
     if len(raw) != KEY_ID_BYTES:
         raise ValueError(f"an X25519 public key is {KEY_ID_BYTES} bytes, got {len(raw)}")
     return raw
+
+
+def is_usable_key(key: bytes) -> bool:
+    """Whether a content key can be sealed to ``key``: 32 bytes and not a low-order X25519
+    point (zero, for one), for which libsodium refuses the key exchange.  Keys come from the
+    chain, where any validator writes its own: a member's unusable key is left out of the
+    committee, never a reason to refuse everyone's updates."""
+    if len(key) != KEY_ID_BYTES:
+        return False
+    try:
+        SealedBox(PublicKey(key)).encrypt(b"\0")
+    except (CryptoError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _nonce(prefix: bytes, index: int) -> bytes:

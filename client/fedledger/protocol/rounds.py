@@ -40,12 +40,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
+from nacl.public import PrivateKey
 
 from fedledger.content.cid import CID, DAG_PB, RAW, compute_cid, parse_cid
 from fedledger.content.store import ContentStore
-from fedledger.errors import FormatError
+from fedledger.errors import ConfigError, FormatError
 from fedledger.protocol import aggregation as agg
-from fedledger.protocol import codec, exact_rules, fixed_deltas, screening, verdicts
+from fedledger.protocol import codec, committee, exact_rules, fixed_deltas, screening, verdicts
 from fedledger.protocol.fixedpoint import FixedPointFormat, FixedPointRangeError, Int32Vector
 from fedledger.protocol.taskspec import TaskSpec
 from fedledger.protocol.tensor_root import tensor_root
@@ -68,6 +69,9 @@ class UpdateRef:
     submitted_at: int = 0
     tensor_root: str = ZERO_ROOT
     """The ``tensorRoot`` the chain recorded with the update (hex); zero for a float task."""
+    block_number: int = 0
+    """The block that recorded it (a private task's envelopes must name every committee key
+    registered in an earlier block, :func:`judge_round`)."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,60 @@ class _Round:
     layout: agg.TensorLayout
     max_bytes: int
     fixed_point: FixedPointFormat | None
+    sealed: _Sealing | None = None
+
+
+@dataclass(frozen=True)
+class _Sealing:
+    """A private task's envelopes: the key this judge opens them with, and the recipients each
+    must name (one key of each set)."""
+
+    key: PrivateKey
+    required: tuple[tuple[int, frozenset[bytes]], ...]
+    max_plaintext: int
+
+
+def sealed_update_bytes(max_plaintext: int) -> int:
+    """The most bytes an envelope of a ``max_plaintext``-byte update file can take."""
+    return committee.envelope_size(max_plaintext, committee.MAX_RECIPIENTS)
+
+
+def open_sealed(got: bytes, r: UpdateRef, task_id: int, round_: int, s: _Sealing) -> bytes:
+    """The update file inside a private task's envelope (see :func:`judge_round`).  Raises
+    :class:`~fedledger.protocol.committee.NotRecipientError` when ``s.key`` is not among its
+    recipients, :class:`FormatError` (the update's ``MALFORMED``) for everything else wrong."""
+    if not committee.is_envelope(got):
+        raise FormatError(
+            "task is private (committee encryption) and takes only updates sealed to its "
+            "committee; these bytes are not an envelope"
+        )
+    header = committee.read_header(got, max_plaintext=s.max_plaintext)
+    named = set(header.key_ids)
+    for since, keys in s.required:
+        if since < r.block_number and not named & keys:
+            shown = min(keys).hex()
+            raise FormatError(
+                f"envelope is not sealed to committee key 0x{shown}, registered in block {since} "
+                "before the update: a member could not read it"
+            )
+    opened = committee.open_envelope(
+        got,
+        s.key,
+        task_id=task_id,
+        round=round_,
+        contributor=r.contributor,
+        max_plaintext=s.max_plaintext,
+    )
+    if opened.header.tensor_root != r.tensor_root.lower():
+        raise _RootMismatch(
+            f"the envelope commits to tensor root {opened.header.tensor_root}, the chain records "
+            f"{r.tensor_root}"
+        )
+    return bytes(opened.plaintext)
+
+
+class _RootMismatch(Exception):
+    """An envelope's committed tensor root is not the recorded one (TENSOR_ROOT_MISMATCH)."""
 
 
 def fixed_view(
@@ -269,6 +327,15 @@ def _candidate(
         return stopped(
             Verdict.HASH_MISMATCH, f"bytes hash to {h}, the chain records {r.content_hash}"
         )
+    if ctx.sealed is not None:
+        try:
+            got = open_sealed(got, r, ctx.task_id, ctx.round, ctx.sealed)
+        except committee.NotRecipientError:
+            raise  # this judge cannot read the round: it abstains (judge_round's caller)
+        except _RootMismatch as exc:
+            return stopped(Verdict.TENSOR_ROOT_MISMATCH, str(exc))
+        except FormatError as exc:
+            return stopped(Verdict.MALFORMED, f"sealed update: {exc.message}")
     try:
         # A top-k file declares its dense shape: bounded by the model's size, a 200-byte file
         # cannot make every validator allocate codec.DEFAULT_MAX_ELEMENTS floats (1 GiB).
@@ -353,6 +420,8 @@ def judge_round(
     previous: verdicts.VerdictFile | None = None,
     base_hash: str | None = None,
     max_fetch_s: float | None = None,
+    committee_key: PrivateKey | None = None,
+    required_recipients: Sequence[tuple[int, frozenset[bytes]]] = (),
 ) -> Judgement:
     """Every update's verdict and the round's aggregate (see the module docstring).
 
@@ -368,6 +437,21 @@ def judge_round(
     :func:`fedledger.flows.task.fetch_verified` does), saves hashing it again.
     ``max_fetch_s``: the caller's own bound on the spec's ``fetch_timeout_s`` (a validator's:
     the task creator chose the spec's).
+
+    A private task (``privacy.encryption = "committee"``,
+    :mod:`fedledger.protocol.privacy_policy`) records envelopes
+    (:mod:`fedledger.protocol.committee`): ``contentHash`` is checked on the envelope, which is
+    then opened with ``committee_key`` (a validator's or auditor's X25519 key).  An envelope
+    that is not for this task, round and contributor, fails authentication, commits to a
+    plaintext hash its plaintext does not have, or names none of the keys of one of the
+    ``required_recipients`` ``(block, keys)``: each committee member's keys, required of every
+    update recorded after the block that registered its first, and each auditor's, block 0
+    (:func:`fedledger.flows.task.required_recipients`), is
+    ``MALFORMED``; a committed tensor root other than the recorded one is
+    ``TENSOR_ROOT_MISMATCH``; then the plaintext is judged as any update.  If ``committee_key``
+    is not among an envelope's recipients (a member who joined later),
+    :class:`~fedledger.protocol.committee.NotRecipientError` is raised: this judge cannot
+    judge the round and must abstain.
     """
     if round_ > 0 and previous is None:
         raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
@@ -385,6 +469,16 @@ def judge_round(
     global_model = codec.decode(base_model, kind="model", copy=False).tensors  # only read
     layout = agg.TensorLayout.of(global_model)
     max_bytes = max_update_bytes(layout)
+    sealing = None
+    if spec.privacy_policy().committee:
+        if committee_key is None:
+            raise ConfigError(
+                f"task {task_id} is private (committee encryption): judging it needs a "
+                "committee key",
+                hint="give the validator or auditor its committee key (--committee-key)",
+            )
+        sealing = _Sealing(committee_key, tuple(required_recipients), max_bytes)
+    fetch_limit = max_bytes if sealing is None else sealed_update_bytes(max_bytes)
     refs = sorted(updates, key=lambda r: r.update_id)
     unavailable = dict(unavailable or {})
 
@@ -403,9 +497,9 @@ def judge_round(
     timeout_s = (
         spec.fetch_timeout_s if max_fetch_s is None else min(spec.fetch_timeout_s, max_fetch_s)
     )
-    fetched = _fetch_all(store, to_fetch, timeout_s, max_bytes, fetch)
+    fetched = _fetch_all(store, to_fetch, timeout_s, fetch_limit, fetch)
 
-    ctx = _Round(task_id, round_, base_hash, layout, max_bytes, fmt)
+    ctx = _Round(task_id, round_, base_hash, layout, max_bytes, fmt, sealing)
     judged = [_candidate(r, early, fetched, ctx) for r in refs]
     candidates = [c for c, _ in judged]
     fixed = {c.update_id: q for c, q in judged if q is not None}
