@@ -49,7 +49,7 @@ from _timing import best  # noqa: E402
 
 from fedledger.content.blockstore import Blockstore  # noqa: E402
 from fedledger.protocol import aggregation as agg  # noqa: E402
-from fedledger.protocol import codec, exact_rules  # noqa: E402
+from fedledger.protocol import codec, exact_rules, streaming  # noqa: E402
 from fedledger.protocol.exact_rules import ExactRule  # noqa: E402
 from fedledger.protocol.fixedpoint import FixedPointFormat  # noqa: E402
 from fedledger.protocol.rounds import UpdateRef  # noqa: E402
@@ -217,7 +217,7 @@ def small_round_identical(tmp: str, workers_list: tuple[int, ...]) -> tuple[bool
     same = True
     digest = ""
     for rule in (ExactRule("fedavg", weight_cap=CAP), ExactRule("median")):
-        want = sharded.aggregate_digest(exact_rules.aggregate_exact(rule, vectors, ns))
+        want = streaming.aggregate_digest(exact_rules.aggregate_exact(rule, vectors, ns))
         for w in workers_list:
             got = sharded.aggregate_round_sharded(
                 store, [r.cid for r in refs], rule, layout, num_samples=ns, workers=w

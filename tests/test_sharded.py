@@ -24,11 +24,12 @@ from fedledger.content.kubo import KuboStore
 from fedledger.content.store import RangeReadable
 from fedledger.errors import ConfigError, FormatError, IntegrityError
 from fedledger.protocol import aggregation as agg
-from fedledger.protocol import codec, exact_rules, streaming
+from fedledger.protocol import codec, exact_rules, fixedpoint, rounds, streaming
 from fedledger.protocol import tensor_root as troot
 from fedledger.protocol.exact_rules import ExactRule
 from fedledger.protocol.fixedpoint import FixedPointFormat
 from fedledger.protocol.rounds import UpdateRef
+from fedledger.protocol.taskspec import TaskSpec
 from fedledger.protocol.verdicts import Verdict
 
 ray = pytest.importorskip("ray")
@@ -184,17 +185,24 @@ def test_streamed_tensor_root_and_statistics_are_the_in_memory_ones(honest: Roun
         for r in honest.refs
     ]
     reader = streaming.ColumnReader(honest.store.open_range(files[0].cid), files[0])
-    assert streaming.streamed_tensor_root(reader, 4096) == troot.tensor_root(honest.vectors[0])
-    runner = streaming.LocalRunner(honest.store.open_range, files, BLOCK_BYTES)
-    stats = streaming.round_statistics(
-        runner, streaming.split(LAYOUT.size, 3), FMT, center_of=[0, 1, 2, 3]
-    )
-    assert stats.exact.gram == exact_rules.gram(honest.vectors)
-    assert list(stats.exact.sq_norms) == exact_rules.sq_norms(honest.vectors)
-    center = exact_rules.median(honest.vectors[:4]).astype(object)
-    assert list(stats.exact.center_dots or ()) == [
-        int(v.astype(object) @ center) for v in honest.vectors
-    ]
+    scan = streaming.scan_update(reader, FMT)
+    assert scan.tensor_root == troot.tensor_root(honest.vectors[0])
+    floats = [fixedpoint.dequantize(v, FMT) for v in honest.vectors]
+    assert scan.norm == agg.norm(floats[0])  # the screen's own fold, to the bit
+    assert agg.Gram([[0]], [scan.gram_exp]).exps == agg.exact_gram(floats[:1]).exps
+    runner = streaming.LocalRunner(honest.store.open_range, BLOCK_BYTES)
+    cuts = streaming.split(LAYOUT.size, 3)
+    stats = streaming.combine(runner.statistics(files, cuts, gram=True, multipliers=None))
+    assert stats.gram == exact_rules.gram(honest.vectors)
+    assert list(stats.sq_norms) == exact_rules.sq_norms(honest.vectors)
+    exps = agg.exact_gram(floats).exps
+    parts = runner.screen_gram(files, cuts, exps, FMT)
+    summed = np.sum([np.array(p, dtype=object) for p in parts], axis=0).tolist()
+    assert summed == agg.exact_gram(floats).ints
+    center = np.concatenate(runner.center(files, cuts, FMT))
+    assert np.array_equal(center, agg.median(floats))
+    folds = runner.center_folds(files, center, FMT)
+    assert folds == [(agg.dot(v, center), agg.sq_distance(v, center)) for v in floats]
 
 
 @pytest.mark.parametrize("name", sorted(RULES))
@@ -236,17 +244,7 @@ def test_the_aggregate_hash_is_the_same_for_1_2_and_4_workers_and_in_memory(
         assert len(got.shards) == workers
         assert np.array_equal(got.aggregate, want)
         digests.add(got.sha256)
-    assert digests == {sharded.aggregate_digest(want)}
-
-
-def test_sharded_statistics_are_the_exact_sums(cluster: None, honest: Round) -> None:
-    files = [i.file for i in _inspect(honest)]
-    stats = sharded.round_statistics_sharded(
-        honest.store, files, FMT, workers=4, block_bytes=BLOCK_BYTES
-    )
-    assert stats.exact.gram == exact_rules.gram(honest.vectors)
-    norms = [agg.norm(v.astype(np.float32) * np.float32(2**-20)) for v in honest.vectors]
-    assert stats.norms() == pytest.approx(norms, rel=1e-6)
+    assert digests == {streaming.aggregate_digest(want)}
 
 
 def test_honest_files_pass_every_file_check(cluster: None, honest: Round) -> None:
@@ -314,3 +312,164 @@ def test_hostile_files_get_their_verdicts_and_nothing_crashes(
 def test_a_wrong_store_location_is_a_config_error(cluster: None, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no embedded content store"):
         sharded.open_location(str(tmp_path / "nowhere"))
+
+
+# --------------------------------------------------------------------------- judging a round
+
+
+MODEL = {k: np.zeros(v, np.float32) for k, v in SHAPES.items()}
+BASE_MODEL = codec.encode_model(MODEL, task_id=1, round=0)
+MODEL_HASH = codec.sha256_hex(BASE_MODEL)
+
+
+def _delta(i: int, scale: float = 0.02) -> dict[str, np.ndarray]:
+    """Honest updates share a direction (so the screen has a consensus) plus their own noise."""
+    shared = np.random.default_rng(99)
+    rng = np.random.default_rng(i)
+    return {
+        k: ((shared.standard_normal(v) + 0.5 * rng.standard_normal(v)) * scale).astype(np.float32)
+        for k, v in SHAPES.items()
+    }
+
+
+def _file(delta: dict[str, np.ndarray], who: int) -> bytes:
+    return codec.encode_update(
+        delta,
+        task_id=1,
+        round=0,
+        base_hash=MODEL_HASH,
+        contributor=_address(who),
+        encoding="int32",
+        fixed_point=FMT,
+    )
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Blockstore, list[UpdateRef]]:
+    """A round with every kind of verdict the screen and the file checks give: honest updates,
+    a boosted one, a sign flip, a free rider, a copy of another's bytes, a near-duplicate, a
+    file of the wrong shape, a lying header, a hash and a tensor root the file does not have,
+    an update nobody stored."""
+    store = Blockstore(tmp_path_factory.mktemp("judge"), chunk_size=CHUNK, durable=False)
+    layout = agg.TensorLayout.of(codec.decode(BASE_MODEL, kind="model").tensors)  # the judge's
+    files: list[tuple[int, bytes]] = [(i, _file(_delta(i), i)) for i in range(8)]
+    files.append((8, _file({k: v * 20 for k, v in _delta(8).items()}, 8)))  # boosted
+    files.append((9, _file({k: -v for k, v in _delta(9).items()}, 9)))  # sign flip
+    files.append((10, _file({k: np.zeros_like(v) for k, v in MODEL.items()}, 10)))  # free rider
+    near = {k: v * np.float32(1.0001) for k, v in _delta(0).items()}
+    files.append((11, _file(near, 11)))  # a rescaled copy of update 1's delta
+    wrong = dict(_delta(12), **{"fc.bias": np.zeros(7, np.float32)})
+    files.append((12, _file(wrong, 12)))
+
+    def lying(h: dict) -> None:
+        begin, end = h["fc.bias"]["data_offsets"]
+        h["fc.bias"]["data_offsets"] = [begin + 8, end + 8]
+
+    files.append((13, _with_header(_file(_delta(13), 13), lying)))
+    refs = []
+    for uid, (who, data) in enumerate(files, start=1):
+        try:
+            root = rounds.update_tensor_root(codec.decode(data, kind="update"), layout, FMT)
+        except FormatError:
+            root = rounds.ZERO_ROOT
+        refs.append(
+            UpdateRef(
+                uid, _address(who), codec.sha256_hex(data), store.put(data), 20 + uid, 0, root
+            )
+        )
+    first = refs[0]
+    n = len(refs)
+    refs.append(
+        UpdateRef(n + 1, _address(14), first.content_hash, first.cid, 5, 0, first.tensor_root)
+    )
+    refs.append(
+        UpdateRef(n + 2, _address(15), "0x" + "00" * 32, refs[1].cid, 5, 0, refs[1].tensor_root)
+    )
+    refs.append(
+        UpdateRef(n + 3, _address(2), refs[2].content_hash, refs[2].cid, 5, 0, "0x" + "33" * 32)
+    )
+    refs.append(UpdateRef(n + 4, _address(16), "0x" + "44" * 32, "bafkreib" + "a" * 51, 5))
+    return store, refs
+
+
+JUDGED_RULES = [
+    {"rule": "fedavg"},
+    {"rule": "median"},
+    {"rule": "krum", "f": 2},
+    {"rule": "trimmed_mean", "beta": 0.2, "clip_norm": 0.5},
+]
+
+
+def _judgement_bytes(j: rounds.Judgement) -> tuple[object, ...]:
+    return (
+        j.verdict_bytes,
+        j.verdict_cid,
+        j.root,
+        j.aggregate,
+        j.aggregate_hash,
+        j.aggregate_tensor_root,
+    )
+
+
+@pytest.mark.parametrize("rule", JUDGED_RULES, ids=lambda r: r["rule"])
+def test_a_round_judged_streamed_and_on_1_2_4_workers_is_judge_round_to_the_byte(
+    cluster: None, mixed: tuple[Blockstore, list[UpdateRef]], rule: dict
+) -> None:
+    store, refs = mixed
+    spec = TaskSpec(aggregation=rule, fixed_point={"frac_bits": FMT.frac_bits})
+    args = dict(
+        task_id=1, round_=0, spec=spec, base_model=BASE_MODEL, updates=refs, max_samples=1000
+    )
+    want = rounds.judge_round(store, **args)  # type: ignore[arg-type]
+    verdicts = [e.verdict for e in want.verdict_file.entries]
+    assert Verdict.ACCEPTED in verdicts
+    got = [
+        streaming.judge_round_streamed(
+            store, streaming.LocalRunner(store.open_range, BLOCK_BYTES), shards=3, **args
+        )
+    ]
+    for workers in (1, 2, 4):
+        got.append(
+            sharded.judge_round_sharded(store, workers=workers, block_bytes=BLOCK_BYTES, **args)
+        )
+    for j in got:
+        assert [e.verdict for e in j.verdict_file.entries] == verdicts
+        assert _judgement_bytes(j) == _judgement_bytes(want)
+
+
+def test_the_mixed_round_holds_every_verdict(
+    mixed: tuple[Blockstore, list[UpdateRef]],
+) -> None:
+    store, refs = mixed
+    spec = TaskSpec(aggregation={"rule": "fedavg"}, fixed_point={"frac_bits": FMT.frac_bits})
+    j = streaming.judge_round_streamed(
+        store,
+        streaming.LocalRunner(store.open_range),
+        task_id=1,
+        round_=0,
+        spec=spec,
+        base_model=BASE_MODEL,
+        updates=refs,
+        max_samples=1000,
+    )
+    got = {e.verdict for e in j.verdict_file.entries}
+    assert got >= {
+        Verdict.ACCEPTED,
+        Verdict.NORM_BOUND,
+        Verdict.OUTLIER,
+        Verdict.FREE_RIDER,
+        Verdict.DUPLICATE,
+        Verdict.SHAPE_MISMATCH,
+        Verdict.MALFORMED,
+        Verdict.HASH_MISMATCH,
+        Verdict.TENSOR_ROOT_MISMATCH,
+        Verdict.UNAVAILABLE,
+    }, [(e.update_id, e.verdict, e.reason) for e in j.verdict_file.entries]
+
+
+def test_the_validator_setting_names_the_sharded_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sharded.ShardedSettings().judge() is rounds.judge_round
+    monkeypatch.setenv("FEDLEDGER_SHARDED_WORKERS", "4")
+    monkeypatch.setenv("FEDLEDGER_RAY_ADDRESS", "head:6379")
+    judge = sharded.ShardedSettings().judge()
+    assert judge == sharded.ShardedJudge(4, "head:6379")

@@ -9,9 +9,13 @@ from it; a task's arguments are small (the store's location, a coordinate range,
 :class:`~fedledger.protocol.streaming.UpdateFile` spans, the rule and its plan), and its
 answer is a shard's statistics or its part of the aggregate.
 
+* :func:`judge_round_sharded`: a whole round judged, the same :class:`~fedledger.protocol.rounds.Judgement`
+  to the byte as :func:`fedledger.protocol.rounds.judge_round`'s
+  (:func:`fedledger.protocol.streaming.judge_round_streamed` on a :class:`RayRunner`);
+  :class:`ShardedJudge` is that function as the validator service calls it, configured by
+  :class:`ShardedSettings` (``FEDLEDGER_SHARDED_WORKERS``, ``FEDLEDGER_RAY_ADDRESS``);
 * :func:`inspect_round_sharded`: every update's file checked (sha256, header, the file's claims,
-  tensor root), updates spread over the workers;
-* :func:`round_statistics_sharded`: the screen's exact statistics (norms, Gram, centre dots);
+  tensor root, the screen's norm), updates spread over the workers;
 * :func:`aggregate_round_sharded`: the exact aggregate, bit for bit the one
   :func:`fedledger.protocol.exact_rules.aggregate_exact` computes from whole vectors.
 
@@ -20,14 +24,14 @@ Ray is an optional dependency (``pip install 'fedledger[ray]'``), imported when 
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedledger.content.blockstore import Blockstore
 from fedledger.content.store import ContentStore, RangeReadable
@@ -36,9 +40,9 @@ from fedledger.protocol import aggregation as agg
 from fedledger.protocol import rounds, streaming
 from fedledger.protocol.exact_rules import ExactRule, Plan
 from fedledger.protocol.fixedpoint import FixedPointFormat, Int32Vector
+from fedledger.protocol.rounds import Judgement
 from fedledger.protocol.streaming import (
     Inspection,
-    RoundStatistics,
     ShardStatistics,
     StreamedAggregate,
     UpdateFile,
@@ -49,11 +53,14 @@ T = TypeVar("T")
 __all__ = [
     "RayRunner",
     "ShardedAggregate",
+    "ShardedJudge",
+    "ShardedSettings",
     "aggregate_round_sharded",
     "connect",
     "inspect_round_sharded",
+    "judge_round_sharded",
+    "open_files_sharded",
     "open_location",
-    "round_statistics_sharded",
     "store_location",
 ]
 
@@ -166,39 +173,16 @@ def _gather(refs: list[Any]) -> list[Any]:
 # --------------------------------------------------------------------------- what the workers run
 
 
+def _readers(location: str, files: Sequence[UpdateFile]) -> list[streaming.ColumnReader]:
+    store = open_location(location)
+    return [streaming.ColumnReader(store.open_range(f.cid), f) for f in files]
+
+
 def _inspect_task(
-    location: str,
-    refs: list[rounds.UpdateRef],
-    context: tuple[int, int, str, FixedPointFormat],
-    layout: agg.TensorLayout,
-    max_bytes: int,
-    block_bytes: int,
+    location: str, refs: list[rounds.UpdateRef], ctx: streaming.RoundContext
 ) -> list[Inspection]:
     store = open_location(location)
-    task_id, round_, base_hash, fmt = context
-    out = []
-    for r in refs:
-        check = functools.partial(
-            rounds.check_file,
-            task_id=task_id,
-            round_=round_,
-            base_hash=base_hash,
-            contributor=r.contributor,
-            fixed_point=fmt,
-        )
-        out.append(
-            streaming.inspect_update(
-                functools.partial(store.open_range, r.cid),
-                r.cid,
-                content_hash=r.content_hash,
-                layout=layout,
-                max_bytes=max_bytes,
-                check=check,
-                expected_root=r.tensor_root,
-                block_bytes=block_bytes,
-            )
-        )
-    return out
+    return [streaming.inspect_ref(store.open_range, r, ctx) for r in refs]
 
 
 def _open_task(
@@ -210,11 +194,6 @@ def _open_task(
     ]
 
 
-def _readers(location: str, files: Sequence[UpdateFile]) -> list[streaming.ColumnReader]:
-    store = open_location(location)
-    return [streaming.ColumnReader(store.open_range(f.cid), f) for f in files]
-
-
 def _statistics_task(
     location: str,
     files: list[UpdateFile],
@@ -222,7 +201,6 @@ def _statistics_task(
     b: int,
     gram: bool,
     multipliers: tuple[int | None, ...] | None,
-    center_of: tuple[int, ...] | None,
     block_bytes: int,
 ) -> ShardStatistics:
     return streaming.shard_statistics(
@@ -231,7 +209,6 @@ def _statistics_task(
         b,
         gram=gram,
         multipliers=multipliers,
-        center_of=center_of,
         columns=streaming.block_columns(len(files), block_bytes),
     )
 
@@ -248,72 +225,126 @@ def _aggregate_task(
 ) -> tuple[Int32Vector, float, float]:
     """The shard's part of the aggregate, and the task's wall and CPU seconds."""
     wall, cpu = time.perf_counter(), time.process_time()
-    kept = len(plan.selected) if plan is not None and plan.selected is not None else len(files)
     part = streaming.aggregate_shard(
-        _readers(location, files),
-        a,
-        b,
-        rule,
-        num_samples,
-        plan,
-        columns=streaming.block_columns(kept, block_bytes),
+        _readers(location, files), a, b, rule, num_samples, plan, block_bytes=block_bytes
     )
     return part, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _screen_gram_task(
+    location: str,
+    files: list[UpdateFile],
+    a: int,
+    b: int,
+    exps: list[int],
+    fmt: FixedPointFormat,
+) -> list[list[int]]:
+    return streaming.screen_gram_shard(_readers(location, files), a, b, exps, fmt)
+
+
+def _center_task(
+    location: str, files: list[UpdateFile], a: int, b: int, fmt: FixedPointFormat, block_bytes: int
+) -> agg.Vector:
+    columns = streaming.block_columns(len(files), block_bytes)
+    return streaming.center_shard(_readers(location, files), a, b, fmt, columns=columns)
+
+
+def _center_folds_task(
+    location: str, files: list[UpdateFile], center: agg.Vector, fmt: FixedPointFormat
+) -> list[tuple[float, float]]:
+    return [streaming.center_folds(r, center, fmt) for r in _readers(location, files)]
 
 
 # --------------------------------------------------------------------------- the driver
 
 
+def _batches(items: Sequence[T], parts: int) -> list[list[T]]:
+    parts = max(1, min(parts, len(items)))
+    step = -(-len(items) // parts)
+    return [list(items[i : i + step]) for i in range(0, len(items), step)]
+
+
+def _flat(parts: list[list[T]]) -> list[T]:
+    return [x for part in parts for x in part]
+
+
 @dataclass
 class RayRunner:
-    """:class:`fedledger.protocol.streaming.ShardRunner` on Ray: one task per shard and pass."""
+    """:class:`fedledger.protocol.streaming.ShardRunner` on Ray: one task per coordinate shard
+    and pass, and per-update passes in ``4 * workers`` batches of updates."""
 
     location: str
-    files: Sequence[UpdateFile]
+    workers: int = 2
     block_bytes: int = streaming.DEFAULT_BLOCK_BYTES
+    task_seconds: list[tuple[float, float]] = field(default_factory=list)
+    """(wall, CPU) seconds of each aggregate task of the last pass, in shard order."""
 
-    def __post_init__(self) -> None:
-        self._files_ref = _ray().put(list(self.files))  # sent once, shared by every task
-        self.task_seconds: list[tuple[float, float]] = []
-        """(wall, CPU) seconds of each aggregate task of the last pass, in shard order."""
+    def _put(self, files: Sequence[UpdateFile]) -> Any:
+        return _ray().put(list(files))  # sent once, shared by every task of the pass
+
+    def inspect(
+        self, refs: Sequence[rounds.UpdateRef], ctx: streaming.RoundContext
+    ) -> list[Inspection]:
+        task = _remote(_inspect_task)
+        batches = _batches(refs, 4 * self.workers)
+        return _flat(_gather([task.remote(self.location, b, ctx) for b in batches]))
 
     def statistics(
         self,
+        files: Sequence[UpdateFile],
         shards: Sequence[tuple[int, int]],
         *,
         gram: bool,
         multipliers: Sequence[int | None] | None,
-        center_of: Sequence[int] | None = None,
     ) -> list[ShardStatistics]:
-        task = _remote(_statistics_task)
+        task, ref = _remote(_statistics_task), self._put(files)
         mult = None if multipliers is None else tuple(multipliers)
-        center = None if center_of is None else tuple(center_of)
         return _gather(
-            [
-                task.remote(
-                    self.location, self._files_ref, a, b, gram, mult, center, self.block_bytes
-                )
-                for a, b in shards
-            ]
+            [task.remote(self.location, ref, a, b, gram, mult, self.block_bytes) for a, b in shards]
         )
 
     def aggregate(
         self,
+        files: Sequence[UpdateFile],
         shards: Sequence[tuple[int, int]],
         rule: ExactRule,
         num_samples: Sequence[int],
         plan: Plan | None,
     ) -> list[Int32Vector]:
-        task = _remote(_aggregate_task)
-        ns = list(num_samples)
+        task, ref, ns = _remote(_aggregate_task), self._put(files), list(num_samples)
         answers = _gather(
             [
-                task.remote(self.location, self._files_ref, a, b, rule, ns, plan, self.block_bytes)
+                task.remote(self.location, ref, a, b, rule, ns, plan, self.block_bytes)
                 for a, b in shards
             ]
         )
         self.task_seconds = [(wall, cpu) for _, wall, cpu in answers]
         return [part for part, _, _ in answers]
+
+    def screen_gram(
+        self,
+        files: Sequence[UpdateFile],
+        shards: Sequence[tuple[int, int]],
+        exps: Sequence[int],
+        fmt: FixedPointFormat,
+    ) -> list[list[list[int]]]:
+        task, ref, ex = _remote(_screen_gram_task), self._put(files), list(exps)
+        return _gather([task.remote(self.location, ref, a, b, ex, fmt) for a, b in shards])
+
+    def center(
+        self, files: Sequence[UpdateFile], shards: Sequence[tuple[int, int]], fmt: FixedPointFormat
+    ) -> list[agg.Vector]:
+        task, ref = _remote(_center_task), self._put(files)
+        return _gather(
+            [task.remote(self.location, ref, a, b, fmt, self.block_bytes) for a, b in shards]
+        )
+
+    def center_folds(
+        self, files: Sequence[UpdateFile], center: agg.Vector, fmt: FixedPointFormat
+    ) -> list[tuple[float, float]]:
+        task, ref = _remote(_center_folds_task), _ray().put(center)  # one copy for all
+        batches = _batches(files, 4 * self.workers)
+        return _flat(_gather([task.remote(self.location, b, ref, fmt) for b in batches]))
 
 
 @dataclass(frozen=True)
@@ -325,12 +356,6 @@ class ShardedAggregate(StreamedAggregate):
     seconds: float = 0.0
     shard_seconds: tuple[tuple[float, float], ...] = ()
     """(wall, CPU) seconds of each shard's aggregate task, in shard order."""
-
-
-def _batches(items: Sequence[T], parts: int) -> list[list[T]]:
-    parts = max(1, min(parts, len(items)))
-    step = -(-len(items) // parts)
-    return [list(items[i : i + step]) for i in range(0, len(items), step)]
 
 
 def inspect_round_sharded(
@@ -348,23 +373,15 @@ def inspect_round_sharded(
     block_bytes: int = streaming.DEFAULT_BLOCK_BYTES,
 ) -> list[Inspection]:
     """Every update's file checked as the in-memory judge checks it (in the order of ``refs``):
-    :func:`fedledger.protocol.streaming.inspect_update` with :func:`~fedledger.protocol.rounds.check_file`
-    and the recorded ``tensorRoot``, the updates spread over ``4 * workers`` tasks."""
+    :func:`fedledger.protocol.streaming.inspect_ref`, the updates spread over ``4 * workers``
+    tasks."""
     if not refs:
         return []
     connect(address, num_cpus=num_cpus)
     location = store_location(store)
     open_location(location)  # fail here, not on every worker, when it is not a store
-    context = (task_id, round_, base_hash.lower(), fmt)
-    max_bytes = rounds.max_update_bytes(layout)
-    task = _remote(_inspect_task)
-    parts = _gather(
-        [
-            task.remote(location, batch, context, layout, max_bytes, block_bytes)
-            for batch in _batches(refs, 4 * workers)
-        ]
-    )
-    return [x for part in parts for x in part]
+    ctx = streaming.RoundContext(task_id, round_, base_hash.lower(), layout, fmt)
+    return RayRunner(location, workers, block_bytes).inspect(refs, ctx)
 
 
 def open_files_sharded(
@@ -383,32 +400,8 @@ def open_files_sharded(
     open_location(location)
     task = _remote(_open_task)
     max_bytes = rounds.max_update_bytes(layout)
-    parts = _gather(
-        [task.remote(location, b, layout, max_bytes) for b in _batches(list(cids), 4 * workers)]
-    )
-    return [f for part in parts for f in part]
-
-
-def round_statistics_sharded(
-    store: ContentStore | RangeReadable | str | Path,
-    files: Sequence[UpdateFile],
-    fmt: FixedPointFormat,
-    *,
-    gram: bool = True,
-    center_of: Sequence[int] | None = None,
-    workers: int = 2,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    block_bytes: int = streaming.DEFAULT_BLOCK_BYTES,
-) -> RoundStatistics:
-    """The screen's exact statistics of ``files`` (norms; the Gram matrix with ``gram``; dots
-    with the coordinate-wise median of ``center_of``), summed over ``workers`` shards."""
-    connect(address, num_cpus=num_cpus)
-    size = streaming.check_files(files)
-    runner = RayRunner(store_location(store), files, block_bytes)
-    return streaming.round_statistics(
-        runner, streaming.split(size, workers), fmt, gram=gram, center_of=center_of
-    )
+    batches = _batches(list(cids), 4 * workers)
+    return _flat(_gather([task.remote(location, b, layout, max_bytes) for b in batches]))
 
 
 def aggregate_round_sharded(
@@ -445,8 +438,8 @@ def aggregate_round_sharded(
     ns = [1] * len(files) if num_samples is None else list(num_samples)
     if len(ns) != len(files):
         raise ValueError(f"{len(files)} updates but {len(ns)} sample counts")
-    runner = RayRunner(location, files, block_bytes)
-    result = streaming.aggregate_round(runner, rule, ns, size, streaming.split(size, workers))
+    runner = RayRunner(location, workers, block_bytes)
+    result = streaming.aggregate_round(runner, files, rule, ns, streaming.split(size, workers))
     return ShardedAggregate(
         aggregate=result.aggregate,
         plan=result.plan,
@@ -458,6 +451,59 @@ def aggregate_round_sharded(
     )
 
 
-def aggregate_digest(aggregate: Int32Vector) -> str:
-    """``0x`` sha256 of an int32 aggregate's little-endian bytes (as :attr:`StreamedAggregate.sha256`)."""
-    return StreamedAggregate(np.asarray(aggregate, dtype=np.int32), Plan(), None, ()).sha256
+def judge_round_sharded(
+    store: ContentStore,
+    *,
+    workers: int = 2,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    block_bytes: int = streaming.DEFAULT_BLOCK_BYTES,
+    **judge: Any,
+) -> Judgement:
+    """:func:`fedledger.protocol.rounds.judge_round` (the same keyword arguments in ``judge``)
+    with every pass over the updates on Ray: ``workers`` coordinate shards, each Ray worker
+    reading its byte ranges from ``store`` itself.  The same Judgement, to the byte, for any
+    ``workers`` (:func:`fedledger.protocol.streaming.judge_round_streamed`, which says what it
+    leaves to the in-memory judge)."""
+    connect(address, num_cpus=num_cpus)
+    location = store_location(store)
+    open_location(location)
+    runner = RayRunner(location, workers, block_bytes)
+    return streaming.judge_round_streamed(store, runner, shards=workers, **judge)
+
+
+class ShardedSettings(BaseSettings):
+    """How the validator service judges rounds (environment ``FEDLEDGER_*``).
+
+    ``sharded_workers`` 0 (the default) judges in memory (:func:`~fedledger.protocol.rounds.judge_round`);
+    above 0, every round of a fixed-point task is judged on Ray with that many coordinate
+    shards (:func:`judge_round_sharded`), on the cluster at ``ray_address`` (``HEAD:6379``, or
+    ``auto``) or, without one, on a Ray instance started on this machine with
+    ``ray_num_cpus`` CPUs (all by default).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FEDLEDGER_", extra="ignore")
+
+    sharded_workers: int = Field(default=0, ge=0)
+    ray_address: str | None = None
+    ray_num_cpus: int | None = Field(default=None, ge=1)
+
+    def judge(self) -> Callable[..., Judgement]:
+        """The judge these settings name: ``judge_round``, or a :class:`ShardedJudge`."""
+        if self.sharded_workers == 0:
+            return rounds.judge_round
+        return ShardedJudge(self.sharded_workers, self.ray_address, self.ray_num_cpus)
+
+
+@dataclass(frozen=True)
+class ShardedJudge:
+    """``judge_round``'s signature, judged by :func:`judge_round_sharded`."""
+
+    workers: int
+    address: str | None = None
+    num_cpus: int | None = None
+
+    def __call__(self, store: ContentStore, **judge: Any) -> Judgement:
+        return judge_round_sharded(
+            store, workers=self.workers, address=self.address, num_cpus=self.num_cpus, **judge
+        )
