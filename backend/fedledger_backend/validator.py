@@ -58,9 +58,10 @@ from fedledger.flows.task import (
 )
 from fedledger.protocol import codec, verdicts
 from fedledger.protocol.committee import NotRecipientError
-from fedledger.protocol.rounds import Judgement, UpdateRef, judge_round
+from fedledger.protocol.rounds import Judgement, UpdateRef
 from fedledger_backend import quarantine
 from fedledger_backend.db import Checkpoint, ContributionRow, Database, MemberRow, RoundRow
+from fedledger_backend.sharded import ShardedSettings
 
 log = logging.getLogger("fedledger.validator")
 
@@ -119,6 +120,9 @@ class Validator:
         self.committee_key = committee_key
         """This validator's X25519 key for private tasks (registered on chain for each private
         task it validates, :meth:`_register_key`); ``None``: it judges public tasks only."""
+        self.judge = ShardedSettings().judge()
+        """``judge_round``, or the same judgement sharded on Ray when ``FEDLEDGER_SHARDED_WORKERS``
+        is above 0 (:class:`fedledger_backend.sharded.ShardedSettings`, docs/scaling.md)."""
         self._private: dict[int, bool] = {}  # task id -> private, once its key is registered
         self.store = store
         self.db = db
@@ -353,7 +357,7 @@ class Validator:
         deadline = started_at + duration if duration else None
         private = state.spec.privacy_policy().committee
         try:
-            j = judge_round(
+            j = self.judge(
                 self.store,
                 task_id=task_id,
                 round_=rnd,

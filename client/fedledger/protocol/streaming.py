@@ -50,10 +50,11 @@ import math
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from nacl.public import PrivateKey
 
 from fedledger.content.cid import compute_cid
 from fedledger.content.store import ContentStore
@@ -1109,6 +1110,8 @@ def judge_round_streamed(
     previous: verdicts.VerdictFile | None = None,
     base_hash: str | None = None,
     max_fetch_s: float | None = None,
+    committee_key: PrivateKey | None = None,
+    required_recipients: Sequence[Any] = (),  # passed on to judge_round
 ) -> rounds.Judgement:
     """:func:`fedledger.protocol.rounds.judge_round` with memory independent of the number of
     updates: the same arguments and the same :class:`~fedledger.protocol.rounds.Judgement`, to
@@ -1117,8 +1120,9 @@ def judge_round_streamed(
     Every update is read from ``store`` by byte ranges (``runner``: in this process or on Ray)
     and judged by :func:`screen_streamed`; its coordinates are split into ``shards`` ranges
     for the passes over all the updates.  What it cannot stream is judged in memory by
-    ``judge_round`` itself: a float task, a caller's own ``fetch``, or a round holding a float
-    file (which a fixed-point task quantizes).  ``max_fetch_s`` and the spec's
+    ``judge_round`` itself: a float task, a private task (its envelopes are opened whole), a
+    caller's own ``fetch``, or a round holding a float file (which a fixed-point task
+    quantizes).  ``max_fetch_s`` and the spec's
     ``fetch_timeout_s`` do not apply: the store's own timeouts bound each block read.
     """
     fmt = spec.fixed_point_format()
@@ -1137,8 +1141,10 @@ def judge_round_streamed(
         previous=previous,
         base_hash=base_hash,
         max_fetch_s=max_fetch_s,
+        committee_key=committee_key,
+        required_recipients=required_recipients,
     )
-    if fmt is None or fetch is not None:
+    if fmt is None or fetch is not None or spec.privacy_policy().committee:
         return in_memory()
     if round_ > 0 and previous is None:
         raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
