@@ -1,7 +1,10 @@
 """Projections that need the content store, run after each indexer pass (outside its
 transaction, so a slow or unreachable store never stalls indexing):
 
-* copy each final round's verdict file (immutable, cached by CID) onto its contributions;
+* copy each final round's verdict file (immutable, cached by CID) onto its contributions, and
+  for a task that requires client-level DP (``privacy.dp``) record each update's ε: the
+  cumulative ε(δ) of its contributor's releases to the task so far, by Opacus's RDP accountant
+  at the task's noise multiplier (:func:`fedledger.learning.privacy.epsilon`);
 * evaluate each new global model on the task's held-out split (accuracy, loss per round),
   for tasks whose model this node builds (``task_node_status`` says which are skipped, why).
 
@@ -13,18 +16,29 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from fedledger.content.store import ContentStore
 from fedledger.errors import FedledgerError, IntegrityError
+from fedledger.flows.task import MAX_SPEC_BYTES
 from fedledger.learning.architecture import admit_spec, allow_list
 from fedledger.protocol import codec, verdicts
+from fedledger.protocol.privacy_policy import DPPolicy
 from fedledger.protocol.taskspec import TaskSpec
 from fedledger.redact import public_reason
 from fedledger_backend import quarantine
-from fedledger_backend.db import Database, RoundRow, TaskNodeStatusRow, TaskRow, VerdictFileRow
+from fedledger_backend.db import (
+    ContributionRow,
+    Database,
+    RoundRow,
+    TaskNodeStatusRow,
+    TaskRow,
+    VerdictFileRow,
+)
 from fedledger_backend.handlers import apply_verdict_file
 
 log = logging.getLogger("fedledger.projections")
@@ -74,6 +88,7 @@ def _apply_one(db: Database, store: ContentStore, task_id: int, rnd: int, cid: s
         body = cached.body if cached else None
     if body is None:
         body = verdicts.parse(store.get(cid)).to_json()
+    dp = _task_dp(db, store, task_id)
     with db.transaction() as s:
         if s.get(VerdictFileRow, cid) is None:
             s.add(VerdictFileRow(cid=cid, body=body))
@@ -81,7 +96,59 @@ def _apply_one(db: Database, store: ContentStore, task_id: int, rnd: int, cid: s
         if row is None or row.status != "finalized" or row.verdict_cid != cid:
             return 0  # a reorg rolled the round back while the file was being fetched
         apply_verdict_file(s, task_id, rnd, body)
+        if dp is not None:
+            _record_epsilon(s, task_id, rnd, dp)
     return 1
+
+
+_SPEC_DP: OrderedDict[str, DPPolicy | None] = OrderedDict()
+"""Each spec CID's DP requirement, most recently used last (a spec is immutable)."""
+
+
+def _task_dp(db: Database, store: ContentStore, task_id: int) -> DPPolicy | None:
+    with db.session() as s:
+        task = s.get(TaskRow, task_id)
+        spec_cid = None if task is None else task.spec_cid
+    if spec_cid is None:
+        return None
+    if spec_cid not in _SPEC_DP:
+        spec = TaskSpec.from_bytes(store.get(spec_cid, max_bytes=MAX_SPEC_BYTES))
+        _SPEC_DP[spec_cid] = spec.privacy_policy().dp
+        while len(_SPEC_DP) > 256:
+            _SPEC_DP.popitem(last=False)
+    _SPEC_DP.move_to_end(spec_cid)
+    return _SPEC_DP[spec_cid]
+
+
+def _record_epsilon(s: Session, task_id: int, rnd: int, dp: DPPolicy) -> None:
+    """Each update of the round gets its contributor's cumulative ε over its updates to the
+    task up to this round (each a release at the task's noise multiplier, whatever its
+    verdict: its noised delta was published)."""
+    rows = list(
+        s.scalars(
+            select(ContributionRow).where(
+                ContributionRow.task_id == task_id, ContributionRow.round == rnd
+            )
+        )
+    )
+    for row in rows:
+        releases = s.scalar(
+            select(func.count())
+            .select_from(ContributionRow)
+            .where(
+                ContributionRow.task_id == task_id,
+                ContributionRow.contributor == row.contributor,
+                ContributionRow.round <= rnd,
+            )
+        )
+        row.dp_epsilon = _epsilon(int(releases or 0), dp.noise_multiplier, dp.delta)
+
+
+@lru_cache(maxsize=4096)
+def _epsilon(releases: int, noise_multiplier: float, delta: float) -> float:
+    from fedledger.learning.privacy import epsilon
+
+    return epsilon(releases, noise_multiplier, delta)
 
 
 MAX_CHECKS_PER_PASS = 50

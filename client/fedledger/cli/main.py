@@ -849,6 +849,13 @@ def train(
     ] = None,
     dp_noise: Annotated[float, typer.Option(help="DP noise multiplier")] = 1.0,
     dp_delta: Annotated[float, typer.Option(help="DP delta")] = 1e-5,
+    dp_budget: Annotated[
+        float | None,
+        typer.Option(
+            help="the most cumulative DP epsilon to spend on this task: a round that would "
+            "exceed it (or the task's own budget) is refused before anything is sent"
+        ),
+    ] = None,
     relay_out: Annotated[
         Path | None, typer.Option("--sign-only", help="sign for a relayer, write JSON here")
     ] = None,
@@ -894,7 +901,8 @@ def train(
     admit_spec(state.spec, allowed)  # ModelNotAllowed / ModelPinMismatch before anything runs
     local = load_local_data(state.spec.dataset, data, partition, alpha, seed=state.spec.seed)
     dp = DPConfig(dp_clip, dp_noise, dp_delta) if dp_clip is not None else None
-    acct = PrivacyAccountant(s.home / "privacy" / f"{led.sender.address}.json") if dp else None
+    private = dp is not None or state.spec.privacy_policy().dp is not None
+    acct = PrivacyAccountant(s.home / "privacy" / f"{led.sender.address}.json") if private else None
     with Progress(console=err, transient=True) as prog:
         bar = prog.add_task(f"training task {task_id} round {state.current_round}", total=None)
 
@@ -917,6 +925,7 @@ def train(
             encoding=None if encoding == "auto" else encoding,  # type: ignore[arg-type]
             dp=dp,
             accountant=acct,
+            dp_budget=dp_budget,
             seed=seed,
             progress=cb,
             allow_models=allowed,

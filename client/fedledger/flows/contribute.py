@@ -38,6 +38,7 @@ from fedledger.learning.models import build_task_architecture
 from fedledger.learning.privacy import DPConfig, PrivacyAccountant, dp_metadata, privatize
 from fedledger.learning.train import Device, LocalTrainer, ProgressCallback, resolve_device
 from fedledger.protocol import codec
+from fedledger.protocol.taskspec import TaskSpec
 
 
 @dataclass
@@ -50,7 +51,12 @@ class LocalData:
 class ContributorOptions:
     encoding: codec.Encoding | None = None  # the task's: int32 for a fixed-point task, else fp32
     dp: DPConfig | None = None
+    """Client-level DP of the contributor's choice; a task that requires DP (its spec's
+    ``privacy.dp``) gets at least the task's, whatever is set here (:func:`task_dp`)."""
     accountant: PrivacyAccountant | None = None
+    dp_budget: float | None = None
+    """The most cumulative ``eps`` this contributor spends on a task (besides the task's own
+    ``epsilon_budget``): a round that would exceed it raises ``PrivacyBudgetExceeded``."""
     attack: str | None = None
     attack_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -132,12 +138,13 @@ def make_update(
         delta = attack_lib.apply_attack(attack.name, delta, **opts.attack_params)
     extra: dict[str, str] = {}
     eps: float | None = None
-    if opts.dp is not None:
-        rng = np.random.default_rng()
-        delta = privatize(delta, opts.dp, rng)
+    dp, budget = task_dp(spec, opts)
+    if dp is not None:
         acct = opts.accountant or PrivacyAccountant(None)
-        eps = acct.record(task_id, state.current_round, opts.dp)
-        extra.update(dp_metadata(opts.dp, eps))
+        # recorded (and the budget checked) before the noised update exists: never sent unspent
+        eps = acct.record(task_id, state.current_round, dp, budget=budget)
+        delta = privatize(delta, dp, np.random.default_rng())
+        extra.update(dp_metadata(dp, eps))
     data = encode(
         state,
         delta,
@@ -152,6 +159,25 @@ def make_update(
     # The task caps the weight one update may claim; more local data than that counts as the cap.
     claimed = min(result.num_samples, state.config.max_samples)
     return RoundWork(state, data, claimed, result.loss, eps, local_loss, local_accuracy)
+
+
+def task_dp(spec: TaskSpec, opts: ContributorOptions) -> tuple[DPConfig | None, float | None]:
+    """The DP a contributor applies to ``spec``'s task and its budget: its own settings, made
+    at least as strong as the task requires (clip no larger, noise multiplier no smaller; the
+    task's delta), and the smaller of its own and the task's budget."""
+    required = spec.privacy_policy().dp
+    if required is None:
+        return opts.dp, opts.dp_budget
+    own = opts.dp
+    dp = DPConfig(
+        clip=required.clip_norm if own is None else min(own.clip, required.clip_norm),
+        noise_multiplier=required.noise_multiplier
+        if own is None
+        else max(own.noise_multiplier, required.noise_multiplier),
+        delta=required.delta,
+    )
+    budgets = [b for b in (opts.dp_budget, required.epsilon_budget) if b is not None]
+    return dp, (min(budgets) if budgets else None)
 
 
 def _is_classifier(tensors: dict[str, np.ndarray], local: LocalData) -> bool:

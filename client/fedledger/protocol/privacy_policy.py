@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedledger.protocol.taskspec import parse_section
+
+if TYPE_CHECKING:
+    from fedledger.protocol.screening import ScreeningSpec
 
 MAX_AUDITORS = 16
 """Most auditor keys a task may name (each adds 112 bytes to every envelope)."""
@@ -97,3 +100,63 @@ def dp_norm_band(dp: DPPolicy, size: int) -> tuple[float, float]:
     centre = s * math.sqrt(size)
     spread = DP_BAND_SIGMAS * s / math.sqrt(2.0)
     return max(0.0, centre - spread - dp.clip_norm), centre + spread + dp.clip_norm
+
+
+META_CLIP = "fedledger.dp.clip"
+META_NOISE = "fedledger.dp.noise_multiplier"
+"""The metadata keys an update file declares its DP parameters under (written by
+:func:`fedledger.learning.privacy.dp_metadata`)."""
+
+
+def declared_dp_problem(dp: DPPolicy, metadata: Mapping[str, str]) -> str | None:
+    """Why an update file's declared DP parameters do not meet the task's (``None`` if they
+    do): it must declare a clip norm at most, and a noise multiplier at least, the task's."""
+    try:
+        clip = float(metadata[META_CLIP])
+        noise = float(metadata[META_NOISE])
+    except (KeyError, ValueError):
+        return (
+            f"the task requires client-level DP (clip {dp.clip_norm:g}, noise multiplier "
+            f"{dp.noise_multiplier:g}) and the update declares none"
+        )
+    if not (math.isfinite(clip) and math.isfinite(noise)):
+        return "the update declares non-finite DP parameters"
+    if clip > dp.clip_norm * (1 + 1e-9) or noise < dp.noise_multiplier * (1 - 1e-9):
+        return (
+            f"the update declares DP clip {clip:g} and noise multiplier {noise:g}; the task "
+            f"requires clip <= {dp.clip_norm:g} and noise multiplier >= {dp.noise_multiplier:g}"
+        )
+    return None
+
+
+def norm_band_problem(dp: DPPolicy, norm: float, size: int) -> str | None:
+    """Why an update's L2 ``norm`` is outside :func:`dp_norm_band` (``None`` if inside)."""
+    low, high = dp_norm_band(dp, size)
+    if norm < low:
+        return (
+            f"norm {norm:.6g} is below {low:.6g}, the least a clipped update with the task's DP "
+            f"noise (multiplier {dp.noise_multiplier:g} x clip {dp.clip_norm:g} over {size} "
+            "coordinates) has: its noise is missing or smaller than declared"
+        )
+    if norm > high:
+        return (
+            f"norm {norm:.6g} is above {high:.6g}, the most a clipped update with the task's DP "
+            "noise has: it was not clipped"
+        )
+    return None
+
+
+def dp_screening(screen: ScreeningSpec) -> ScreeningSpec:
+    """The screen a DP task's updates get after the norm band: a DP update is mostly noise by
+    design, so the checks that compare its norm with the round's or its direction with the
+    others' (relative norm bounds, noise, cosine and standing) would reject honest ones; the
+    norm band (checked first) and duplicates remain."""
+    return screen.model_copy(
+        update={
+            "norm_multiple": None,
+            "noise_sigmas": 0.0,
+            "min_cosine": None,
+            "min_standing": None,
+            "free_rider_fraction": 0.0,
+        }
+    )

@@ -46,8 +46,21 @@ from fedledger.content.cid import CID, DAG_PB, RAW, compute_cid, parse_cid
 from fedledger.content.store import ContentStore
 from fedledger.errors import ConfigError, FormatError
 from fedledger.protocol import aggregation as agg
-from fedledger.protocol import codec, committee, exact_rules, fixed_deltas, screening, verdicts
+from fedledger.protocol import (
+    codec,
+    committee,
+    exact_rules,
+    fixed_deltas,
+    screening,
+    verdicts,
+)
 from fedledger.protocol.fixedpoint import FixedPointFormat, FixedPointRangeError, Int32Vector
+from fedledger.protocol.privacy_policy import (
+    DPPolicy,
+    declared_dp_problem,
+    dp_screening,
+    norm_band_problem,
+)
 from fedledger.protocol.taskspec import TaskSpec
 from fedledger.protocol.tensor_root import tensor_root
 from fedledger.protocol.verdicts import Verdict
@@ -222,6 +235,26 @@ class _Round:
     max_bytes: int
     fixed_point: FixedPointFormat | None
     sealed: _Sealing | None = None
+    dp: DPPolicy | None = None
+
+
+def dp_problem(
+    dp: DPPolicy, dec: codec.Decoded, tensors: Mapping[str, np.ndarray], layout: agg.TensorLayout
+) -> tuple[Verdict, str] | None:
+    """A DP task's checks of one update (:mod:`fedledger.protocol.privacy_policy`):
+    ``MALFORMED`` if it declares weaker DP than the task requires, ``NORM_BOUND`` if its L2 norm
+    (deterministic float64 fold) is outside the band a clipped, noised update lies in.  An
+    update whose shapes do not fit or that holds NaN/Inf is left to the screen."""
+    declared = declared_dp_problem(dp, dec.metadata)
+    if declared is not None:
+        return Verdict.MALFORMED, declared
+    if layout.matches(tensors) is not None:
+        return None
+    vec, _ = agg.flatten(tensors, layout)
+    if not bool(np.isfinite(vec).all()):
+        return None
+    band = norm_band_problem(dp, agg.norm(vec), layout.size)
+    return None if band is None else (Verdict.NORM_BOUND, band)
 
 
 @dataclass(frozen=True)
@@ -358,6 +391,8 @@ def _candidate(
                 f"the chain records tensor root {r.tensor_root} for an update of a float task, "
                 "which commits to none (zero)",
             )
+        if ctx.dp is not None and (dp := dp_problem(ctx.dp, dec, dec.tensors, ctx.layout)):
+            return stopped(*dp)
         return screening.Candidate(r.update_id, r.contributor, r.content_hash, dec.tensors), None
     try:
         tensors, q = fixed_view(dec, ctx.layout, ctx.fixed_point)
@@ -371,6 +406,8 @@ def _candidate(
                 f"the file's fixed-point coordinates have tensor root {root}, the chain records "
                 f"{r.tensor_root}",
             )
+    if ctx.dp is not None and (dp := dp_problem(ctx.dp, dec, tensors, ctx.layout)):
+        return stopped(*dp)
     return screening.Candidate(r.update_id, r.contributor, r.content_hash, tensors), q
 
 
@@ -465,6 +502,9 @@ def judge_round(
     rule = agg.RuleSpec.parse(spec.aggregation).with_task_cap(max_samples)
     fmt = spec.fixed_point_format()
     screen_spec = screening.ScreeningSpec.parse(spec.screening)
+    privacy = spec.privacy_policy()
+    if privacy.dp is not None:
+        screen_spec = dp_screening(screen_spec)
     base_hash = (base_hash or codec.sha256_hex(base_model)).lower()
     global_model = codec.decode(base_model, kind="model", copy=False).tensors  # only read
     layout = agg.TensorLayout.of(global_model)
@@ -499,7 +539,7 @@ def judge_round(
     )
     fetched = _fetch_all(store, to_fetch, timeout_s, fetch_limit, fetch)
 
-    ctx = _Round(task_id, round_, base_hash, layout, max_bytes, fmt, sealing)
+    ctx = _Round(task_id, round_, base_hash, layout, max_bytes, fmt, sealing, privacy.dp)
     judged = [_candidate(r, early, fetched, ctx) for r in refs]
     candidates = [c for c, _ in judged]
     fixed = {c.update_id: q for c, q in judged if q is not None}

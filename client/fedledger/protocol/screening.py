@@ -109,6 +109,7 @@ EARLY_VERDICTS = frozenset(
         Verdict.COPIED,
         Verdict.OUT_OF_RANGE,
         Verdict.TENSOR_ROOT_MISMATCH,
+        Verdict.NORM_BOUND,  # only a DP task's norm band (rounds.dp_problem); else the screen's
     }
 )
 MAD_TO_SIGMA = 1.4826
