@@ -355,12 +355,13 @@ def render(d: DashboardData) -> str:
             f'<td class="num">{c.num_samples:,}</td>'
             f"<td>{_badge(c.status, verdict_class(c.status))}</td>"
             f'<td class="num">{"" if c.score is None else f"{c.score:.3f}"}</td>'
+            f'<td class="num">{"" if c.dp_epsilon is None else f"{c.dp_epsilon:.3g}"}</td>'
             f'<td class="muted">{_clip(c.reason, MAX_REASON_CHARS)}</td>'
             f"<td>{_short(c.cid, 10, 6)}</td><td>{_short(c.tx_hash, 8, 6)}</td>"
             f"<td>{_proof_link(c)}</td></tr>"
             for c in d.contributions
         )
-        or '<tr><td colspan="11" class="empty">No contribution yet.</td></tr>'
+        or '<tr><td colspan="12" class="empty">No contribution yet.</td></tr>'
     )
 
     chain = "—" if d.chain_id is None else str(d.chain_id)
@@ -396,7 +397,9 @@ def render(d: DashboardData) -> str:
 <section class="wide">
 <h2>Contributions <small>latest {RECENT_CONTRIBUTIONS}, {_e(scope)}</small></h2>
 <table><tr><th class="num">update</th><th>task</th><th class="num">round</th><th>contributor</th>
-<th class="num">samples</th><th>verdict</th><th class="num">score</th><th>reason</th>
+<th class="num">samples</th><th>verdict</th><th class="num">score</th>
+<th class="num" title="cumulative differential-privacy epsilon of the contributor in a DP task">ε</th>
+<th>reason</th>
 <th>cid</th><th>transaction</th><th>proof</th></tr>
 {contribution_rows}</table></section>
 </main></body></html>

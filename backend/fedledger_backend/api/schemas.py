@@ -244,7 +244,11 @@ class Contribution(Model):
     status: ContributionStatus
     reason: str | None
     score: float | None
-    dp_epsilon: float | None = Field(description="differential-privacy budget spent, if declared")
+    dp_epsilon: float | None = Field(
+        description="cumulative differential-privacy epsilon (at the task's delta) of the "
+        "contributor's updates to a DP task so far, by Opacus' RDP accountant; null for a "
+        "task without DP"
+    )
 
 
 T = TypeVar("T")
