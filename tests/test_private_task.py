@@ -182,3 +182,32 @@ def test_a_member_who_joined_after_the_round_opened_abstains(private, tmp_path) 
     assert why.startswith("abstaining"), v.skipped
     assert not sc.ledger.has_attested(sc.task_id, 0, late.address)
     _run_until_final(backends, sc, 0)  # the two members who can read it finalise it
+
+
+def test_a_relayed_private_update_is_sealed_and_a_misaddressed_envelope_is_refused(
+    private,
+) -> None:
+    from fedledger_backend.relay_service import unbound_reason
+
+    sc, _, backends = private
+    for b in backends:
+        b.run_pass()
+    signed = []
+    for i in range(4):  # gasless contributors: the SDK seals, signs; a relayer pays
+        data, n = sc.honest_update(i)
+        led = sc.as_(sc.contributors[i])
+        st = load_task(led, sc.store, sc.task_id)
+        su = submit_flow.sign(led, sc.contributors[i], sc.store, st, data, n)
+        content = sc.store.get(su.cid)
+        assert committee.is_envelope(content)
+        assert unbound_reason(content, sc.contributors[i].address) is None
+        other = sc.contributors[(i + 1) % 6].address
+        assert "sealed for contributor" in (unbound_reason(content, other) or "")
+        signed.append(su)
+    sc.as_(sc.owner).submit_updates_for(signed)
+    _run_until_final(backends, sc, 0)
+    with backends[1].db.session() as s:
+        from fedledger_backend.db import ContributionRow
+
+        statuses = [r.status for r in s.query(ContributionRow).all()]
+    assert statuses == ["ACCEPTED"] * 4

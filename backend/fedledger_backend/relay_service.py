@@ -76,7 +76,7 @@ from fedledger.flows.relay import (
     check_signed,
     simulate,
 )
-from fedledger.protocol import codec
+from fedledger.protocol import codec, committee
 from fedledger_backend.relay_journal import EntryKey, JournalEntry, RelayJournal
 
 if TYPE_CHECKING:
@@ -356,7 +356,19 @@ def unbound_reason(content: bytes, signer: str) -> str | None:
     """Why validators would not credit ``signer`` for ``content``, if its header says so: an
     update file that names another contributor (``COPIED``) or none (``MALFORMED``).  Only the
     header is read, within the codec's bounds; bytes that are no update file at all are the
-    validators' to judge."""
+    validators' to judge.  A private task's envelope (:mod:`fedledger.protocol.committee`) names
+    its sender in its clear header: one sealed for another address would be ``MALFORMED``."""
+    if committee.is_envelope(content):
+        try:
+            sender = committee.read_header(content).contributor
+        except FormatError:
+            return None  # the validators' to judge
+        if sender != signer.lower():
+            return (
+                f"the envelope was sealed for contributor {sender}, not its signer "
+                f"{signer.lower()}: it would be judged MALFORMED"
+            )
+        return None
     try:
         meta = codec.parse_header(content, len(content)).metadata
     except (FormatError, ValueError, OverflowError):
