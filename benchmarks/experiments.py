@@ -553,6 +553,7 @@ def chain_rounds(
     rule: Mapping[str, Any] | None = None,
     seed: int = 0,
     after_round: Callable[[], None] | None = None,
+    privacy: Mapping[str, Any] | None = None,
 ) -> list[ChainRound]:
     """The full fedledger round trip, in one process: anvil + TrainingLedger + embedded store;
     each contributor trains (``fedledger.flows.contribute.make_update``) and submits (``fedledger.flows.submit``,
@@ -561,8 +562,11 @@ def chain_rounds(
     time runs from the first contributor loading the task to the round being final on chain;
     its gas is every transaction mined in between (submissions, seal, attestation).
     ``after_round`` runs after each round, outside its timing (the overhead experiment runs a
-    plain round there, so both sides see the machine in the same state)."""
+    plain round there, so both sides see the machine in the same state).  ``privacy``: the
+    spec's privacy section (a committee-encrypted task: the validator gets a committee key and
+    registers it before the first round, outside the timing)."""
     from eth_account import Account
+    from nacl.public import PrivateKey
 
     from fedledger.chain.devnet import dev_private_keys, start_anvil
     from fedledger.chain.ledger import Ledger, connect
@@ -590,6 +594,7 @@ def chain_rounds(
             training=TrainingParams(epochs=epochs, lr=lr, batch_size=32),
             aggregation=dict(rule or {"rule": "fedavg"}),
             fetch_timeout_s=120,
+            privacy=dict(privacy) if privacy is not None else None,
         )
         initial = state_to_numpy(build_model(model, seed=seed))
         data = [LocalData(X, y) for X, y in shares(clients, _DEMO.alpha, seed)]
@@ -612,7 +617,10 @@ def chain_rounds(
             db=Database(f"sqlite:///{home / 'validator.db'}"),
             account=validator,
             evaluate=False,
+            committee_key=PrivateKey.generate() if privacy is not None else None,
         )
+        if privacy is not None:
+            backend.run_pass()  # registers the validator's committee key (setEncryptionKey)
         ledgers = [ledger.with_account(c) for c in contributors]
         for rnd in range(rounds):
             b0 = w3.eth.block_number

@@ -16,8 +16,16 @@
     (so noise from other processes on a shared machine hits both alike), each path encoding its
     own file, each round in a fresh store (so that no file finds its blocks stored already);
     best of ``--repeat`` rounds.
-    ``committee_round_overhead`` = committee round / plain round.  The same with the round's
-    FedAvg of the decoded updates counted in (``..._with_aggregation``) is beside it.
+    ``committee_update_path_overhead`` = committee path / plain path.  The same with the
+    round's FedAvg of the decoded updates counted in (``..._with_aggregation``) is beside it.
+(3) Whole rounds as users run them (``benchmarks/experiments.py``'s ``chain_rounds``: anvil,
+    TrainingLedger, the embedded store, ``--clients`` contributors training ``--model`` and
+    submitting, one validator ``Backend`` indexing, judging and attesting), a public task
+    against the same task with ``privacy.encryption = "committee"`` (contributors seal to the
+    validator's registered key, the validator opens every envelope), the two kinds of chain
+    alternating ``--chains`` times each; seconds from the first contributor loading the task to
+    the round final on chain, median over rounds after each chain's warm-up round.
+    ``committee_round_overhead`` = committee round / public round.
 
 Prints tables; the last line is one JSON object (``encrypt_gbps``, ``decrypt_gbps``,
 ``committee_round_overhead``, ...).  Run: ``.venv/bin/python benchmarks/privacy.py``.
@@ -182,11 +190,41 @@ def bench_round(updates: int, repeat: int, keys: list[PrivateKey], home: Path) -
     }
 
 
+def bench_chain_rounds(
+    model: str, clients: int, rounds: int, chains: int, workdir: Path
+) -> dict[str, float]:
+    """(3): whole rounds of a public and a committee-encrypted task, chains alternating."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from experiments import chain_rounds  # the same round trip section (c) of experiments runs
+
+    seconds: dict[str, list[float]] = {"public": [], "committee": []}
+    for c in range(chains):
+        order = ("public", "committee") if c % 2 == 0 else ("committee", "public")
+        for kind in order:
+            privacy = {"encryption": "committee"} if kind == "committee" else None
+            done = chain_rounds(
+                model, clients, rounds + 1, workdir, epochs=1, lr=0.05, privacy=privacy, seed=c
+            )[1:]  # the first round pays one-time costs (imports, first allocations)
+            seconds[kind] += [r.seconds for r in done]
+            print(
+                f"  chain {c} {kind:<10} rounds: "
+                + " ".join(f"{r.seconds:.2f}" for r in done)
+                + " s",
+                flush=True,
+            )
+    public, sealed = float(np.median(seconds["public"])), float(np.median(seconds["committee"]))
+    return {"public_s": public, "committee_s": sealed, "ratio": sealed / public}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=64, help="size of the random buffer in MiB")
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (best is kept)")
     parser.add_argument("--updates", type=int, default=20, help="updates in the measured round")
+    parser.add_argument("--model", default="mlp_wide", help="model of the whole rounds (3)")
+    parser.add_argument("--clients", type=int, default=4, help="contributors of the rounds (3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per chain (3), + warm-up")
+    parser.add_argument("--chains", type=int, default=2, help="chains of each kind (3)")
     args = parser.parse_args()
     print(
         f"# fedledger committee-encryption benchmark — "
@@ -216,6 +254,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="fedledger-privacy-") as tmp:
         r = bench_round(args.updates, args.repeat, keys, Path(tmp) / "home")
+        print(
+            f"\n## Whole rounds: {args.clients} contributors train {args.model} and submit, one "
+            "validator judges and attests (anvil, contract, embedded store); public task vs "
+            "committee-encrypted task"
+        )
+        whole = bench_chain_rounds(
+            args.model, args.clients, args.rounds, args.chains, Path(tmp) / "chains"
+        )
     print(
         f"\n## A round's update path: {r['updates']} updates of a 1M-parameter model "
         f"({r['update_mb']:.1f} MB each), embedded store, best of {args.repeat} rounds"
@@ -234,22 +280,30 @@ def main() -> None:
         f"{r['ratio_with_aggregation']:>8.2f}"
     )
     print(f"median ratio over rounds {r['ratio_median']:.2f}")
+    print(f"\n{'whole round (median)':<44}{'s/round':>9}{'ratio':>8}")
+    print(f"{'public task':<44}{whole['public_s']:>9.3f}{1:>8.2f}")
+    print(f"{'committee-encrypted task':<44}{whole['committee_s']:>9.3f}{whole['ratio']:>8.2f}")
 
     summary = {
         "encrypt_gbps": round(big["seal_gbps"], 3),
         "decrypt_gbps": round(big["open_gbps"], 3),
-        "committee_round_overhead": round(r["ratio"], 3),
-        "committee_round_overhead_median": round(r["ratio_median"], 3),
-        "committee_round_overhead_with_aggregation": round(r["ratio_with_aggregation"], 3),
+        "committee_round_overhead": round(whole["ratio"], 3),
+        "round_public_s": round(whole["public_s"], 3),
+        "round_committee_encrypted_s": round(whole["committee_s"], 3),
+        "committee_update_path_overhead": round(r["ratio"], 3),
+        "committee_update_path_overhead_median": round(r["ratio_median"], 3),
+        "committee_update_path_overhead_with_aggregation": round(r["ratio_with_aggregation"], 3),
         "encrypt_gbps_5m": round(mid["seal_gbps"], 3),
         "decrypt_gbps_5m": round(mid["open_gbps"], 3),
         "raw_aes_gcm_gbps": round(big["aes_gbps"], 3),
         "sha256_gbps": round(big["sha_gbps"], 3),
-        "round_plain_s": round(r["plain_s"], 4),
-        "round_committee_s": round(r["committee_s"], 4),
+        "update_path_plain_s": round(r["plain_s"], 4),
+        "update_path_committee_s": round(r["committee_s"], 4),
         "recipients": RECIPIENTS,
         "updates": n,
         "mb": args.mb,
+        "model": args.model,
+        "clients": args.clients,
         "machine": f"{os.cpu_count()}-core CPU",
         "date": time.strftime("%Y-%m-%d"),
     }
