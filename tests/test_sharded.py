@@ -6,6 +6,7 @@ outside a file are refused."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import struct
@@ -19,7 +20,8 @@ import numpy as np
 import pytest
 
 from fedledger.content.blockstore import Blockstore, RangeError
-from fedledger.content.cid import compute_cid
+from fedledger.content.cid import CID, DAG_PB, RAW, compute_cid
+from fedledger.content.dagpb import UNIXFS_FILE, PBLink, encode_pbnode, encode_unixfs
 from fedledger.content.kubo import KuboStore
 from fedledger.content.store import RangeReadable
 from fedledger.errors import ConfigError, FormatError, IntegrityError
@@ -190,7 +192,7 @@ def test_streamed_tensor_root_and_statistics_are_the_in_memory_ones(honest: Roun
     floats = [fixedpoint.dequantize(v, FMT) for v in honest.vectors]
     assert scan.norm == agg.norm(floats[0])  # the screen's own fold, to the bit
     assert agg.Gram([[0]], [scan.gram_exp]).exps == agg.exact_gram(floats[:1]).exps
-    runner = streaming.LocalRunner(honest.store.open_range, BLOCK_BYTES)
+    runner = streaming.LocalRunner(honest.store, BLOCK_BYTES)
     cuts = streaming.split(LAYOUT.size, 3)
     stats = streaming.combine(runner.statistics(files, cuts, gram=True, multipliers=None))
     assert stats.gram == exact_rules.gram(honest.vectors)
@@ -214,7 +216,7 @@ def test_streaming_in_one_process_is_the_in_memory_exact_result(honest: Round, n
     ]
     want = exact_rules.aggregate_exact(rule, honest.vectors, honest.num_samples)
     got = streaming.stream_aggregate(
-        honest.store.open_range, files, rule, honest.num_samples, block_bytes=BLOCK_BYTES
+        honest.store, files, rule, honest.num_samples, block_bytes=BLOCK_BYTES
     )
     assert np.array_equal(got.aggregate, want)
 
@@ -425,7 +427,7 @@ def test_a_round_judged_streamed_and_on_1_2_4_workers_is_judge_round_to_the_byte
     assert Verdict.ACCEPTED in verdicts
     got = [
         streaming.judge_round_streamed(
-            store, streaming.LocalRunner(store.open_range, BLOCK_BYTES), shards=3, **args
+            store, streaming.LocalRunner(store, BLOCK_BYTES), shards=3, **args
         )
     ]
     for workers in (1, 2, 4):
@@ -444,7 +446,7 @@ def test_the_mixed_round_holds_every_verdict(
     spec = TaskSpec(aggregation={"rule": "fedavg"}, fixed_point={"frac_bits": FMT.frac_bits})
     j = streaming.judge_round_streamed(
         store,
-        streaming.LocalRunner(store.open_range),
+        streaming.LocalRunner(store),
         task_id=1,
         round_=0,
         spec=spec,
@@ -473,3 +475,45 @@ def test_the_validator_setting_names_the_sharded_judge(monkeypatch: pytest.Monke
     monkeypatch.setenv("FEDLEDGER_RAY_ADDRESS", "head:6379")
     judge = sharded.ShardedSettings().judge()
     assert judge == sharded.ShardedJudge(4, "head:6379")
+
+
+def _hand_made(store: Blockstore, data: bytes, *, filesize: int, lie: int = 0) -> str:
+    """``data`` stored as a one-level UnixFS DAG built by hand: 4 KiB raw leaves under a root
+    that declares ``filesize`` and, with ``lie``, one leaf ``lie`` bytes longer than it is."""
+    leaves = [data[i : i + 4096] for i in range(0, len(data), 4096)]
+    links, sizes = [], []
+    for k, leaf in enumerate(leaves):
+        c = CID(1, RAW, hashlib.sha256(leaf).digest())
+        store.put_block(c, leaf)
+        links.append(PBLink(c.to_bytes(), len(leaf)))
+        sizes.append(len(leaf) + (lie if k == 1 else 0))
+    root = encode_pbnode(
+        links, encode_unixfs(UNIXFS_FILE, filesize=filesize, blocksizes=tuple(sizes))
+    )
+    c = CID(1, DAG_PB, hashlib.sha256(root).digest())
+    store.put_block(c, root)
+    return str(c)
+
+
+def test_a_dag_the_whole_file_walk_reads_is_read_alike_by_ranges_and_a_lying_one_alike_refused(
+    tmp_path: Path,
+) -> None:
+    store = Blockstore(tmp_path, durable=False)
+    spec = TaskSpec(aggregation={"rule": "fedavg"}, fixed_point={"frac_bits": FMT.frac_bits})
+    layout = agg.TensorLayout.of(codec.decode(BASE_MODEL, kind="model").tensors)
+    refs = []
+    for i in range(6):
+        data = _file(_delta(i), i)
+        root = rounds.update_tensor_root(codec.decode(data, kind="update"), layout, FMT)
+        # a filesize that lies is not read by the walk; a blocksize that lies fails it
+        cid = _hand_made(store, data, filesize=len(data) + 5 * i, lie=1 if i == 5 else 0)
+        refs.append(UpdateRef(i + 1, _address(i), codec.sha256_hex(data), cid, 10, 0, root))
+    args = dict(task_id=1, round_=0, spec=spec, base_model=BASE_MODEL, updates=refs, max_samples=99)
+    want = rounds.judge_round(store, **args)  # type: ignore[arg-type]
+    got = streaming.judge_round_streamed(store, streaming.LocalRunner(store), **args)
+    # the lying DAG cannot be walked, so its CID is read as the raw block of its digest (the
+    # chain's rule for a single-block file), whose bytes are not the update's
+    assert [e.verdict for e in want.verdict_file.entries] == [Verdict.ACCEPTED] * 5 + [
+        Verdict.HASH_MISMATCH
+    ]
+    assert _judgement_bytes(got) == _judgement_bytes(want)

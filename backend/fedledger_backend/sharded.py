@@ -87,14 +87,15 @@ def store_location(store: ContentStore | RangeReadable | str | Path) -> str:
     )
 
 
-_STORES: dict[str, RangeReadable] = {}
+_STORES: dict[str, streaming.RangeStore] = {}
 
 
-def open_location(location: str) -> RangeReadable:
+def open_location(location: str) -> streaming.RangeStore:
     """The store at ``location`` (:func:`store_location`), opened once per process."""
-    store = _STORES.get(location)
-    if store is not None:
-        return store
+    known = _STORES.get(location)
+    if known is not None:
+        return known
+    store: streaming.RangeStore
     if location.startswith(("http://", "https://")):
         from fedledger.content.kubo import KuboStore
 
@@ -182,7 +183,7 @@ def _inspect_task(
     location: str, refs: list[rounds.UpdateRef], ctx: streaming.RoundContext
 ) -> list[Inspection]:
     store = open_location(location)
-    return [streaming.inspect_ref(store.open_range, r, ctx) for r in refs]
+    return [streaming.inspect_ref(store, r, ctx) for r in refs]
 
 
 def _open_task(

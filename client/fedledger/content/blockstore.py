@@ -539,9 +539,9 @@ class FileRange:
     A read walks from the root to the leaves that hold the range, choosing children by the
     ``blocksizes`` each node lists, and reads only those leaves; every block comes from
     ``get_block``, which verifies it against its CID (so the bytes are the file's, whatever the
-    range).  The sizes a node declares are checked against what its children hold: a leaf of
-    another length than its parent says, or a node whose parts do not add up to its size, is a
-    :class:`~fedledger.errors.FormatError`.  A range outside the file is refused
+    range).  A node is read as :meth:`Blockstore.iter_file` reads it, its own bytes then a child
+    per link of the size ``blocksizes`` gives it: a child of another size is a
+    :class:`~fedledger.errors.FormatError` with the same message.  A range outside the file is refused
     (:class:`RangeError`) before any block is read.
 
     Memory: the inner nodes met so far (a few KiB each, at most :attr:`NODE_CACHE` kept) and the
@@ -561,7 +561,7 @@ class FileRange:
             self._leaf = (root, data)
             self.size = len(data)
         else:
-            self.size = self._node(root, None, 0).size
+            self.size = self._node(root, None, None, 0).size
 
     def read(self, offset: int, length: int) -> bytes:
         """Bytes ``[offset, offset + length)`` of the file."""
@@ -576,12 +576,13 @@ class FileRange:
         if length == 0:
             return b""
         pieces: list[bytes] = []
-        self._collect(self.root, None, 0, offset, offset + length, 0, pieces)
+        self._collect(self.root, None, None, 0, offset, offset + length, 0, pieces)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _collect(
         self,
         c: CID,
+        parent: CID | None,
         expected: int | None,
         start: int,
         lo: int,
@@ -593,10 +594,10 @@ class FileRange:
         if depth > MAX_DAG_DEPTH:
             raise FormatError(f"UnixFS DAG deeper than {MAX_DAG_DEPTH} at {c}")
         if c.codec == RAW:
-            leaf = self._raw_leaf(c, expected)
+            leaf = self._raw_leaf(c, parent, expected)
             out.append(leaf[max(lo - start, 0) : hi - start])
             return
-        node = self._node(c, expected, depth)
+        node = self._node(c, parent, expected, depth)
         if node.data and lo < start + len(node.data):
             out.append(node.data[max(lo - start, 0) : hi - start])
         first = max(bisect.bisect_right(node.starts, lo - start) - 1, 0)
@@ -606,19 +607,21 @@ class FileRange:
                 break
             end = start + (node.starts[k + 1] if k + 1 < len(node.starts) else node.size)
             if end > lo:
-                self._collect(node.children[k], end - begin, begin, lo, hi, depth + 1, out)
+                self._collect(node.children[k], c, end - begin, begin, lo, hi, depth + 1, out)
 
-    def _raw_leaf(self, c: CID, expected: int | None) -> bytes:
+    def _raw_leaf(self, c: CID, parent: CID | None, expected: int | None) -> bytes:
         if self._leaf is not None and self._leaf[0] == c:
             data = self._leaf[1]
         else:
             data = self._get_block(c)
             self._leaf = (c, data)
         if expected is not None and len(data) != expected:
-            raise FormatError(f"leaf {c} holds {len(data)} bytes, its parent says {expected}")
+            raise FormatError(
+                f"{parent}: child holds {len(data)} bytes, blocksizes says {expected}"
+            )
         return data
 
-    def _node(self, c: CID, expected: int | None, depth: int) -> _Node:
+    def _node(self, c: CID, parent: CID | None, expected: int | None, depth: int) -> _Node:
         node = self._nodes.get(c)
         if node is None:
             node = _inner_node(c, self._get_block(c))
@@ -628,26 +631,28 @@ class FileRange:
         else:
             self._nodes.move_to_end(c)
         if expected is not None and node.size != expected:
-            raise FormatError(f"{c} holds {node.size} bytes, its parent says {expected}")
+            raise FormatError(
+                f"{parent}: child holds {node.size} bytes, blocksizes says {expected}"
+            )
         return node
 
 
 def _inner_node(c: CID, block: bytes) -> _Node:
-    """A dag-pb UnixFS file node, its declared sizes checked against each other."""
+    """A dag-pb UnixFS file node, read as :func:`_walk_file` reads it (the same checks and
+    messages, so a file reads whole and by ranges alike): its own bytes, then one child per
+    link of the size ``blocksizes`` gives it (``filesize`` is not consulted)."""
     pb = decode_pbnode(block)
     if pb.data is None:
         raise FormatError(f"{c} is a dag-pb node without UnixFS data")
     fs = decode_unixfs(pb.data)
     if fs.type not in (UNIXFS_FILE, UNIXFS_RAW):
         raise FormatError(f"{c} is not a UnixFS file (type {fs.type})")
-    if len(fs.blocksizes) != len(pb.links):
+    if pb.links and len(fs.blocksizes) != len(pb.links):
         raise FormatError(f"{c}: {len(pb.links)} links but {len(fs.blocksizes)} blocksizes")
     starts, pos = [], len(fs.data)
-    for size in fs.blocksizes:
+    for size in fs.blocksizes if pb.links else ():
         starts.append(pos)
         pos += size
-    if fs.filesize is not None and fs.filesize != pos:
-        raise FormatError(f"{c}: filesize {fs.filesize} but its parts hold {pos} bytes")
     children = tuple(CID.from_bytes(link.cid) for link in pb.links)
     return _Node(fs.data, children, tuple(starts), pos)
 

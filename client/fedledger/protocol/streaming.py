@@ -50,7 +50,7 @@ import math
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -93,8 +93,14 @@ class RangeSource(Protocol):
     def read(self, offset: int, length: int) -> bytes: ...
 
 
-RangeOpener = Callable[[str], RangeSource]
-"""A CID's :class:`RangeSource` (e.g. a store's ``open_range``)."""
+class RangeStore(Protocol):
+    """A content store as the streamed judge reads it (both of fedledger's stores are one):
+    a whole file as a verified stream, through the walk the in-memory fetch takes, and any byte
+    range of it (:class:`fedledger.content.blockstore.FileRange`)."""
+
+    def open(self, cid: str) -> BinaryIO: ...
+
+    def open_range(self, cid: str) -> RangeSource: ...
 
 
 def block_columns(n: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
@@ -236,19 +242,22 @@ def open_update(
     return found
 
 
-def _read_hashed(open_source: RangeOpener, cid: str, max_bytes: int) -> tuple[RangeSource, str]:
-    """The file behind ``cid`` and the sha256 of all its bytes, a chunk at a time."""
-    source = open_source(cid)
-    if source.size > max_bytes:
-        raise StoreError(f"{cid} is larger than {max_bytes} bytes")
+def _read_hashed(store: RangeStore, cid: str, max_bytes: int) -> tuple[RangeSource, str]:
+    """The sha256 of the file behind ``cid``, streamed a chunk at a time through the walk (and
+    the errors, and the size limit) of the in-memory fetch; then the file, for range reads."""
     whole = hashlib.sha256()
-    for pos in range(0, source.size, HASH_CHUNK):
-        whole.update(source.read(pos, min(HASH_CHUNK, source.size - pos)))
-    return source, "0x" + whole.hexdigest()
+    size = 0
+    with store.open(cid) as stream:
+        while chunk := stream.read(HASH_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise StoreError(f"{cid} is larger than {max_bytes} bytes")
+            whole.update(chunk)
+    return store.open_range(cid), "0x" + whole.hexdigest()
 
 
 def inspect_update(
-    open_source: RangeOpener,
+    store: RangeStore,
     cid: str,
     *,
     content_hash: str,
@@ -268,12 +277,12 @@ def inspect_update(
     """
     used = cid
     try:
-        source, digest = _read_hashed(open_source, cid, max_bytes)
+        source, digest = _read_hashed(store, cid, max_bytes)
     except Exception as exc:  # noqa: BLE001 - any failure to fetch one is its verdict
         twin, got = rounds.raw_twin(cid), None
         if twin is not None:
             with contextlib.suppress(Exception):  # the first failure is the one to report
-                got, used = _read_hashed(open_source, twin, max_bytes), twin
+                got, used = _read_hashed(store, twin, max_bytes), twin
         if got is None:
             return Inspection(early=(Verdict.UNAVAILABLE, f"not retrievable: {public_reason(exc)}"))
         source, digest = got
@@ -686,7 +695,7 @@ class RoundContext:
         return rounds.max_update_bytes(self.layout)
 
 
-def inspect_ref(open_source: RangeOpener, ref: rounds.UpdateRef, ctx: RoundContext) -> Inspection:
+def inspect_ref(store: RangeStore, ref: rounds.UpdateRef, ctx: RoundContext) -> Inspection:
     """:func:`inspect_update` of one update as the chain recorded it, with the round's
     :func:`~fedledger.protocol.rounds.check_file` and the recorded ``tensorRoot``."""
     check = functools.partial(
@@ -698,7 +707,7 @@ def inspect_ref(open_source: RangeOpener, ref: rounds.UpdateRef, ctx: RoundConte
         fixed_point=ctx.fmt,
     )
     return inspect_update(
-        open_source,
+        store,
         ref.cid,
         content_hash=ref.content_hash,
         layout=ctx.layout,
@@ -756,14 +765,14 @@ class LocalRunner:
     """Every pass in this process, one shard after the other (the single-process streaming
     path): memory is one reader's blocks, whatever the number of shards."""
 
-    opener: RangeOpener
+    store: RangeStore
     block_bytes: int = DEFAULT_BLOCK_BYTES
 
     def _readers(self, files: Sequence[UpdateFile]) -> list[ColumnReader]:
-        return [ColumnReader(self.opener(f.cid), f) for f in files]
+        return [ColumnReader(self.store.open_range(f.cid), f) for f in files]
 
     def inspect(self, refs: Sequence[rounds.UpdateRef], ctx: RoundContext) -> list[Inspection]:
-        return [inspect_ref(self.opener, r, ctx) for r in refs]
+        return [inspect_ref(self.store, r, ctx) for r in refs]
 
     def statistics(
         self,
@@ -892,7 +901,7 @@ def aggregate_round(
 
 
 def stream_aggregate(
-    opener: RangeOpener,
+    store: RangeStore,
     files: Sequence[UpdateFile],
     rule: ExactRule,
     num_samples: Sequence[int] | None = None,
@@ -902,7 +911,7 @@ def stream_aggregate(
     """:func:`aggregate_round` in this process, over one shard: the single-process reference."""
     size = check_files(files)
     ns = [1] * len(files) if num_samples is None else list(num_samples)
-    return aggregate_round(LocalRunner(opener, block_bytes), files, rule, ns, [(0, size)])
+    return aggregate_round(LocalRunner(store, block_bytes), files, rule, ns, [(0, size)])
 
 
 # --------------------------------------------------------------------------- judging a round
@@ -1254,7 +1263,7 @@ __all__ = [
     "FoldLanes",
     "Inspection",
     "LocalRunner",
-    "RangeOpener",
+    "RangeStore",
     "RangeSource",
     "RoundContext",
     "ShardRunner",
