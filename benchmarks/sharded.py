@@ -12,14 +12,20 @@ verified against its CID):
 * the file checks of every update (sha256 of the whole file, header, tensor root), spread over
   2 workers (``--no-inspect`` skips them);
 * fedavg with 1 and 2 workers, best of 2 runs each (and median, unless ``--no-median``);
-* the same aggregate with 4 workers, and on a small round also the in-memory exact rule.
+* the same aggregate with 4 workers;
+* the whole round judged on 2 workers as a validator with ``FEDLEDGER_SHARDED_WORKERS=2``
+  judges it (file checks, the screen's statistics, fedavg, the verdict file; ``--no-judge``
+  skips it);
+* on a small round (24 x 262,144), the in-memory exact rules and the in-memory judge
+  (``judge_round``) against 1, 2 and 4 workers.
 
 Measured: peak RSS of the validator (driver + Ray workers, sampled from /proc every 0.1 s;
 Ray's own daemons -- GCS, raylet, dashboard head, agents, monitors -- reported apart and in the
 total), GB/s of update bytes aggregated, ``scaling_2_workers = t(1 worker) / t(2 workers)``,
-and ``sharded_bit_identical`` (1 when 1, 2 and 4 workers, and the in-memory path on the small
-round, give the same aggregate hash).  If the disk cannot hold all ``n`` updates, the largest
-``n`` that fits is used and the output says so.
+and ``sharded_bit_identical`` (1 when 1, 2 and 4 workers give the same aggregate hash, and on
+the small round the in-memory rules' aggregate and ``judge_round``'s verdict file and model).
+If the disk cannot hold all ``n`` updates, the largest ``n`` that fits is used and the output
+says so.
 
 Prints a table; the LAST line is one JSON object with the figures.
 """
@@ -35,8 +41,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,44 +60,70 @@ from fedledger.protocol import aggregation as agg  # noqa: E402
 from fedledger.protocol import codec, exact_rules, streaming  # noqa: E402
 from fedledger.protocol.exact_rules import ExactRule  # noqa: E402
 from fedledger.protocol.fixedpoint import FixedPointFormat  # noqa: E402
-from fedledger.protocol.rounds import UpdateRef  # noqa: E402
+from fedledger.protocol.rounds import Judgement, UpdateRef, judge_round  # noqa: E402
+from fedledger.protocol.taskspec import TaskSpec  # noqa: E402
 from fedledger.protocol.tensor_root import tensor_root  # noqa: E402
 from fedledger_backend import sharded  # noqa: E402
 
 FMT = FixedPointFormat(frac_bits=24)
-BASE = "0x" + "5e" * 32
 CAP = 100
 PAGE = os.sysconf("SC_PAGE_SIZE")
 RAY_DAEMONS = ("gcs_server", "raylet", "dashboard", "monitor.py", "log_monitor", "Agent")
 
 
-def layout_for(params: int) -> agg.TensorLayout:
-    """Three tensors in state_dict order (not the file's name order): 80%, a bias, the rest."""
+SPEC = TaskSpec(aggregation={"rule": "fedavg"}, fixed_point={"frac_bits": FMT.frac_bits})
+"""The judged task: fedavg (weights capped at the chain's ``maxSamples``, :data:`CAP`) on the
+exact rules, the default screen."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """The global model the round's updates were trained against, and its layout as the
+    validator reads it (from the model file)."""
+
+    model: bytes
+    base_hash: str
+    layout: agg.TensorLayout
+
+
+def task_for(params: int) -> Task:
+    """Three tensors: 80% of the parameters, a bias, the rest; a zero model."""
     rows = max(1, int((params * 0.8) ** 0.5))
     big = rows * rows
     rest = params - big - rows
     shapes = {"fc.weight": (rows, rows), "fc.bias": (rows,), "head.weight": (rest,)}
-    return agg.TensorLayout.of({k: np.zeros(v, np.float32) for k, v in shapes.items()})
+    model = codec.encode_model(
+        {k: np.zeros(v, np.float32) for k, v in shapes.items()}, task_id=1, round=0
+    )
+    layout = agg.TensorLayout.of(codec.decode(model, kind="model").tensors)
+    return Task(model, codec.sha256_hex(model), layout)
 
 
 def contributor(i: int) -> str:
     return "0x" + f"{i:040x}"
 
 
-def write_round(store: Blockstore, layout: agg.TensorLayout, n: int) -> list[UpdateRef]:
-    """``n`` deterministic int32 updates, each generated, encoded and stored alone."""
+def write_round(store: Blockstore, task: Task, n: int) -> list[UpdateRef]:
+    """``n`` deterministic int32 updates, each generated, encoded and stored alone: a direction
+    they share (so the screen finds a consensus and accepts them) plus each one's own noise."""
+    layout = task.layout
+    rng = np.random.Generator(np.random.PCG64(7))
+    shared = {
+        name: rng.standard_normal(shape, dtype=np.float32) * np.float32(0.01)
+        for name, shape in zip(layout.names, layout.shapes, strict=True)
+    }
     refs = []
     for i in range(n):
         rng = np.random.Generator(np.random.PCG64(1000 + i))
         delta = {
-            name: rng.standard_normal(shape, dtype=np.float32) * np.float32(0.01)
+            name: shared[name] + rng.standard_normal(shape, dtype=np.float32) * np.float32(0.01)
             for name, shape in zip(layout.names, layout.shapes, strict=True)
         }
         data = codec.encode_update(
             delta,
             task_id=1,
             round=0,
-            base_hash=BASE,
+            base_hash=task.base_hash,
             contributor=contributor(i),
             encoding="int32",
             fixed_point=FMT,
@@ -111,17 +145,15 @@ def write_round(store: Blockstore, layout: agg.TensorLayout, n: int) -> list[Upd
     return refs
 
 
-def stored_round(
-    store: Blockstore, layout: agg.TensorLayout, n: int, kept: Path | None
-) -> list[UpdateRef]:
+def stored_round(store: Blockstore, task: Task, n: int, kept: Path | None) -> list[UpdateRef]:
     """The round in ``store``: written now, or (``kept``) read back from its manifest."""
     manifest = kept / "manifest.json" if kept else None
-    want = {"updates": n, "params": layout.size}
+    want = {"updates": n, "params": task.layout.size, "base": task.base_hash}
     if manifest is not None and manifest.exists():
         saved = json.loads(manifest.read_text())
         if {k: saved.get(k) for k in want} == want:
             return [UpdateRef(**r) for r in saved["refs"]]
-    refs = write_round(store, layout, n)
+    refs = write_round(store, task, n)
     if manifest is not None:
         manifest.write_text(json.dumps({**want, "refs": [r.__dict__ for r in refs]}))
     return refs
@@ -204,18 +236,33 @@ def fitting_updates(n: int, file_bytes: int, where: str) -> int:
     return max(0, min(n, int(free // (file_bytes * 1.01))))
 
 
-def small_round_identical(tmp: str, workers_list: tuple[int, ...]) -> tuple[bool, str]:
-    """24 updates x 262,144: the in-memory exact rule against 1, 2 and 4 workers."""
-    layout = layout_for(1 << 18)
+def judge(store: Blockstore, task: Task, refs: list[UpdateRef], workers: int) -> Judgement:
+    """The round judged as a sharded validator judges it (file checks, screen, aggregate)."""
+    return sharded.judge_round_sharded(
+        store,
+        workers=workers,
+        task_id=1,
+        round_=0,
+        spec=SPEC,
+        base_model=task.model,
+        updates=refs,
+        max_samples=CAP,
+    )
+
+
+def small_round_identical(tmp: str, workers_list: tuple[int, ...]) -> bool:
+    """24 updates x 262,144: the in-memory exact rules against 1, 2 and 4 workers, and the
+    in-memory judge (:func:`fedledger.protocol.rounds.judge_round`) against the sharded one."""
+    task = task_for(1 << 18)
+    layout = task.layout
     store = Blockstore(Path(tmp) / "small", durable=False)
-    refs = write_round(store, layout, 24)
+    refs = write_round(store, task, 24)
     ns = [r.num_samples for r in refs]
     vectors = []
     for r in refs:
         dec = codec.decode(store.get(r.cid))
         vectors.append(np.concatenate([dec.tensors[k].reshape(-1) for k in layout.names]))
     same = True
-    digest = ""
     for rule in (ExactRule("fedavg", weight_cap=CAP), ExactRule("median")):
         want = streaming.aggregate_digest(exact_rules.aggregate_exact(rule, vectors, ns))
         for w in workers_list:
@@ -223,8 +270,15 @@ def small_round_identical(tmp: str, workers_list: tuple[int, ...]) -> tuple[bool
                 store, [r.cid for r in refs], rule, layout, num_samples=ns, workers=w
             )
             same = same and got.sha256 == want
-        digest = digest or want
-    return same, digest
+    args = dict(spec=SPEC, base_model=task.model, updates=refs, max_samples=CAP)
+    want_j = judge_round(store, task_id=1, round_=0, **args)  # type: ignore[arg-type]
+    for w in workers_list:
+        got_j = judge(store, task, refs, w)
+        same = same and (got_j.verdict_bytes, got_j.aggregate) == (
+            want_j.verdict_bytes,
+            want_j.aggregate,
+        )
+    return same
 
 
 def main() -> None:
@@ -234,6 +288,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="40 updates x 250k parameters")
     ap.add_argument("--median", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--inspect", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument(
+        "--judge",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="judge the whole round on 2 workers too (file checks, screen, aggregate)",
+    )
     ap.add_argument("--dir", default=None, help="where the temporary store goes (default: TMPDIR)")
     ap.add_argument(
         "--store", default=None, help="keep the round's store here and reuse it on the next run"
@@ -242,7 +302,8 @@ def main() -> None:
     if args.quick:
         args.updates, args.params = 40, 250_000
     run_median = args.median if args.median is not None else True
-    layout = layout_for(args.params)
+    task = task_for(args.params)
+    layout = task.layout
     d = layout.size
     file_bytes = 4 * d + 4096
     where = args.dir or tempfile.gettempdir()
@@ -259,7 +320,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fedledger-sharded-", dir=where) as tmp:
         kept = Path(args.store) if args.store else None
         store = Blockstore(kept or Path(tmp) / "store", durable=False)
-        t_write, refs = timed(lambda: stored_round(store, layout, n, kept))
+        t_write, refs = timed(lambda: stored_round(store, task, n, kept))
         total_bytes = sum(store.open_range(r.cid).size for r in refs)
         how = f"written to {store.root} in {t_write:.0f} s"
         if kept is not None and t_write < 60:
@@ -277,7 +338,7 @@ def main() -> None:
                         refs,
                         task_id=1,
                         round_=0,
-                        base_hash=BASE,
+                        base_hash=task.base_hash,
                         layout=layout,
                         fmt=FMT,
                         workers=2,
@@ -322,7 +383,15 @@ def main() -> None:
                 rows.append((name, workers, t, got.sha256[:18]))
                 del got
 
-        small_same, _ = small_round_identical(tmp, (1, 2, 4))
+        if args.judge:
+            with peak.watch():
+                t_judge, judged = timed(lambda: judge(store, task, refs, 2))
+            verdict_counts = Counter(e.verdict.name for e in judged.verdict_file.entries)
+            rows.append(("judge (checks, screen, fedavg)", 2, t_judge, judged.aggregate_hash[:18]))
+            figures["judge_seconds"] = round(t_judge, 1)
+            figures["judge_verdicts"] = dict(sorted(verdict_counts.items()))
+            del judged
+        small_same = small_round_identical(tmp, (1, 2, 4))
         identical = small_same and all(len(v) == 1 for v in digests.values())
 
     print(f"{'pass':40s} {'workers':>7s} {'seconds':>8s} {'GB/s':>7s}  aggregate sha256")

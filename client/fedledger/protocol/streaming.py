@@ -3,41 +3,39 @@
 The in-memory judge (:func:`fedledger.protocol.rounds.judge_round`) holds every update of a
 round at once: ``n x d`` coordinates.  This module reads each ``int32`` update straight from its
 safetensors bytes, one coordinate range at a time, through a store that reads byte ranges
-(:class:`fedledger.content.store.RangeReadable`), so memory stays ``O(n * block)`` plus the
-``O(n**2)`` statistics, whatever ``d``; and any coordinate range can be computed alone, which is
-what a sharded validator runs on each worker (``fedledger_backend.sharded``, docs/scaling.md).
+(:class:`RangeStore`), so memory stays ``O(n * block + d)`` plus the ``O(n**2)`` statistics;
+and each pass runs on coordinate ranges or on updates that can be computed alone, which is what
+a sharded validator runs on each worker (``fedledger_backend.sharded``, docs/scaling.md).
+:func:`judge_round_streamed` gives ``judge_round``'s :class:`~fedledger.protocol.rounds.Judgement`
+to the byte.
 
 Reading an update (:func:`inspect_update`), in the order the in-memory judge decides:
 
-1. its whole file is streamed once through sha256: ``UNAVAILABLE`` if it cannot be read,
-   ``HASH_MISMATCH`` unless it is the bytes the chain committed to (nothing is parsed before);
+1. its whole file is streamed once through sha256, by the store's own walk: ``UNAVAILABLE`` if
+   it cannot be read, ``HASH_MISMATCH`` unless it is the bytes the chain committed to (nothing is
+   parsed before);
 2. its header alone is parsed, by the format's own parser (:func:`fedledger.protocol.codec.parse_header`,
    bounded JSON through :mod:`fedledger.safejson`): a header whose offsets, shapes or sizes do not
    tile the file exactly is ``MALFORMED``, as is bad metadata; then the caller's file check
    (task, round, base model, contributor: ``MALFORMED`` or ``COPIED``);
 3. tensors of other names or shapes than the model's are left to the screen (``SHAPE_MISMATCH``);
-4. the tensor root is recomputed as the coordinates stream by (``TENSOR_ROOT_MISMATCH``).
+4. one pass over the coordinates (:func:`scan_update`) recomputes the tensor root
+   (``TENSOR_ROOT_MISMATCH``) and the screen's norm and Gram scale of the dequantized vector.
 
 What is left of the file is :class:`UpdateFile`: where each of the task's tensors lies in it, so
 a :class:`ColumnReader` turns coordinates ``[a, b)`` (the task's flat order) into byte ranges.
 
 Exactness
 ---------
-Every number computed here is an exact integer, so a shard's part plus the others' is the
-whole's, in any order and on any machine:
-
-* squared norms and Gram matrices: :func:`fedledger.protocol.exact_rules.sq_norms` and
-  :func:`~fedledger.protocol.exact_rules.gram` per block (16-bit limbs, float64 partial sums
-  below 2**48), summed as Python ints;
-* dot products with the coordinate-wise median of a set of updates (the screen's centre):
-  the median is the exact rule's, block by block, and the dots are exact like the Gram;
-* the aggregate: :func:`~fedledger.protocol.exact_rules.aggregate_columns` per block, given
-  the round's :class:`~fedledger.protocol.exact_rules.Plan` (clip multipliers, Krum's choice)
-  taken once from the summed statistics (:func:`plan_from_statistics`).  docs/aggregation.md
-  section 9 proves any column split gives the whole's result bit for bit.
-
-Float views (a norm, a cosine) are derived once from the exact sums (:class:`RoundStatistics`),
-so they too are the same whatever the sharding; no float is ever summed across blocks.
+* The screen's statistics are the very floats :mod:`fedledger.protocol.screening` computes on
+  the whole dequantized vectors (section "screen statistics" below): folds per update, the
+  19-bit Gram matrix as exact integer sums over coordinate ranges, the median by range.
+* The exact rules: squared norms and Gram matrices (:func:`fedledger.protocol.exact_rules.sq_norms`,
+  :func:`~fedledger.protocol.exact_rules.gram` per block) are summed as Python ints; the
+  aggregate is :func:`~fedledger.protocol.exact_rules.aggregate_columns` per block, given the
+  round's :class:`~fedledger.protocol.exact_rules.Plan` (clip multipliers, Krum's choice) taken
+  once from the summed statistics (:func:`plan_from_statistics`).  docs/aggregation.md section 9
+  proves any column split gives the whole's result bit for bit.
 """
 
 from __future__ import annotations
