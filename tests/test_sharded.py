@@ -517,3 +517,48 @@ def test_a_dag_the_whole_file_walk_reads_is_read_alike_by_ranges_and_a_lying_one
         Verdict.HASH_MISMATCH
     ]
     assert _judgement_bytes(got) == _judgement_bytes(want)
+
+
+def test_float_files_in_a_fixed_point_round_are_judged_as_judge_round_judges_them(
+    cluster: None, tmp_path: Path
+) -> None:
+    store = Blockstore(tmp_path, chunk_size=CHUNK, durable=False)
+    layout = agg.TensorLayout.of(codec.decode(BASE_MODEL, kind="model").tensors)
+    spec = TaskSpec(aggregation={"rule": "median"}, fixed_point={"frac_bits": FMT.frac_bits})
+
+    def float_file(delta: dict[str, np.ndarray], who: int, encoding: str = "fp32") -> bytes:
+        return codec.encode_update(
+            delta,
+            task_id=1,
+            round=0,
+            base_hash=MODEL_HASH,
+            contributor=_address(who),
+            encoding=encoding,  # type: ignore[arg-type]
+        )
+
+    files = [_file(_delta(i), i) for i in range(4)]
+    files += [float_file(_delta(4), 4), float_file(_delta(5), 5, "fp16")]  # quantized
+    huge = _delta(6)
+    huge["fc.bias"][3] = 5000.0  # frac_bits 20 holds [-2048, 2048)
+    nan = _delta(7)
+    nan["out.weight"][1, 2] = np.nan
+    files += [float_file(huge, 6), float_file(nan, 7), float_file({"fc.weight": np.ones(3, np.float32)}, 8)]
+    refs = []
+    for uid, data in enumerate(files, start=1):
+        try:
+            root = rounds.update_tensor_root(codec.decode(data, kind="update"), layout, FMT)
+        except Exception:  # noqa: BLE001 - a file out of range records no root
+            root = rounds.ZERO_ROOT
+        refs.append(
+            UpdateRef(uid, _address(uid - 1), codec.sha256_hex(data), store.put(data), 9, 0, root)
+        )
+    args = dict(task_id=1, round_=0, spec=spec, base_model=BASE_MODEL, updates=refs, max_samples=99)
+    want = rounds.judge_round(store, **args)  # type: ignore[arg-type]
+    assert [e.verdict for e in want.verdict_file.entries] == [Verdict.ACCEPTED] * 6 + [
+        Verdict.OUT_OF_RANGE,
+        Verdict.NON_FINITE,
+        Verdict.SHAPE_MISMATCH,
+    ]
+    local = streaming.judge_round_streamed(store, streaming.LocalRunner(store), shards=2, **args)
+    on_ray = sharded.judge_round_sharded(store, workers=2, **args)
+    assert _judgement_bytes(local) == _judgement_bytes(want) == _judgement_bytes(on_ray)

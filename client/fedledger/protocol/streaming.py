@@ -1126,10 +1126,11 @@ def judge_round_streamed(
 
     Every update is read from ``store`` by byte ranges (``runner``: in this process or on Ray)
     and judged by :func:`screen_streamed`; its coordinates are split into ``shards`` ranges
-    for the passes over all the updates.  What it cannot stream is judged in memory by
-    ``judge_round`` itself: a float task, a private task (its envelopes are opened whole), a
-    caller's own ``fetch``, or a round holding a float file (which a fixed-point task
-    quantizes).  ``max_fetch_s`` and the spec's
+    for the passes over all the updates.  A float-encoded update (which a fixed-point task
+    quantizes) is judged alone in memory and its vector stored for the passes (``O(d)`` at a
+    time).  What it cannot stream is judged in memory by ``judge_round`` itself: a float task,
+    a private task (envelopes are opened whole), a task requiring differential privacy, or a
+    caller's own ``fetch``.  ``max_fetch_s`` and the spec's
     ``fetch_timeout_s`` do not apply: the store's own timeouts bound each block read.
     """
     fmt = spec.fixed_point_format()
@@ -1151,7 +1152,8 @@ def judge_round_streamed(
         committee_key=committee_key,
         required_recipients=required_recipients,
     )
-    if fmt is None or fetch is not None or spec.privacy_policy().committee:
+    privacy = spec.privacy_policy()
+    if fmt is None or fetch is not None or privacy.committee or privacy.dp is not None:
         return in_memory()
     if round_ > 0 and previous is None:
         raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
@@ -1182,10 +1184,10 @@ def judge_round_streamed(
             to_read.append(r)
     ctx = RoundContext(task_id, round_, base_hash, layout, fmt)
     for r, ins in zip(to_read, runner.inspect(to_read, ctx), strict=True):
-        if not ins.streamable:
-            return in_memory()
         cand = screening.Candidate(r.update_id, r.contributor, r.content_hash, {})
-        if ins.early is not None:
+        if not ins.streamable:
+            reads[r.update_id] = _float_file(store, r, ctx)
+        elif ins.early is not None:
             reads[r.update_id] = _stopped(r, *ins.early)
         elif ins.shape_problem is not None:
             reads[r.update_id] = _Read(cand, (Verdict.SHAPE_MISMATCH, ins.shape_problem))
@@ -1248,6 +1250,39 @@ def judge_round_streamed(
         new_global=new_global,
         aggregate_tensor_root="0x" + troot.tensor_root(q).hex(),
     )
+
+
+def _float_file(store: ContentStore, r: rounds.UpdateRef, ctx: RoundContext) -> _Read:
+    """A float-encoded update of a fixed-point round, judged as ``judge_round`` judges it (its
+    own candidate function), alone in memory: ``O(d)``.  Its quantized vector, when it has one,
+    is stored as a plain int32 file (one span), which the passes then read like any update."""
+    fetched: dict[int, tuple[bytes, str] | str] = {}
+    try:
+        fetched[r.update_id] = store.get_hashed(
+            r.cid, max_bytes=ctx.max_bytes, expect=r.content_hash
+        )
+    except Exception as exc:  # noqa: BLE001 - read once already: a store failing now is not a verdict
+        raise StoreError(f"update {r.cid} could not be read again: {public_reason(exc)}") from exc
+    judged = rounds._Round(
+        ctx.task_id, ctx.round, ctx.base_hash, ctx.layout, ctx.max_bytes, ctx.fmt
+    )
+    cand, q = rounds._candidate(r, {}, fetched, judged)
+    del fetched
+    if cand.early is not None:
+        return _stopped(r, cand.early, cand.early_reason)
+    if q is None:  # the screen's own checks of a delta it cannot quantize
+        delta = cand.delta or {}
+        problem = ctx.layout.matches(delta)
+        if problem is not None:
+            return _Read(cand, (Verdict.SHAPE_MISMATCH, problem))
+        vec, _ = agg.flatten(delta, ctx.layout)
+        bad = int(vec.size - np.count_nonzero(np.isfinite(vec)))
+        return _Read(cand, (Verdict.NON_FINITE, f"{bad} values are NaN or Inf"))
+    cid = store.put(q.astype("<i4").tobytes(), pin=False)
+    x = fixedpoint.dequantize(q, ctx.fmt)
+    peak = max(float(x.max()), -float(x.min()))
+    file = UpdateFile(cid, 4 * q.size, ((0, q.size),))
+    return _Read(cand, None, file, agg.norm(x), gram_exponent(peak))
 
 
 def _stopped(r: rounds.UpdateRef, verdict: Verdict, reason: str) -> _Read:
