@@ -38,7 +38,6 @@ ray = pytest.importorskip("ray")
 sharded = pytest.importorskip("fedledger_backend.sharded")
 
 FMT = FixedPointFormat(frac_bits=20)
-BASE = "0x" + "22" * 32
 # state_dict order differs from the file's (canonical: by name), and no tensor fills a leaf
 SHAPES = {"fc.weight": (120, 61), "fc.bias": (120,), "out.weight": (10, 120), "a.scale": (3,)}
 LAYOUT = agg.TensorLayout.of({k: np.zeros(v, np.float32) for k, v in SHAPES.items()})
@@ -72,17 +71,38 @@ def _ref(i: int, store: Blockstore, data: bytes) -> UpdateRef:
     return UpdateRef(i + 1, _address(i), codec.sha256_hex(data), cid, 10 + 7 * i, 0, root)
 
 
-def _update(i: int, scale: float = 0.02) -> bytes:
+MODEL = {k: np.zeros(v, np.float32) for k, v in SHAPES.items()}
+BASE_MODEL = codec.encode_model(MODEL, task_id=1, round=0)
+MODEL_HASH = codec.sha256_hex(BASE_MODEL)
+
+
+def _delta(i: int, scale: float = 0.02) -> dict[str, np.ndarray]:
+    """Honest updates share a direction (so the screen has a consensus) plus their own noise."""
+    shared = np.random.default_rng(99)
     rng = np.random.default_rng(i)
-    delta = {k: (rng.standard_normal(v) * scale).astype(np.float32) for k, v in SHAPES.items()}
+    return {
+        k: ((shared.standard_normal(v) + 0.5 * rng.standard_normal(v)) * scale).astype(np.float32)
+        for k, v in SHAPES.items()
+    }
+
+
+def _file(delta: dict[str, np.ndarray], who: int) -> bytes:
     return codec.encode_update(
         delta,
         task_id=1,
         round=0,
-        base_hash=BASE,
-        contributor=_address(i),
+        base_hash=MODEL_HASH,
+        contributor=_address(who),
         encoding="int32",
         fixed_point=FMT,
+    )
+
+
+def _update(i: int, scale: float = 0.02) -> bytes:
+    """Update ``i``, of its own random direction, from contributor ``i``."""
+    rng = np.random.default_rng(i)
+    return _file(
+        {k: (rng.standard_normal(v) * scale).astype(np.float32) for k, v in SHAPES.items()}, i
     )
 
 
@@ -113,7 +133,7 @@ def _with_header(data: bytes, edit: Callable[[dict], None]) -> bytes:
 
 def _inspect(rnd: Round, **kw: object) -> list[streaming.Inspection]:
     args: dict[str, object] = dict(
-        task_id=1, round_=0, base_hash=BASE, layout=LAYOUT, fmt=FMT, workers=2
+        task_id=1, round_=0, base_hash=MODEL_HASH, layout=LAYOUT, fmt=FMT, workers=2
     )
     args.update(kw)
     return sharded.inspect_round_sharded(rnd.store, rnd.refs, **args)
@@ -319,33 +339,6 @@ def test_a_wrong_store_location_is_a_config_error(cluster: None, tmp_path: Path)
 # --------------------------------------------------------------------------- judging a round
 
 
-MODEL = {k: np.zeros(v, np.float32) for k, v in SHAPES.items()}
-BASE_MODEL = codec.encode_model(MODEL, task_id=1, round=0)
-MODEL_HASH = codec.sha256_hex(BASE_MODEL)
-
-
-def _delta(i: int, scale: float = 0.02) -> dict[str, np.ndarray]:
-    """Honest updates share a direction (so the screen has a consensus) plus their own noise."""
-    shared = np.random.default_rng(99)
-    rng = np.random.default_rng(i)
-    return {
-        k: ((shared.standard_normal(v) + 0.5 * rng.standard_normal(v)) * scale).astype(np.float32)
-        for k, v in SHAPES.items()
-    }
-
-
-def _file(delta: dict[str, np.ndarray], who: int) -> bytes:
-    return codec.encode_update(
-        delta,
-        task_id=1,
-        round=0,
-        base_hash=MODEL_HASH,
-        contributor=_address(who),
-        encoding="int32",
-        fixed_point=FMT,
-    )
-
-
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Blockstore, list[UpdateRef]]:
     """A round with every kind of verdict the screen and the file checks give: honest updates,
@@ -542,7 +535,11 @@ def test_float_files_in_a_fixed_point_round_are_judged_as_judge_round_judges_the
     huge["fc.bias"][3] = 5000.0  # frac_bits 20 holds [-2048, 2048)
     nan = _delta(7)
     nan["out.weight"][1, 2] = np.nan
-    files += [float_file(huge, 6), float_file(nan, 7), float_file({"fc.weight": np.ones(3, np.float32)}, 8)]
+    files += [
+        float_file(huge, 6),
+        float_file(nan, 7),
+        float_file({"fc.weight": np.ones(3, np.float32)}, 8),
+    ]
     refs = []
     for uid, data in enumerate(files, start=1):
         try:

@@ -495,21 +495,14 @@ def _walk_file(
     if c.codec == RAW:
         yield data
         return
-    node = decode_pbnode(data)
-    if node.data is None:
-        raise FormatError(f"{c} is a dag-pb node without UnixFS data")
-    fs = decode_unixfs(node.data)
-    if fs.type not in (UNIXFS_FILE, UNIXFS_RAW):
-        raise FormatError(f"{c} is not a UnixFS file (type {fs.type})")
-    if node.links and len(fs.blocksizes) != len(node.links):
-        raise FormatError(f"{c}: {len(node.links)} links but {len(fs.blocksizes)} blocksizes")
-    if fs.data:
-        yield fs.data
-    if ahead is not None and node.links:
-        ahead([CID.from_bytes(link.cid) for link in node.links])
-    for link, expected in zip(node.links, fs.blocksizes, strict=False):
+    node = _inner_node(c, data)
+    if node.data:
+        yield node.data
+    if ahead is not None and node.children:
+        ahead(node.children)
+    for child, expected in zip(node.children, node.sizes, strict=True):
         got = 0
-        for piece in _walk_file(get_block, CID.from_bytes(link.cid), depth + 1, ahead):
+        for piece in _walk_file(get_block, child, depth + 1, ahead):
             got += len(piece)
             yield piece
         if got != expected:
@@ -524,11 +517,12 @@ class RangeError(FedledgerError):
 
 @dataclass(frozen=True)
 class _Node:
-    """An inner UnixFS node as a range read needs it: its own bytes, then its children's
-    CIDs, the file offset (relative to the node) where each begins, and the total size."""
+    """An inner UnixFS node: its own bytes, then its children's CIDs, the size ``blocksizes``
+    gives each, the file offset (relative to the node) where each begins, and the total size."""
 
     data: bytes
     children: tuple[CID, ...]
+    sizes: tuple[int, ...]
     starts: tuple[int, ...]
     size: int
 
@@ -638,9 +632,9 @@ class FileRange:
 
 
 def _inner_node(c: CID, block: bytes) -> _Node:
-    """A dag-pb UnixFS file node, read as :func:`_walk_file` reads it (the same checks and
-    messages, so a file reads whole and by ranges alike): its own bytes, then one child per
-    link of the size ``blocksizes`` gives it (``filesize`` is not consulted)."""
+    """A dag-pb UnixFS file node, checked, as both the whole-file walk (:func:`_walk_file`) and
+    range reads (:class:`FileRange`) read it, so a file reads alike either way: its own bytes,
+    then one child per link of the size ``blocksizes`` gives it (``filesize`` is not consulted)."""
     pb = decode_pbnode(block)
     if pb.data is None:
         raise FormatError(f"{c} is a dag-pb node without UnixFS data")
@@ -649,12 +643,13 @@ def _inner_node(c: CID, block: bytes) -> _Node:
         raise FormatError(f"{c} is not a UnixFS file (type {fs.type})")
     if pb.links and len(fs.blocksizes) != len(pb.links):
         raise FormatError(f"{c}: {len(pb.links)} links but {len(fs.blocksizes)} blocksizes")
+    sizes = tuple(fs.blocksizes) if pb.links else ()
     starts, pos = [], len(fs.data)
-    for size in fs.blocksizes if pb.links else ():
+    for size in sizes:
         starts.append(pos)
         pos += size
     children = tuple(CID.from_bytes(link.cid) for link in pb.links)
-    return _Node(fs.data, children, tuple(starts), pos)
+    return _Node(fs.data, children, sizes, tuple(starts), pos)
 
 
 class _IterReader(io.RawIOBase):
