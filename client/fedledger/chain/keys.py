@@ -89,6 +89,14 @@ def new_key(
 
 def find_key(keystore: Path, name_or_address: str) -> KeyInfo:
     """Find a keystore by its name or its address."""
+    named = keystore / f"{name_or_address}.json"
+    if _NAME.match(name_or_address) and named.is_file():
+        # a name is its file's stem: no need to read every other keystore (1,000 clients' keys)
+        try:
+            address = to_checksum_address(json.loads(named.read_text())["address"])
+            return KeyInfo(name=named.stem, address=address, path=named)
+        except (ValueError, KeyError):
+            pass
     for k in list_keys(keystore):
         if k.name == name_or_address or k.address.lower() == name_or_address.lower():
             return k
