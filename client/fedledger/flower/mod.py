@@ -38,6 +38,12 @@ from fedledger.flower import records
 
 __all__ = ["LedgerMod"]
 
+_SESSIONS: dict[tuple[str, str], fedledger.Session] = {}
+"""Sessions by key and settings, kept for the life of the process: Flower's simulation engine
+sends its workers a copy of the ClientApp (mods included) with every message, so a cache on the
+mod would start empty each time; a worker process serves many virtual clients, round after
+round."""
+
 
 class LedgerMod:
     """A Flower ClientApp mod that records every training result on a fedledger ledger.
@@ -70,7 +76,6 @@ class LedgerMod:
         self.samples_key = samples_key
         self.relay_timeout_s = relay_timeout_s
         self.connect = connect
-        self._sessions: dict[str, fedledger.Session] = {}
 
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         if msg.metadata.message_type != MessageType.TRAIN:
@@ -154,10 +159,12 @@ class LedgerMod:
             ) from exc
 
     def _session(self, key: str) -> fedledger.Session:
-        """One session per key, kept: unlocking a key and connecting happen once per client."""
-        if key not in self._sessions:
-            self._sessions[key] = fedledger.connect(key=key, **self.connect)
-        return self._sessions[key]
+        """One session per key, kept: unlocking a key and connecting happen once per client
+        and process."""
+        cached = (key, repr(sorted(self.connect.items())))
+        if cached not in _SESSIONS:
+            _SESSIONS[cached] = fedledger.connect(key=key, **self.connect)
+        return _SESSIONS[cached]
 
 
 def _ledger_config(content: RecordDict) -> Mapping[str, Any]:
