@@ -67,6 +67,16 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     // `addValidator` writes is free (count 0) in every epoch.
     uint256 private constant STALE_TALLY = 0xffffffffffffffff00; // epoch 2**64 - 1, count 0
 
+    // Event topics the assembly emits (`Event.selector` spelled out: slither 0.11 cannot build
+    // its IR for an inherited event's `.selector`; every suite decodes the events by their ABI).
+    bytes32 private constant T_UPDATES_RELAYED = keccak256("UpdatesRelayed(uint256,uint64,uint256,bytes)");
+    bytes32 private constant T_UPDATE_SUBMITTED =
+        keccak256("UpdateSubmitted(uint256,uint64,address,uint256,bytes32,bytes32,bytes32,uint64)");
+    bytes32 private constant T_ENTRY_SKIPPED = keccak256("EntrySkipped(uint256,uint64,uint256,address,bytes4)");
+    bytes32 private constant T_CONTRIBUTOR_ADDED = keccak256("ContributorAdded(uint256,address,uint32)");
+    bytes32 private constant T_ROUND_ATTESTED = keccak256("RoundAttested(uint256,uint64,address,bytes32,uint32,uint8)");
+    bytes32 private constant T_ROUND_FINALIZED = keccak256("RoundFinalized(uint256,uint64,bytes32,uint32)");
+
     uint256 private constant FLAGS_PER_WORD = 224;
     uint256 private constant ENTRY_BYTES = 176;
     uint256 private constant RECORD_BYTES = 124;
@@ -153,6 +163,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     mapping(uint256 taskId => mapping(address account => uint256 word)) private _members;
     mapping(uint256 taskId => mapping(uint256 word => uint256 flags)) private _seen;
     mapping(uint256 taskId => mapping(uint256 validatorIndex => uint256 tally)) private _results;
+    // slither-disable-next-line uninitialized-state -- written in assembly (`_finalDigest.slot`) when a round is final
     mapping(uint256 taskId => mapping(uint64 round => bytes32 digest)) private _finalDigest;
 
     constructor() EIP712("TrainingLedger", "2") {}
@@ -297,7 +308,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         }
         if (recorded == 0) return (0, 0);
         firstUpdateId = (taskId << 32) | (seq + 1);
-        bytes32 topic = UpdatesRelayed.selector;
+        bytes32 topic = T_UPDATES_RELAYED;
         assembly {
             mstore(0x00, taskId)
             mstore(0x20, _records.slot)
@@ -444,6 +455,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         bool isSealed = st & ST_SEALED != 0;
         t.owner = info.owner;
         t.modelHash = info.modelHash;
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         t.lastFinalDigest = round == 0 ? bytes32(0) : _finalDigest[taskId][round - 1];
         t.modelCid = info.modelCid;
         t.specCid = info.specCid;
@@ -486,6 +498,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
             uint256 count = (rec & U32) - ((st >> ST_START_SEQ) & U32);
             r.state = RoundState.Open;
             r.updateCount = uint32(count);
+            // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
             r.recordHash = count == 0 ? _recordSeed(taskId, round) : bytes28(bytes32(rec));
             r.startedAt = uint64(stamp);
             uint256 duration = _info[taskId].roundDuration;
@@ -557,13 +570,16 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     /// @inheritdoc ITrainingLedger
     function hasAttested(uint256 taskId, uint64 round, address who) external view returns (bool) {
         uint256 st = _currentRound(taskId, round);
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         if (st & ST_SEALED == 0) return false;
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         return _attestedTag(_members[taskId][who]) == _memberTag(st, _attempt(st));
     }
 
     /// @inheritdoc ITrainingLedger
     function attestationCount(uint256 taskId, uint64 round, bytes32 digest) external view returns (uint256 count) {
         uint256 st = _currentRound(taskId, round);
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         if (st & ST_SEALED == 0 || uint8(st >> ST_VALIDATORS) == 0) return 0;
         (, count,) = _probe(taskId, st, digest, _attempt(st));
     }
@@ -606,7 +622,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         uint64 numSamples
     ) private returns (uint256 updateId) {
         (uint256 st, uint256 rec) = _admitOne(taskId, round, who, numSamples);
-        bytes32 topic = UpdateSubmitted.selector;
+        bytes32 topic = T_UPDATE_SUBMITTED;
         assembly ("memory-safe") {
             // the record: h = bytes28(keccak256(abi.encode(previous, who, contentHash, cidDigest,
             // tensorRoot, numSamples))), previous = the round's seed for its first update
@@ -653,6 +669,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
             let word := sload(slot)
             let tag := and(add(round, 1), U32)
             if iszero(eq(shr(FLAGS_PER_WORD, word), tag)) { word := shl(FLAGS_PER_WORD, tag) }
+            // slither-disable-next-line incorrect-shift -- Yul shl(shift, value): the flag is 1 shifted by index % 224
             index := shl(mod(index, FLAGS_PER_WORD), 1)
             duplicate := iszero(iszero(and(word, index)))
             if iszero(duplicate) { sstore(slot, or(word, index)) }
@@ -758,6 +775,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         bytes32 typeHash = UPDATE_TYPEHASH;
         bytes32 domain = _domainSeparatorV4();
         assembly {
+            // slither-disable-next-line divide-before-multiply -- the number of whole entries, times the bytes of a record: floor intended
             mstore(0x40, add(B_RECORDS, add(mul(div(sub(calldatasize(), first), ENTRY_BYTES), RECORD_BYTES), 0x20)))
             seq := and(rec, U32)
             let start := and(shr(ST_START_SEQ, st), U32)
@@ -808,8 +826,8 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     /// @dev The loop's event topics and skip reasons, from the interface's declarations.
     function _batchSelectors() private pure {
-        bytes32 skipped = EntrySkipped.selector;
-        bytes32 added = ContributorAdded.selector;
+        bytes32 skipped = T_ENTRY_SKIPPED;
+        bytes32 added = T_CONTRIBUTOR_ADDED;
         bytes4 expired = Expired.selector;
         bytes4 badSignature = BadSignature.selector;
         bytes4 roundFull = RoundFull.selector;
@@ -939,6 +957,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
                         word := shl(FLAGS_PER_WORD, mload(C_TAG))
                     }
                 }
+                // slither-disable-next-line incorrect-shift -- Yul shl(shift, value): the flag is 1 shifted by index % 224
                 index := shl(mod(index, FLAGS_PER_WORD), 1) // the flag
                 if and(word, index) {
                     skip(p, signer, mload(R_DUPLICATE))
@@ -1029,6 +1048,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         returns (uint32 attempt)
     {
         attempt = _attempt(st);
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         if (_attestedTag(m) == _memberTag(st, attempt)) revert AlreadyAttested(taskId, round, msg.sender, attempt);
     }
 
@@ -1056,6 +1076,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
                 slot := keccak256(0x00, 0x40)
                 let tally := sload(slot)
                 count := and(tally, 0xff)
+                // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
                 if or(iszero(count), iszero(eq(and(shr(8, tally), 0xffffffffffffffff), epoch))) {
                     count := 0
                     free := 1
@@ -1064,6 +1085,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
                 if eq(shr(72, tally), key) { break }
                 count := 0
                 i := add(i, 1)
+                // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
                 if eq(i, n) { i := 0 }
             }
         }
@@ -1099,10 +1121,12 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         uint256 slot,
         uint256 count
     ) private {
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         bool finalises = count == (st >> ST_QUORUM) & 0xff;
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         if (finalises && st & U32 == U32) revert TaskExhausted(taskId); // round 2**32 - 1 is the last
-        bytes32 attested = RoundAttested.selector;
-        bytes32 finalized = RoundFinalized.selector;
+        bytes32 attested = T_ROUND_ATTESTED;
+        bytes32 finalized = T_ROUND_FINALIZED;
         assembly ("memory-safe") {
             let data := mload(0x40)
             mstore(data, digest)
@@ -1110,6 +1134,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
             mstore(add(data, 0x40), count)
             log4(data, 0x60, attested, taskId, round, caller())
             switch finalises
+            // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
             case 0 {
                 sstore(slot, or(or(shl(72, shr(72, digest)), shl(40, and(st, U32))), or(shl(8, attempt), count)))
                 // the tag (round + 1) << 32 | attempt, at M_ATTESTED (48)
@@ -1154,6 +1179,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     /// @dev The sealed round's record hash: the seed if it sealed no record.
     function _sealedHash(uint256 taskId, uint64 round, uint256 st) private view returns (bytes28) {
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         return _sealedCount(st) == 0 ? _recordSeed(taskId, round) : bytes28(bytes32(_records[taskId]));
     }
 
@@ -1188,6 +1214,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     function _existing(uint256 taskId) private view returns (uint256 st) {
         st = _state[taskId];
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
         if (st == 0) revert UnknownTask(taskId);
     }
 
