@@ -466,8 +466,11 @@ def test_the_validator_setting_names_the_sharded_judge(monkeypatch: pytest.Monke
     assert sharded.ShardedSettings().judge() is rounds.judge_round
     monkeypatch.setenv("FEDLEDGER_SHARDED_WORKERS", "4")
     monkeypatch.setenv("FEDLEDGER_RAY_ADDRESS", "head:6379")
-    judge = sharded.ShardedSettings().judge()
+    judge = sharded.ShardedSettings.from_env().judge()
     assert judge == sharded.ShardedJudge(4, "head:6379")
+    monkeypatch.setenv("FEDLEDGER_SHARDED_WORKERS", "-1")
+    with pytest.raises(ConfigError, match="FEDLEDGER_SHARDED_WORKERS"):
+        sharded.ShardedSettings.from_env()
 
 
 def _hand_made(store: Blockstore, data: bytes, *, filesize: int, lie: int = 0) -> str:

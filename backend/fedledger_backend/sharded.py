@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedledger.content.blockstore import Blockstore
@@ -488,6 +488,23 @@ class ShardedSettings(BaseSettings):
     sharded_workers: int = Field(default=0, ge=0)
     ray_address: str | None = None
     ray_num_cpus: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def from_env(cls) -> ShardedSettings:
+        """The settings in this process's environment; :class:`~fedledger.errors.ConfigError`
+        naming the variable for a value that is not one."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            bad = "; ".join(
+                f"FEDLEDGER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ConfigError(
+                f"bad sharded-judging setting ({bad})",
+                hint="FEDLEDGER_SHARDED_WORKERS is a count (0: judge in memory), "
+                "FEDLEDGER_RAY_NUM_CPUS a positive count",
+            ) from None
 
     def judge(self) -> Callable[..., Judgement]:
         """The judge these settings name: ``judge_round``, or a :class:`ShardedJudge`."""

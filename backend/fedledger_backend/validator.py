@@ -120,7 +120,7 @@ class Validator:
         self.committee_key = committee_key
         """This validator's X25519 key for private tasks (registered on chain for each private
         task it validates, :meth:`_register_key`); ``None``: it judges public tasks only."""
-        self.judge = ShardedSettings().judge()
+        self.judge = ShardedSettings.from_env().judge()
         """``judge_round``, or the same judgement sharded on Ray when ``FEDLEDGER_SHARDED_WORKERS``
         is above 0 (:class:`fedledger_backend.sharded.ShardedSettings`, docs/scaling.md)."""
         self._private: dict[int, bool] = {}  # task id -> private, once its key is registered
