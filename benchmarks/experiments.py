@@ -70,12 +70,18 @@ import torch  # noqa: E402
 
 from fedledger.content.blockstore import Blockstore  # noqa: E402
 from fedledger.learning import attacks as attack_lib  # noqa: E402
-from fedledger.learning.data import TabularDataset, load_dataset, partition_dirichlet  # noqa: E402
+from fedledger.learning.data import (  # noqa: E402
+    TabularDataset,
+    load_dataset,
+    partition_dirichlet,
+    stratified_split,
+)
 from fedledger.learning.models import build_model, count_parameters, state_to_numpy  # noqa: E402
 from fedledger.learning.privacy import DPConfig, noise_multiplier_for, privatize  # noqa: E402
 from fedledger.learning.train import LocalTrainer, evaluate, train_centralized  # noqa: E402
 from fedledger.protocol import aggregation as agg  # noqa: E402
 from fedledger.protocol import codec  # noqa: E402
+from fedledger.protocol.reference import encode_root_data  # noqa: E402
 from fedledger.protocol.rounds import UpdateRef, judge_round  # noqa: E402
 from fedledger.protocol.taskspec import TaskSpec, TrainingParams  # noqa: E402
 from fedledger.protocol.verdicts import Verdict  # noqa: E402
@@ -116,6 +122,7 @@ class Sim:
     dataset: str = "digits"
     dp_noise: float | None = None  # client-level DP: every contributor privatizes its update
     dp_clip: float = 1.0
+    root_samples: int = 0  # > 0: the task names a root data set of this many samples
 
     def spec(self) -> TaskSpec:
         return TaskSpec(
@@ -168,12 +175,24 @@ def dataset(seed: int, name: str = "digits") -> TabularDataset:
 
 
 def shares(
-    n: int, alpha: float, seed: int, name: str = "digits"
+    n: int, alpha: float, seed: int, name: str = "digits", root: int = 0
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each client's (X, y), exactly as ``fedledger.flows.local_data.partition_share`` cuts them."""
+    """Each client's (X, y), exactly as ``fedledger.flows.local_data.partition_share`` cuts them
+    (from the training split less the validators' root samples, when there are any)."""
     ds = dataset(seed, name)
-    parts = partition_dirichlet(ds.y_train, n, alpha, seed)
-    return [(ds.X_train[p], ds.y_train[p]) for p in parts]
+    pool = root_split(ds, root, seed)[1]
+    parts = partition_dirichlet(ds.y_train[pool], n, alpha, seed)
+    return [(ds.X_train[pool[p]], ds.y_train[pool[p]]) for p in parts]
+
+
+def root_split(ds: TabularDataset, root: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(root indices, the rest)`` of the training split: a stratified clean sample of about
+    ``root`` samples that the validators hold (FLTrust's root data set) and no client trains on;
+    no root: everything is the clients'."""
+    if root <= 0:
+        return np.zeros(0, np.int64), np.arange(ds.n_train)
+    rest, picked = stratified_split(ds.y_train, root / ds.n_train, seed + 7)
+    return picked, rest
 
 
 def attackers_of(sim: Sim) -> set[int]:
@@ -182,11 +201,15 @@ def attackers_of(sim: Sim) -> set[int]:
 
 
 def _malicious_deltas(
-    sim: Sim, honest_deltas: dict[int, Tensors], bad: list[int]
+    sim: Sim,
+    honest_deltas: dict[int, Tensors],
+    bad: list[int],
+    last_step: Tensors | None = None,
 ) -> dict[int, Tensors]:
-    """What each attacker sends this round, given its own honestly trained delta."""
+    """What each attacker sends this round, given its own honestly trained delta
+    (``last_step``: the previous round's global step, which a ``stale`` free rider replays)."""
     name = sim.attack
-    if name is None or name == "label_flip":
+    if name is None or name == "label_flip" or not bad:
         return {i: honest_deltas[i] for i in bad}
     honest_pool = [d for i, d in honest_deltas.items() if i not in bad]
     out: dict[int, Tensors] = {}
@@ -194,9 +217,26 @@ def _malicious_deltas(
         # The group pools its deltas, flips the pooled update and all send that one update.
         group = attack_lib.collude([honest_deltas[i] for i in bad], "sign_flip")
         return dict(zip(bad, group, strict=True))
+    if name == "sybil":
+        return dict(zip(bad, attack_lib.sybil_group([honest_deltas[i] for i in bad]), strict=True))
+    if name == "stale":
+        if last_step is None:  # round 0: nothing to replay yet, so it trains (counted honest)
+            return {}
+        return {i: {k: v.copy() for k, v in last_step.items()} for i in bad}
+    if name == "copier":
+        honest_ids = [i for i in honest_deltas if i not in bad]
+        return {
+            i: attack_lib.copier(
+                honest_deltas[i],
+                source=honest_deltas[honest_ids[n % len(honest_ids)]],
+                noise=0.05,
+                seed=sim.seed * 1000 + i,
+            )
+            for n, i in enumerate(bad)
+        }
     for i in bad:
         params: dict[str, Any] = dict(ATTACK_PARAMS.get(name, {}))
-        if name in ("norm_preserving", "little_is_enough"):
+        if name in ("norm_preserving", "little_is_enough", "ipm"):
             params["honest"] = honest_pool
         if name == "little_is_enough":
             params.update(n_clients=sim.clients, n_malicious=len(bad))
@@ -212,7 +252,7 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
     t0 = time.perf_counter()
     spec = sim.spec()
     ds = dataset(sim.seed, sim.dataset)
-    data = shares(sim.clients, sim.alpha, sim.seed, sim.dataset)
+    data = shares(sim.clients, sim.alpha, sim.seed, sim.dataset, sim.root_samples)
     dp = DPConfig(sim.dp_clip, sim.dp_noise, DP_DELTA) if sim.dp_noise is not None else None
     bad = sorted(attackers_of(sim))
     n_classes = ds.n_classes
@@ -227,7 +267,21 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
         )
         trainers.append(LocalTrainer(model, X, y, label_transform=tf))
     store = Blockstore(workdir / f"store-{os.getpid()}-{time.monotonic_ns()}", durable=False)
+    if sim.root_samples:
+        picked = root_split(ds, sim.root_samples, sim.seed)[0]
+        root_file = encode_root_data(ds.X_train[picked], ds.y_train[picked])
+        spec = spec.model_copy(
+            update={
+                "root_data": {
+                    "cid": store.put(root_file, pin=True),
+                    "sha256": codec.sha256_hex(root_file)[2:],
+                    "samples": len(picked),
+                    "name": f"{sim.dataset}-root-{len(picked)}",
+                }
+            }
+        )
     res = SimResult(sim=sim, accuracy=[])
+    last_step: Tensors | None = None
     residuals = [codec.Residual() if sim.error_feedback else None for _ in range(sim.clients)]
     total_bytes = 0
     previous = None  # the last round's verdict file: the contributors' standing carries over
@@ -251,7 +305,9 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
                 deltas[i] = privatize(r.delta, dp, rng)
         sent = dict(deltas)
         acting = bad if rnd >= sim.attack_from else []  # before: honest, and counted so
-        sent.update(_malicious_deltas(sim, deltas, acting))
+        crafted = _malicious_deltas(sim, deltas, acting, last_step)
+        acting = [i for i in acting if i in crafted]
+        sent.update(crafted)
         refs: list[UpdateRef] = []
         files: dict[int, bytes] = {}
         for i in range(sim.clients):
@@ -309,6 +365,10 @@ def simulate(sim: Sim, workdir: Path) -> SimResult:
             new_global = agg.apply_delta(global_t, delta)
             res.malicious += len(acting)
             res.honest += sim.clients - len(acting)
+        last_step = {
+            k: (np.asarray(new_global[k], np.float64) - global_t[k]).astype(np.float32)
+            for k in global_t
+        }
         global_t = new_global
         acc, _ = evaluate(model, global_t, ds.X_test, ds.y_test)
         res.accuracy.append(acc)
@@ -910,6 +970,217 @@ def _plot_dp(out: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------- (g) defences
+
+# The issue's attacks: name -> (the Sim's attack, the round it starts in: None = 0, "half" =
+# a sleeper honest for the first half of the rounds).
+DEFENCE_ATTACKS: dict[str, tuple[str, str | None]] = {
+    "sign_flip": ("sign_flip", None),
+    "scaling": ("scaling", None),
+    "label_flip": ("label_flip", None),
+    "alie": ("little_is_enough", None),  # Baruch et al.'s z for n and m (attacks.lie_z)
+    "ipm": ("ipm", None),  # Xie et al., epsilon 0.5
+    "sleeper": ("sign_flip", "half"),
+    "copier": ("copier", None),  # an honest update plus 5 % noise
+    "stale": ("stale", None),  # the previous round's global step, resubmitted
+    "sybil": ("sybil", None),  # the group's pooled direction, each at its own scale
+}
+# (data set, model, root samples the validators hold)
+DEFENCE_SETUPS = (("digits", "mlp_digits", 100), ("breast_cancer", "logreg_breast_cancer", 60))
+DEFENCE_SHARES = (0.1, 0.2, 0.3, 0.4)
+# What the literature reports beside ours (final accuracy, attack success), for the report.
+LITERATURE = {
+    "label_flip": "FLTrust (Cao et al. 2021): MNIST-0.5 test error 0.04-0.05 under label flipping",
+    "alie": "Baruch et al. 2019: ALIE drops CIFAR-10 accuracy by up to 50 points against Krum, "
+    "trimmed mean",
+    "ipm": "Xie et al. 2020: epsilon 0.1-0.5 defeats Krum and median on CIFAR-10",
+    "sleeper": "FLDetector (Zhang et al. 2022): detection accuracy ~1.0 on MNIST/FEMNIST",
+    "sybil": "FoolsGold (Fung et al. 2020): sybil attack rate ~0 with 5-99 % sybils",
+}
+
+
+def _defence_cell(args: tuple[Sim, Sequence[int], Path, str]) -> dict[str, float]:
+    sim, seeds, workdir, rule = args
+    return _cell(sim, seeds, workdir, rule)
+
+
+def exp_defences(
+    base: Sim,
+    rules: Sequence[str],
+    seeds: Sequence[int],
+    workdir: Path,
+    jobs: int = 1,
+    shares_: Sequence[float] = DEFENCE_SHARES,
+) -> dict[str, Any]:
+    """Every attack of :data:`DEFENCE_ATTACKS` x ``rules`` x attacker share x data set, each task
+    naming a root data set (``DEFENCE_SETUPS``; carved from the training split, never a client's):
+    recall, false rejections and final accuracy against the same run without attack."""
+    print(
+        f"\n(g) defences — {base.clients} clients, {base.rounds} rounds, Dirichlet α={base.alpha}; "
+        f"the task names a root data set; cell: final accuracy / recall / false rejections, "
+        f"pooled over seeds {list(seeds)}; 'gap': no-attack accuracy minus accuracy"
+    )
+    jobs_list: list[tuple[str, str, float, str, Sim]] = []
+    for ds, model, root in DEFENCE_SETUPS:
+        setup = replace(base, dataset=ds, model=model, root_samples=root)
+        for rule in rules:
+            jobs_list.append((ds, "none", 0.0, rule, replace(setup, attackers=0, attack=None)))
+            for share in shares_:
+                k = max(1, round(share * base.clients))
+                for name, (attack, start) in DEFENCE_ATTACKS.items():
+                    sim = replace(
+                        setup,
+                        attackers=k,
+                        attack=attack,
+                        attack_from=base.rounds // 2 if start == "half" else 0,
+                    )
+                    jobs_list.append((ds, name, share, rule, sim))
+    work = [(sim, seeds, workdir, rule) for _, _, _, rule, sim in jobs_list]
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(_defence_cell, work))
+    else:
+        results = [_defence_cell(w) for w in work]
+    cells: dict[tuple[str, str, float, str], dict[str, float]] = {}
+    for (ds, name, share, rule, _), cell in zip(jobs_list, results, strict=True):
+        cells[(ds, name, share, rule)] = cell
+    for ds, _, root in DEFENCE_SETUPS:
+        for rule in rules:
+            clean = cells[(ds, "none", 0.0, rule)]
+            print(
+                f"\n{ds} (root data: {root} samples), screen + {rule}; no attack: accuracy "
+                f"{clean['acc']:.3f}, false rejections {_pct(clean['false'])}"
+            )
+            print(f"{'attack':11s}" + "".join(f"{int(100 * s):>21d}%" for s in shares_))
+            for name in DEFENCE_ATTACKS:
+                row = f"{name:11s}"
+                for share in shares_:
+                    c = cells[(ds, name, share, rule)]
+                    row += f"   {c['acc']:.3f} {_pct(c['recall']):>5s} {_pct(c['false']):>4s}"
+                    c["gap"] = clean["acc"] - c["acc"]
+                print(row, flush=True)
+    return {"cells": cells}
+
+
+def defence_headline(
+    cells: Mapping[tuple[str, str, float, str], Mapping[str, float]], rule: str = "fedavg"
+) -> dict[str, Any]:
+    """``A_recall_30``, ``A_false_reject_30``, ``A_acc_gap_30`` per attack at 30 % attackers under
+    the screen + ``rule``, averaged over the data sets (each also given per data set)."""
+    out: dict[str, Any] = {}
+    sets = [ds for ds, _, _ in DEFENCE_SETUPS]
+    for name in DEFENCE_ATTACKS:
+        got = [cells[(ds, name, 0.3, rule)] for ds in sets if (ds, name, 0.3, rule) in cells]
+        if not got:
+            continue
+        out[f"{name}_recall_30"] = round(float(np.mean([c["recall"] for c in got])), 4)
+        out[f"{name}_false_reject_30"] = round(float(np.mean([c["false"] for c in got])), 4)
+        out[f"{name}_acc_gap_30"] = round(float(np.mean([c["gap"] for c in got])), 4)
+        for ds in sets:
+            c = cells.get((ds, name, 0.3, rule))
+            if c is not None:
+                out[f"{name}_{ds}_30"] = {k: round(v, 4) for k, v in c.items()}
+    return out
+
+
+def screen_cost(n: int = 100, hidden: tuple[int, int] = (1024, 960), root: int = 100) -> dict:
+    """Seconds the screen takes for one round of ``n`` updates of a ~1M-parameter MLP
+    (64-1024-960-10: 1,060,170 parameters) with every defence on (root data, history), and as a
+    fraction of the validator's whole judging of the round (fetch, hash, decode, screen,
+    aggregate, encode: :func:`judge_round`)."""
+    from fedledger.protocol import rounds as rounds_mod
+    from fedledger.protocol import screening
+
+    rng = np.random.default_rng(0)
+    sizes = [64, *hidden, 10]
+    model: Tensors = {}
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        model[f"net.{2 * k}.weight"] = (rng.standard_normal((b, a)) / math.sqrt(a)).astype(
+            np.float32
+        )
+        model[f"net.{2 * k}.bias"] = np.zeros(b, np.float32)
+    params = sum(v.size for v in model.values())
+    spec = TaskSpec(model="mlp_wide", aggregation={"rule": "fedavg"})  # a ReLU MLP, for the check
+    timings: dict[str, float] = {}
+    real_screen = screening.screen
+
+    def timed(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter()
+        out = real_screen(*a, **k)
+        timings["screen"] = time.perf_counter() - t
+        return out
+
+    with tempfile.TemporaryDirectory(prefix="fedledger-cost-") as tmp:
+        store = Blockstore(Path(tmp) / "store", durable=False)
+        x = rng.standard_normal((root, 64)).astype(np.float32)
+        y = rng.integers(0, 10, root)
+        rf = encode_root_data(x, y)
+        spec = spec.model_copy(
+            update={
+                "root_data": {
+                    "cid": store.put(rf),
+                    "sha256": codec.sha256_hex(rf)[2:],
+                    "samples": root,
+                }
+            }
+        )
+        common = {
+            k: rng.standard_normal(v.shape).astype(np.float32) * 1e-3 for k, v in model.items()
+        }
+        previous = None
+        g = model
+        rounds_mod.screening.screen = timed  # type: ignore[assignment]
+        try:
+            for rnd in range(2):
+                base = codec.encode_model(g, task_id=1, round=rnd)
+                refs = []
+                for i in range(n):
+                    d = {
+                        k: (v + 1e-3 * rng.standard_normal(v.shape)).astype(np.float32)
+                        for k, v in common.items()
+                    }
+                    who = "0x" + f"{i + 1:040x}"
+                    f = codec.encode_update(
+                        d, task_id=1, round=rnd, base_hash=codec.sha256_hex(base), contributor=who
+                    )
+                    refs.append(
+                        UpdateRef(rnd * n + i + 1, who, codec.sha256_hex(f), store.put(f), 100)
+                    )
+                    del d, f
+                t = time.perf_counter()
+                j = judge_round(
+                    store,
+                    task_id=1,
+                    round_=rnd,
+                    spec=spec,
+                    base_model=base,
+                    updates=refs,
+                    max_samples=100,
+                    previous=previous,
+                )
+                timings["judge"] = time.perf_counter() - t
+                previous, g = j.verdict_file, j.new_global
+                accepted = sum(e.verdict == Verdict.ACCEPTED for e in j.verdict_file.entries)
+        finally:
+            rounds_mod.screening.screen = real_screen  # type: ignore[assignment]
+    out = {
+        "updates": n,
+        "params": int(params),
+        "screen_s": round(timings["screen"], 2),
+        "judge_s": round(timings["judge"], 2),
+        "fraction": round(timings["screen"] / timings["judge"], 3),
+        "accepted": accepted,
+    }
+    print(
+        f"\n(g2) screening cost — {n} updates x {params:,d} parameters, every defence on (root "
+        f"data {root} samples, history): screen {out['screen_s']:.1f} s of judge_round's "
+        f"{out['judge_s']:.1f} s ({100 * out['fraction']:.0f} %), {accepted} accepted"
+    )
+    return out
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -920,7 +1191,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small run (fewer seeds, rounds, cells)")
     ap.add_argument(
         "--only",
-        default="baseline,robustness,sleeper,overhead,compression,scale,dp",
+        default="baseline,robustness,sleeper,overhead,compression,scale,dp,defences",
         help="comma-separated sections to run",
     )
     ap.add_argument("--dp-rounds", type=int, default=None, help="rounds of (f)")
@@ -931,6 +1202,13 @@ def main() -> None:
         help="where (f) draws accuracy against eps (beside docs/privacy.md)",
     )
     ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the defences grid")
+    ap.add_argument(
+        "--defence-rules",
+        default=None,
+        help="rules of (g), comma-separated (default: all five; --quick: fedavg)",
+    )
+    ap.add_argument("--cost-updates", type=int, default=100, help="updates in (g2); 0: skip it")
     ap.add_argument("--rounds", type=int, default=None, help="rounds of (a) and (d)")
     ap.add_argument("--robust-rounds", type=int, default=None, help="rounds of (b)")
     args = ap.parse_args()
@@ -1008,6 +1286,30 @@ def main() -> None:
                 figs[f"dp_acc_{'inf' if e == math.inf else f'eps{e:g}'}"] = round(
                     f["digits"]["acc"][_eps_label(e)]["mean"], 4
                 )
+        if "defences" in only:
+            rules = (
+                args.defence_rules.split(",")
+                if args.defence_rules
+                else (["fedavg"] if quick else list(RULES))
+            )
+            g = exp_defences(
+                replace(base, rounds=robust_rounds),
+                rules,
+                seeds[:1] if quick else [0, 1],
+                work,
+                jobs=args.jobs,
+            )
+            figs["defences"] = {
+                f"{ds}/{a}/{int(100 * s)}/{r}": {k: round(v, 4) for k, v in c.items()}
+                for (ds, a, s, r), c in g["cells"].items()
+            }
+            figs["defence_rules"] = rules
+            figs.update(defence_headline(g["cells"], "fedavg" if "fedavg" in rules else rules[0]))
+            if args.cost_updates > 0:
+                cost = screen_cost(args.cost_updates)
+                figs["screen_cost"] = cost
+                figs[f"screen_seconds_{cost['updates']}x1m"] = cost["screen_s"]
+                figs[f"screen_fraction_{cost['updates']}x1m"] = cost["fraction"]
     figs["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"\ntotal {figs['seconds']:.0f}s")
     print(json.dumps(figs, sort_keys=True))

@@ -16,6 +16,7 @@ from fedledger.learning.attacks import (
     flip_labels,
     label_transform,
     lie_z,
+    sybil_group,
 )
 from fedledger.learning.privacy import global_l2_norm
 
@@ -54,6 +55,8 @@ def test_registry_names() -> None:
         "little_is_enough",
         "colluding",
         "free_rider",
+        "ipm",
+        "copier",
     }
 
 
@@ -65,6 +68,8 @@ def test_attacks_return_float32_with_the_same_layout_and_leave_input_alone(name:
         "norm_preserving": {"honest": HONEST},
         "little_is_enough": {"honest": HONEST},
         "colluding": {"shared": HONEST[1]},
+        "ipm": {"honest": HONEST},
+        "copier": {"source": HONEST[1]},
     }
     params = needs.get(name, {})
     out = apply_attack(name, d, **params)
@@ -168,3 +173,26 @@ def test_lie_z_matches_the_paper_example() -> None:
     # Baruch et al. 2019: n = 50, m = 12 (24%) gives s = 14 and z = Phi^-1(36/50) ~ 0.58.
     assert lie_z(50, 12) == pytest.approx(0.5828, abs=1e-3)
     assert math.isfinite(lie_z(10, 2))
+
+
+def test_ipm_sends_minus_epsilon_times_the_honest_mean() -> None:
+    out = apply_attack("ipm", HONEST[0], honest=HONEST, epsilon=0.5)
+    mean = _mean(HONEST)
+    for k in out:
+        np.testing.assert_allclose(out[k], -0.5 * mean[k], rtol=1e-5, atol=1e-7)
+
+
+def test_copier_is_the_source_plus_noise_of_the_asked_relative_norm() -> None:
+    src = HONEST[1]
+    out = apply_attack("copier", HONEST[0], source=src, noise=0.05, seed=3)
+    noise = {k: out[k] - src[k] for k in src}
+    assert global_l2_norm(noise) == pytest.approx(0.05 * global_l2_norm(src), rel=1e-4)
+    assert 0.995 < _cos(out, src) < 0.9999
+
+
+def test_a_sybil_group_shares_one_direction_at_distinct_scales() -> None:
+    group = sybil_group(HONEST[:3])
+    pooled = _mean(HONEST[:3])
+    assert all(_cos(g, pooled) == pytest.approx(1.0, abs=1e-6) for g in group)
+    norms = [global_l2_norm(g) for g in group]
+    assert len(set(norms)) == 3

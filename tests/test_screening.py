@@ -443,3 +443,130 @@ def _honest_like(model: dict[str, np.ndarray], n: int, seed: int) -> list[dict[s
          for k, v in model.items()}
         for _ in range(n)
     ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- defences (#20)
+
+
+def _history(step: dict[str, np.ndarray] | None, own: dict[int, dict[str, np.ndarray]]):  # type: ignore[no-untyped-def]
+    from fedledger.protocol.history import History, PreviousUpdate
+
+    layout = A.TensorLayout.of(MODEL)
+    flat = lambda d: np.array(A.flatten(d, layout)[0])  # noqa: E731
+    return History(
+        0,
+        None if step is None else flat(step),
+        {_addr(i): PreviousUpdate(100 + i, flat(d)) for i, d in own.items()},
+    )
+
+
+def _addr(i: int) -> str:
+    return "0x" + f"{i:040x}"
+
+
+def test_a_replay_of_the_last_global_step_is_stale_and_named() -> None:
+    deltas = _honest(8, seed=3)
+    step = {k: np.mean([d[k] for d in _honest(8, seed=4)], axis=0) for k in MODEL}
+    deltas[6] = {k: v.copy() for k, v in step.items()}
+    out = screen(_cands(deltas), MODEL, MEDIAN, history=_history(step, {}))
+    assert out[6].verdict == Verdict.STALE and "global step" in out[6].reason
+    assert [d.verdict for d in out if d.update_id != 7] == [Verdict.ACCEPTED] * 7
+
+
+def test_an_honest_update_that_carried_the_last_step_is_not_stale() -> None:
+    deltas = _honest(6, seed=3)
+    step = {k: v * 1.0001 for k, v in deltas[2].items()}  # its own update was the whole step
+    hist = _history(step, {3: deltas[2]})
+    assert screen(_cands(deltas), MODEL, MEDIAN, history=hist)[2].verdict == Verdict.ACCEPTED
+
+
+def test_three_updates_of_one_direction_are_all_sybils_a_pair_keeps_the_first() -> None:
+    deltas = _honest(9, seed=6)
+    for i, s in zip((6, 7, 8), (1.0, 1.1, 1.2), strict=True):
+        deltas[i] = {k: v * s for k, v in deltas[5].items()}
+    out = _verdicts(deltas)
+    assert out[5:] == [Verdict.SYBIL] * 4
+    assert out[:5] == [Verdict.ACCEPTED] * 5
+    pair = _honest(6, seed=6)
+    pair[5] = {k: v * 1.1 for k, v in pair[0].items()}
+    assert _verdicts(pair)[0] == Verdict.ACCEPTED and _verdicts(pair)[5] == Verdict.DUPLICATE
+
+
+def test_a_copy_with_five_percent_noise_is_a_duplicate() -> None:
+    from fedledger.learning.attacks import copier
+
+    deltas = _honest(7, seed=8)
+    deltas[6] = copier(deltas[6], source=deltas[1], noise=0.05, seed=1)
+    d = screen(_cands(deltas), MODEL, MEDIAN)[6]
+    assert d.verdict == Verdict.DUPLICATE and "to update 2" in d.reason
+
+
+def test_turning_against_ones_own_accepted_update_is_inconsistent() -> None:
+    deltas = _honest(8, seed=2)
+    before = {k: v.copy() for k, v in deltas[4].items()}
+    deltas[4] = {k: -v for k, v in before.items()}
+    hist = _history(None, {i + 1: d for i, d in enumerate(_honest(8, seed=2))})
+    d = screen(_cands(deltas), MODEL, MEDIAN, history=hist)[4]
+    assert d.verdict == Verdict.INCONSISTENT
+    assert "cosine to its own accepted update 105 of round 0 -1.0000" in d.reason
+
+
+def test_new_screening_fields_parse_and_turn_off() -> None:
+    spec = ScreeningSpec.parse({"stale_cosine": None, "min_self_cosine": None, "sybil_group": 4})
+    assert not spec.uses_history() and spec.sybil_group == 4
+    with pytest.raises(ConfigError, match="sybil_group"):
+        ScreeningSpec.parse({"sybil_group": 1})
+
+
+def test_root_data_file_round_trips_and_is_checked_against_the_spec() -> None:
+    from fedledger.errors import FormatError
+    from fedledger.protocol import codec
+    from fedledger.protocol.reference import RootDataRef, decode_root_data, encode_root_data
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    data = encode_root_data(x, [0, 1, 1, 0])
+    ref = RootDataRef(cid="bafkx", sha256=codec.sha256_hex(data)[2:], samples=4)
+    root = decode_root_data(data, ref)
+    assert np.array_equal(root.x, x) and root.y.tolist() == [0, 1, 1, 0]
+    with pytest.raises(FormatError, match="samples"):
+        decode_root_data(data, ref.model_copy(update={"samples": 5}))
+    with pytest.raises(FormatError, match="hashes to"):
+        decode_root_data(data, ref.model_copy(update={"sha256": "0" * 64}))
+
+
+def test_fixed_point_exp_and_log_are_close_to_the_libms_and_the_gradient_to_a_difference() -> None:
+    from fedledger.protocol.reference import (
+        Network,
+        RootData,
+        exp_nonpositive,
+        log_positive,
+    )
+
+    x = -np.linspace(0.0, 40.0, 4001)
+    assert np.max(np.abs(exp_nonpositive(x) / np.exp(x) - 1.0)) < 1e-13
+    y = np.linspace(1e-3, 1e3, 4001)
+    assert np.max(np.abs(log_positive(y) - np.log(y))) < 1e-13
+    rng = np.random.default_rng(0)
+    model = {
+        "net.0.weight": rng.standard_normal((16, 8)).astype(np.float32),
+        "net.0.bias": np.zeros(16, np.float32),
+        "net.2.weight": rng.standard_normal((3, 16)).astype(np.float32),
+        "net.2.bias": np.zeros(3, np.float32),
+    }
+    net = Network.of(model, "mlp_digits")
+    root = RootData(rng.standard_normal((50, 8)).astype(np.float32), rng.integers(0, 3, 50))
+    g = A.flatten(model, net.layout)[0].astype(np.float64)
+    d = rng.standard_normal(g.size) * 1e-5
+    numeric = (net.evaluate(g + d, root)[0] - net.evaluate(g - d, root)[0]) / 2
+    analytic = -float(net.descent(g, root) @ d)
+    assert analytic == pytest.approx(numeric, rel=0.2)  # up to the fixed-point quantization
+    assert net.evaluate(g, root) == net.evaluate(g.copy(), root)  # the same bits
+
+
+def test_a_model_that_is_not_a_relu_mlp_cannot_be_screened_on_root_data() -> None:
+    from fedledger.protocol.reference import Network
+
+    with pytest.raises(ConfigError, match="ReLU MLPs"):
+        Network.of({"net.0.weight": np.zeros((2, 2), np.float32)}, {"kind": "sequential"})
+    with pytest.raises(ConfigError, match="linear"):
+        Network.of({"conv.weight": np.zeros((2, 2, 3, 3), np.float32)})

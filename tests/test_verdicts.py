@@ -58,6 +58,10 @@ def test_codes_match_interfaces_md() -> None:
         "COPIED",
         "OUT_OF_RANGE",
         "TENSOR_ROOT_MISMATCH",
+        "STALE",
+        "SYBIL",
+        "INCONSISTENT",
+        "HARMFUL",
     ]
 
 

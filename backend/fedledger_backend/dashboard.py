@@ -314,8 +314,11 @@ def render(d: DashboardData) -> str:
         got = d.specs.get(t.spec_cid)
         if got is None:
             return f'<td colspan="3" class="muted" title="{_e(t.spec_cid)}">spec not read</td>'
-        return "".join(
-            f"<td>{_text(v)}</td>" for v in (got.model, got.dataset, got.aggregation_rule)
+        measured = _text(got.evaluation_data)
+        return (
+            f"<td>{_text(got.model)}</td>"
+            f"<td>{_text(got.dataset)}<br><small>accuracy on {measured}</small></td>"
+            f"<td>{_text(got.aggregation_rule)}</td>"
         )
 
     task_rows = (

@@ -160,7 +160,9 @@ MAX_MODELS = 4
 
 
 class Evaluator:
-    """Held-out accuracy of each final round's global model, per the task's spec.
+    """Held-out accuracy of each final round's global model, per the task's spec: on the
+    task's root / evaluation data set when its spec names one (``root_data``), else on the
+    built-in public split of its ``dataset`` (the demo's; REST says which, ``evaluation_data``).
 
     Before anything is built, each task's model goes through
     :func:`fedledger.learning.architecture.admit_spec` under this node's allow list: a built-in name or a
@@ -220,11 +222,18 @@ class Evaluator:
             return self._built[spec_cid]
         from fedledger.learning.data import load_dataset
         from fedledger.learning.models import build_task_model
+        from fedledger.protocol.reference import fetch_root_data
 
         try:
             spec = TaskSpec.from_bytes(self.store.get(spec_cid))
-            ds = load_dataset(spec.dataset, seed=spec.seed)
-            ctx = (build_task_model(spec, allow=self.allow), ds)
+            ref = spec.root_data_ref()
+            if ref is not None:  # the task's own evaluation data: what REST says it measured
+                root = fetch_root_data(self.store, ref)
+                data = (root.x, root.y)
+            else:  # the demo's built-in public split (labelled so on REST and the dashboard)
+                ds = load_dataset(spec.dataset, seed=spec.seed)
+                data = (ds.X_test, ds.y_test)
+            ctx = (build_task_model(spec, allow=self.allow), data)
         except FedledgerError as exc:
             log.warning("cannot evaluate task", extra={"spec_cid": spec_cid, "error": str(exc)})
             self._admitted[spec_cid] = public_reason(exc)
@@ -257,12 +266,12 @@ class Evaluator:
                 ctx = self._context(spec_cid)
                 if ctx is None:
                     continue
-                model, ds = ctx
+                model, (x_eval, y_eval) = ctx
                 data = self.store.get(cid)
                 if codec.sha256_hex(data) != h:
                     raise IntegrityError(f"aggregate {cid} does not match its hash {h}")
                 tensors = codec.decode(data, kind="model").tensors
-                acc, loss = evaluate(model, tensors, ds.X_test, ds.y_test)
+                acc, loss = evaluate(model, tensors, x_eval, y_eval)
             except Exception as exc:  # noqa: BLE001 - one task's model never stops the others
                 quarantine.failed(db, self.retries, item, exc, f"evaluating aggregate {cid}")
                 continue

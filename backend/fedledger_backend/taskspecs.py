@@ -35,6 +35,7 @@ class SpecFields:
     model: str | None = None
     dataset: str | None = None
     aggregation_rule: str | None = None
+    evaluation_data: str | None = None
 
 
 def bounded(text: str, limit: int = MAX_SPEC_TEXT) -> str:
@@ -54,12 +55,26 @@ def rule_label(aggregation: dict[str, Any]) -> str:
     return " ".join([name, *(f"{k}={v}" for k, v in sorted(params.items()))])
 
 
+def evaluation_label(spec: TaskSpec) -> str:
+    """Which data a task's accuracy and loss figures are measured on: the root / evaluation
+    data set the spec names (``root_data``), or else the built-in public split, which is for
+    the demo only and may overlap what contributors train on."""
+    try:
+        ref = spec.root_data_ref()
+    except FedledgerError:
+        return "the spec's root_data (invalid): not evaluated"
+    if ref is None:
+        return f"built-in {spec.dataset} test split (demo only: may overlap contributors' data)"
+    return f"the task's root data {ref.name or ref.cid} ({ref.samples} samples, {ref.cid})"
+
+
 def spec_fields(spec: TaskSpec) -> SpecFields:
     """The :class:`SpecFields` of ``spec``."""
     return SpecFields(
         model=bounded(model_label(spec)),
         dataset=bounded(spec.dataset),
         aggregation_rule=bounded(rule_label(spec.aggregation)),
+        evaluation_data=bounded(evaluation_label(spec), 160),
     )
 
 

@@ -25,6 +25,10 @@ ContributionStatus = Literal[
     "COPIED",
     "OUT_OF_RANGE",
     "TENSOR_ROOT_MISMATCH",
+    "STALE",
+    "SYBIL",
+    "INCONSISTENT",
+    "HARMFUL",
 ]
 """PENDING until the round's verdict file is indexed, then the update's verdict
 (``fedledger.protocol.verdicts.Verdict`` names; a test keeps the two in step)."""
@@ -159,6 +163,12 @@ class TaskDetail(Task):
         "text, at most 64 characters, null while this node cannot read the spec",
     )
     dataset: str | None = Field(default=None, description="the data set the spec names")
+    evaluation_data: str | None = Field(
+        default=None,
+        description="the data each round's accuracy and loss are measured on: the task's root / "
+        "evaluation data set (root_data in its spec: name, samples, CID), or the built-in public "
+        "split of the demo, which may overlap the contributors' data",
+    )
     aggregation_rule: str | None = Field(
         default=None, description="the spec's rule and its parameters, e.g. trimmed_mean beta=0.2"
     )

@@ -16,6 +16,11 @@ experiment's configuration can say ``"sign_flip"`` and :func:`apply_attack` does
 | ``little_is_enough``| ``mean - z * std`` of honest deltas (Baruch et al. 2019)             |
 | ``colluding``      | the same ``shared`` delta from every member of a group                |
 | ``free_rider``     | zero, tiny noise, or a replay of the last global step                 |
+| ``ipm``            | ``-epsilon * mean`` of honest deltas (Xie et al. 2020)                |
+| ``copier``         | another contributor's delta plus a little noise                       |
+
+A *sybil group* (:func:`sybil_group`) sends one pooled direction, each member at its own scale;
+a *sleeper* is any attack started after honest rounds (the experiments' ``attack_from``).
 """
 
 from __future__ import annotations
@@ -41,15 +46,18 @@ __all__ = [
     "apply_attack",
     "collude",
     "colluding",
+    "copier",
     "flip_labels",
     "free_rider",
     "gaussian_noise",
+    "inner_product_manipulation",
     "label_transform",
     "lie_z",
     "little_is_enough",
     "norm_preserving",
     "scaling",
     "sign_flip",
+    "sybil_group",
 ]
 
 
@@ -275,6 +283,41 @@ def free_rider(
     raise ConfigError(f"unknown free-rider mode {mode!r}", hint="use 'zero', 'noise' or 'replay'")
 
 
+def inner_product_manipulation(
+    delta: Delta, *, honest: Sequence[Delta] = (), epsilon: float = 0.5
+) -> Tensors:
+    """Send ``-epsilon * mean(honest)`` (Xie, Koyejo and Gupta 2020, "Fall of empires"): the
+    inner product of the aggregate with the true gradient turns negative, while a small
+    ``epsilon`` keeps the update short and close to the others."""
+    if not honest:
+        raise ConfigError("inner_product_manipulation needs the round's honest deltas")
+    _check_same_layout(delta, honest, "honest deltas")
+    return _scaled(_mean(honest), -epsilon)
+
+
+def copier(delta: Delta, *, source: Delta, noise: float = 0.05, seed: int = 0) -> Tensors:
+    """Send someone else's update ``source`` plus Gaussian noise of ``noise`` times its norm:
+    credit for work not done, disguised from an exact-duplicate check."""
+    _check_same_layout(delta, [source], "the copied delta")
+    rng = np.random.default_rng(seed)
+    raw = {k: rng.standard_normal(np.shape(v)) for k, v in source.items()}
+    length = _norm(raw)
+    factor = noise * _norm(source) / length if length > 0 else 0.0
+    return {k: _f32(np.asarray(source[k], np.float64) + factor * raw[k]) for k in source}
+
+
+def sybil_group(deltas: Sequence[Delta], *, spread: float = 0.2) -> list[Tensors]:
+    """A sybil group's updates: the members pool their deltas and all send that one direction,
+    member ``i`` of ``k`` at ``1 + spread * i / k`` times the pool (distinct files, one
+    direction: their weight multiplied, and credit for one update earned ``k`` times)."""
+    if not deltas:
+        raise ConfigError("a sybil group needs at least one member")
+    _check_same_layout(deltas[0], deltas[1:], "the group's deltas")
+    pooled = _mean(deltas)
+    k = len(deltas)
+    return [_scaled(pooled, 1.0 + spread * i / k) for i in range(k)]
+
+
 def _honest_label_flip(delta: Delta) -> Tensors:
     # The poisoning happened in training (see label_transform); the delta is sent as trained.
     return {k: _f32(np.array(v, copy=True)) for k, v in delta.items()}
@@ -301,6 +344,8 @@ ATTACKS: dict[str, Attack] = {
         Attack("little_is_enough", little_is_enough, False, "mean - z*std of honest deltas"),
         Attack("colluding", colluding, False, "the group's shared delta"),
         Attack("free_rider", free_rider, False, "zero / noise / replayed update"),
+        Attack("ipm", inner_product_manipulation, False, "-epsilon * mean of honest deltas"),
+        Attack("copier", copier, False, "another's delta plus a little noise"),
     ]
 }
 

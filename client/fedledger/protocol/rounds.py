@@ -51,9 +51,11 @@ from fedledger.protocol import (
     committee,
     exact_rules,
     fixed_deltas,
+    reference,
     screening,
     verdicts,
 )
+from fedledger.protocol import history as prior_round
 from fedledger.protocol.fixedpoint import FixedPointFormat, FixedPointRangeError, Int32Vector
 from fedledger.protocol.privacy_policy import (
     DPPolicy,
@@ -544,7 +546,13 @@ def judge_round(
     candidates = [c for c, _ in judged]
     fixed = {c.update_id: q for c, q in judged if q is not None}
 
-    decisions = screening.screen(candidates, global_model, rule, screen_spec, prior, prior_norms)
+    history = None  # the previous round's step and updates (STALE, INCONSISTENT)
+    if previous is not None and screen_spec.uses_history() and not spec.privacy_policy().committee:
+        history = prior_round.previous_history(store, previous, layout, fmt, max_bytes)
+    root = reference.measure_round(store, spec, global_model)  # HARMFUL, on the root data
+    decisions = screening.screen(
+        candidates, global_model, rule, screen_spec, prior, prior_norms, history, root
+    )
     by_id = {c.update_id: c for c in candidates}
     ref_by_id = {r.update_id: r for r in refs}
     accepted = screening.accepted_ids(decisions)

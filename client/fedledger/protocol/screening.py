@@ -95,6 +95,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedledger.protocol import aggregation as agg
+from fedledger.protocol.history import History
+from fedledger.protocol.reference import RootMeasure
 from fedledger.protocol.taskspec import parse_section
 from fedledger.protocol.verdicts import Verdict, canonical_float
 
@@ -113,6 +115,11 @@ EARLY_VERDICTS = frozenset(
     }
 )
 MAD_TO_SIGMA = 1.4826
+NOISE_SEPARATION = 2.0
+"""The noise check applies only in a round whose median rms cosine is at least this many times
+the noise level: in a small model (a logistic regression of 62 parameters, near convergence)
+honest updates are themselves as uncorrelated as random directions, and the check would reject
+them."""
 
 
 class ScreeningSpec(BaseModel):
@@ -132,7 +139,7 @@ class ScreeningSpec(BaseModel):
     norm_bound: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
     norm_multiple: Annotated[float, Field(gt=1.0, allow_inf_nan=False)] | None = 3.0
     outlier_k: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 5.0
-    duplicate_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9999
+    duplicate_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.995
     free_rider_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 1e-3
     min_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = -0.3
     min_standing: Annotated[float, Field(ge=-1.0, le=1.0)] | None = -0.1
@@ -141,6 +148,18 @@ class ScreeningSpec(BaseModel):
     noise_sigmas: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 3.0
     min_outlier_pool: Annotated[int, Field(ge=3)] = 4
     norm_history: Annotated[int, Field(ge=0, le=MAX_NORM_HISTORY)] = 5
+    stale_cosine: Annotated[float, Field(gt=0.0, le=1.0)] | None = 0.999
+    sybil_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.999
+    sybil_group: Annotated[int, Field(ge=2)] = 3
+    min_trust: Annotated[float, Field(ge=-1.0, le=1.0)] | None = 0.05
+    harm_loss: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = 0.5
+    min_self_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = -0.3
+    continue_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = 0.5
+    drift_cosine: Annotated[float, Field(ge=-1.0, le=1.0)] | None = 0.3
+
+    def uses_history(self) -> bool:
+        """Whether a check reads the previous round's updates (``STALE``, ``INCONSISTENT``)."""
+        return self.stale_cosine is not None or self.min_self_cosine is not None
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any] | str | bytes | None) -> ScreeningSpec:
@@ -217,13 +236,18 @@ def screen(
     spec: ScreeningSpec | None = None,
     standing: Mapping[str, float] | None = None,
     norm_history: Sequence[float] | None = None,
+    history: History | None = None,
+    root: RootMeasure | None = None,
 ) -> list[Decision]:
     """Decide every candidate's verdict; returns one :class:`Decision` per update, by updateId.
 
     ``standing`` (lowercase contributor address → standing) and ``norm_history`` (earlier
     rounds' median accepted norms, oldest first) are the task's history before this round: the
     previous round's :attr:`~fedledger.protocol.verdicts.VerdictFile.standing` and
-    :attr:`~fedledger.protocol.verdicts.VerdictFile.norm_history`.
+    :attr:`~fedledger.protocol.verdicts.VerdictFile.norm_history`.  ``history`` is the previous
+    round's global step and accepted updates (:mod:`fedledger.protocol.history`: ``STALE``,
+    ``INCONSISTENT``); ``root`` the measurements on the task's root data set
+    (:mod:`fedledger.protocol.reference`: ``HARMFUL``).  Without them those checks are skipped.
     """
     spec = spec or ScreeningSpec()
     prior = {k.lower(): v for k, v in (standing or {}).items()}
@@ -265,13 +289,17 @@ def screen(
         live.append(_Live(len(live), c, vec, agg.norm(vec)))
 
     live = _free_riders(live, spec, reject)
-    # One exact Gram matrix serves the duplicate check, Krum scores and the consensus cosines.
+    live = _stale(live, history, spec, reject)
+    # One exact Gram matrix serves the copy checks, Krum scores and the consensus cosines.
     for pos, x in enumerate(live):
         x.index = pos
     gram = agg.exact_gram([x.vec for x in live]) if live else None
+    live = _sybils(live, gram, spec, reject)
     live = _near_duplicates(live, gram, spec, reject)
     live = _norm_bound(live, spec, reject, norm_history or ())
-    for item, verdict, reason, score, now in _outliers(live, gram, rule, spec, layout.size, prior):
+    signals = _Signals.of(live, spec, history, root)
+    judged = _outliers(live, gram, rule, spec, layout.size, prior, signals)
+    for item, verdict, reason, score, now in judged:
         uid = item.cand.update_id
         decided[uid] = Decision(uid, verdict, reason, score, now, item.norm)
     return [decided[i] for i in ids]
@@ -344,6 +372,208 @@ def _free_riders(live: list[_Live], spec: ScreeningSpec, reject: _Reject) -> lis
         else:
             kept.append(x)
     return kept
+
+
+def _cos(a: npt.NDArray[np.float32], na: float, b: npt.NDArray[np.float32]) -> float:
+    """Deterministic cosine (fixed-order float64 folds); 0.0 against a zero vector."""
+    nb = agg.norm(b)
+    return agg.dot(a, b) / (na * nb) if na > 0.0 and nb > 0.0 else 0.0
+
+
+def _stale(
+    live: list[_Live], history: History | None, spec: ScreeningSpec, reject: _Reject
+) -> list[_Live]:
+    """STALE: a replay of the previous round's global step (cosine >= ``stale_cosine``), unless
+    the update is closer still to its contributor's own accepted update of that round."""
+    if history is None or spec.stale_cosine is None:
+        return live
+    kept = []
+    for x in live:
+        c = _cos(x.vec, x.norm, history.step) if history.step is not None else 0.0
+        own = history.updates.get(x.cand.contributor.lower())
+        # An honest contributor whose update carried last round's step (the only one accepted,
+        # or the global barely moving) sends about its own update again: not a replay.
+        mine = (
+            _cos(x.vec, x.norm, own.vector)
+            if own is not None and own.verdict == Verdict.ACCEPTED
+            else -1.0
+        )
+        if c >= spec.stale_cosine and c > mine:
+            reason = (
+                f"cosine {c:.6f} to round {history.round}'s global step (>= "
+                f"{spec.stale_cosine:g}): a replay of the last aggregate, not new work"
+            )
+            reject(x.cand, Verdict.STALE, reason, c)
+        else:
+            kept.append(x)
+    return kept
+
+
+def _sybils(
+    live: list[_Live], gram: agg.Gram | None, spec: ScreeningSpec, reject: _Reject
+) -> list[_Live]:
+    """SYBIL: every member of a group of at least ``sybil_group`` updates that share one
+    direction (pairwise cosine >= ``sybil_cosine``, linked transitively), as FoolsGold (Fung et
+    al. 2020) marks clients whose updates are too similar to be independent.  A pair is left to
+    the copy check, which keeps the update that landed first."""
+    if gram is None or len(live) < spec.sybil_group:
+        return live
+    n = len(live)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if gram.cosine(live[i].index, live[j].index) >= spec.sybil_cosine:
+                parent[max(find(i), find(j))] = min(find(i), find(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    kept = []
+    for i, x in enumerate(live):
+        group = groups[find(i)]
+        if len(group) < spec.sybil_group:
+            kept.append(x)
+            continue
+        others = [live[j] for j in group if j != i]
+        low = min(gram.cosine(x.index, y.index) for y in others)
+        ids = ", ".join(str(y.cand.update_id) for y in others[:8])
+        more = f" and {len(others) - 8} more" if len(others) > 8 else ""
+        reject(
+            x.cand,
+            Verdict.SYBIL,
+            f"one direction shared by {len(group)} updates (cosine >= {low:.6f} to updates "
+            f"{ids}{more}; >= {spec.sybil_cosine:g} from {spec.sybil_group} updates on)",
+            low,
+        )
+    return kept
+
+
+@dataclass(frozen=True)
+class _Signals:
+    """Per surviving update: its cosine to the root data's descent direction (FLTrust trust),
+    its root loss change, and its cosine to its own previous accepted update (or ``None``)."""
+
+    trust: list[float | None]
+    loss: list[float | None]
+    own: list[tuple[float, int, Verdict] | None]
+    label: str
+    history_round: int | None
+    base_loss: float
+
+    @classmethod
+    def of(
+        cls,
+        live: Sequence[_Live],
+        spec: ScreeningSpec,
+        history: History | None,
+        root: RootMeasure | None,
+    ) -> _Signals:
+        trust: list[float | None] = [None] * len(live)
+        loss: list[float | None] = [None] * len(live)
+        own: list[tuple[float, int, Verdict] | None] = [None] * len(live)
+        if root is not None and (spec.min_trust is not None or spec.harm_loss is not None):
+            trust = [_cos(x.vec, x.norm, root.reference) for x in live]
+            loss = [root.loss_change(x.vec) for x in live]
+        if history is not None:
+            for i, x in enumerate(live):
+                prev = history.updates.get(x.cand.contributor.lower())
+                if prev is not None:
+                    own[i] = (_cos(x.vec, x.norm, prev.vector), prev.update_id, prev.verdict)
+        label = root.label() if root is not None else ""
+        base = root.base_loss if root is not None else 0.0
+        return cls(trust, loss, own, label, history.round if history is not None else None, base)
+
+    def vouches(self, i: int, spec: ScreeningSpec) -> str | None:
+        """Why the root data clears update ``i`` of the soft geometric checks (the fixed cosine
+        floor, standing, noise; never the robust z-scores), or ``None``: with a root data set
+        the task has a trusted arbiter, and an update that agrees with the reference update, or
+        raises the root loss by at most half of what HARMFUL takes, is not rejected for
+        disagreeing with the other updates as honest non-IID updates near convergence do."""
+        t, lc = self.trust[i], self.loss[i]
+        if t is None or lc is None:
+            return None
+        if spec.min_trust is not None and t >= spec.min_trust:
+            return f"the root data (cosine to the reference update {t:.4f})"
+        limit = 0.0 if spec.harm_loss is None else 0.5 * spec.harm_loss * self.base_loss
+        if lc <= limit:
+            return f"the root data (root loss change {lc:+.4g}, within {limit:.4g})"
+        return None
+
+    def reasons(self, i: int, spec: ScreeningSpec) -> tuple[list[str], list[str]]:
+        """``(HARMFUL reasons, INCONSISTENT reasons)`` of update ``i``: HARMFUL when it points
+        away from the reference update (cosine below ``min_trust``) *and*, applied alone, raises
+        the root loss by more than ``harm_loss`` times the global model's (either condition
+        alone when the other is off): near convergence honest non-IID updates scatter around
+        the reference, but do not wreck the root loss."""
+        harmful: list[str] = []
+        inconsistent: list[str] = []
+        t, lc = self.trust[i], self.loss[i]
+        if t is not None and lc is not None:
+            away = spec.min_trust is None or t < spec.min_trust
+            hurts = spec.harm_loss is None or lc > spec.harm_loss * self.base_loss
+            if away and hurts and (spec.min_trust is not None or spec.harm_loss is not None):
+                harmful.append(
+                    f"cosine to the reference update on {self.label} {t:.4f} (below "
+                    f"{spec.min_trust}) and root loss {self.base_loss:.4g} -> "
+                    f"{self.base_loss + lc:.4g} when applied alone (up more than "
+                    f"{spec.harm_loss} x)"
+                )
+        own = self.own[i]
+        if own is None:
+            return harmful, inconsistent
+        c, uid, was = own
+        if was == Verdict.ACCEPTED:
+            if spec.min_self_cosine is not None and c < spec.min_self_cosine:
+                inconsistent.append(
+                    f"cosine to its own accepted update {uid} of round {self.history_round} "
+                    f"{c:.4f} is below {spec.min_self_cosine:g}"
+                )
+            elif spec.drift_cosine is not None and c < spec.drift_cosine and lc is not None:
+                # A milder turn (honest updates of one contributor stay well aligned round
+                # to round), corroborated by the root data: the update alone raises its loss.
+                limit = 0.5 * (spec.harm_loss or 0.0) * self.base_loss
+                if lc > limit:
+                    inconsistent.append(
+                        f"cosine to its own accepted update {uid} of round {self.history_round} "
+                        f"{c:.4f} is below {spec.drift_cosine:g} and root loss "
+                        f"{self.base_loss:.4g} -> {self.base_loss + lc:.4g} when applied alone"
+                    )
+        elif spec.continue_cosine is not None and c >= spec.continue_cosine:
+            # Carrying on the way last round's rejected update went: a sleeper that turned
+            # stays rejected while it keeps turned, unless the root data clears it.
+            trusted = t is not None and spec.min_trust is not None and t >= spec.min_trust
+            if not trusted:
+                text = (
+                    f"continues its update {uid} of round {self.history_round}, judged "
+                    f"{was.name} (cosine {c:.4f} >= {spec.continue_cosine:g})"
+                )
+                (inconsistent if was == Verdict.INCONSISTENT else harmful).append(text)
+        return harmful, inconsistent
+
+
+def _overruled(note: str, reasons: Sequence[str], vouched: str | None) -> str:
+    if not reasons or vouched is None:
+        return note
+    return f"{note}; {vouched} overrules: {'; '.join(reasons)}"
+
+
+def _verdict_of(
+    outlier: list[str], harmful: list[str], inconsistent: list[str]
+) -> tuple[Verdict, str] | None:
+    """The most specific verdict among those whose checks fired, with every reason."""
+    reasons = inconsistent + harmful + outlier
+    if not reasons:
+        return None
+    verdict = (
+        Verdict.INCONSISTENT if inconsistent else Verdict.HARMFUL if harmful else Verdict.OUTLIER
+    )
+    return verdict, "; ".join(reasons)
 
 
 def _near_duplicates(
@@ -465,21 +695,27 @@ def _outliers(
     spec: ScreeningSpec,
     size: int,
     prior: Mapping[str, float],
+    signals: _Signals,
 ) -> list[tuple[_Live, Verdict, str, float | None, float | None]]:
     if len(live) < spec.min_outlier_pool or gram is None:
-        # Too few to compare with one another; the norm bounds applied, the history counts.
+        # Too few to compare with one another; the norm bounds applied, the history counts,
+        # and so do the absolute signals (root data, the contributor's own history).
         note = (
             f"accepted (within the norm bounds; only {len(live)} updates: too few to compare "
             "as outliers)"
         )
         small: list[tuple[_Live, Verdict, str, float | None, float | None]] = []
-        for x in live:
+        for i, x in enumerate(live):
             was = prior.get(x.cand.contributor.lower())
+            bad = []
             if spec.min_standing is not None and was is not None and was < spec.min_standing:
-                why = _bad_standing(was, spec.min_standing)
-                small.append((x, Verdict.OUTLIER, why, None, was))
+                bad.append(_bad_standing(was, spec.min_standing))
+            vouched = signals.vouches(i, spec)
+            decided = _verdict_of([] if vouched else bad, *signals.reasons(i, spec))
+            if decided is not None:
+                small.append((x, decided[0], decided[1], None, was))
             else:
-                small.append((x, Verdict.ACCEPTED, note, None, was))
+                small.append((x, Verdict.ACCEPTED, _overruled(note, bad, vouched), None, was))
         return small
     vecs = [x.vec for x in live]
     sub = _sub_gram(gram, [x.index for x in live])
@@ -522,33 +758,39 @@ def _outliers(
             f"< {spec.min_consensus:g}; cosine checks not applied, standings unchanged)"
         )
     out: list[tuple[_Live, Verdict, str, float | None, float | None]] = []
+    noise_applies = _median(rms) >= NOISE_SEPARATION * noise
     robust = [
         (name, values, sign, *robust_threshold(values, rel_floor=rel, abs_floor=absf))
         for name, values, sign, rel, absf in stats
     ]
     for i, x in enumerate(live):
         worst_z = -math.inf
-        reasons = []
+        hard = []  # robust z-scores: never overruled
         for name, values, sign, med, sigma in robust:
             z = sign * (values[i] - med) / sigma
             worst_z = max(worst_z, z)
             if z > k:
-                reasons.append(f"{name} {values[i]:.4g} is {z:.1f} robust sigmas from {med:.4g}")
+                hard.append(f"{name} {values[i]:.4g} is {z:.1f} robust sigmas from {med:.4g}")
+        reasons = []  # fixed floors, standing, noise: the root data may overrule them
         if floor is not None and cos[i] < floor:
             reasons.append(f"cosine to consensus {cos[i]:.4f} is below {floor:g}")
         before = priors[i]
         now = updated_standing(spec, before, cos[i], strength) if consensus else before
         if spec.min_standing is not None and now is not None and now < spec.min_standing:
             reasons.append(_bad_standing(now, spec.min_standing))
-        if rms[i] < noise:
+        if rms[i] < noise and noise_applies:
             reasons.append(
                 f"uncorrelated with every other update, like noise (rms cosine {rms[i]:.3g} "
                 f"< {spec.noise_sigmas:g}/sqrt({size}))"
             )
-        if reasons:
-            out.append((x, Verdict.OUTLIER, "; ".join(reasons), worst_z, now))
+        vouched = signals.vouches(i, spec)
+        decided = _verdict_of(hard + ([] if vouched else reasons), *signals.reasons(i, spec))
+        if decided is not None:
+            out.append((x, decided[0], decided[1], worst_z, now))
         else:
-            out.append((x, Verdict.ACCEPTED, accepted_note, worst_z, now))
+            out.append(
+                (x, Verdict.ACCEPTED, _overruled(accepted_note, reasons, vouched), worst_z, now)
+            )
     return out
 
 

@@ -15,6 +15,8 @@ Format ``fedledger.task/1`` (canonical JSON: sorted keys, compact separators)::
      "aggregation": {"rule": "trimmed_mean", ...},      # fedledger.protocol.aggregation.RuleSpec
      "screening": {...},                                 # fedledger.protocol.screening parameters
      "fixed_point": {"frac_bits": 24},                  # optional: exact fixed-point deltas
+     "root_data": {"cid": ..., "sha256": ..., "samples": 100},  # optional: validators' root
+                                                        #   / evaluation data set
      "fetch_timeout_s": 30}
 
 ``fixed_point`` is optional (:class:`fedledger.protocol.fixedpoint.FixedPointFormat`).  Absent,
@@ -38,6 +40,7 @@ from fedledger.errors import ConfigError, FormatError
 if TYPE_CHECKING:
     from fedledger.protocol.fixedpoint import FixedPointFormat
     from fedledger.protocol.privacy_policy import PrivacyPolicy
+    from fedledger.protocol.reference import RootDataRef
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,6 +105,17 @@ class TaskSpec(BaseModel):
     seed: int = Field(default=0, ge=0, lt=2**63)  # torch.manual_seed takes a 64-bit seed
     fixed_point: dict[str, Any] | None = None  # fedledger.protocol.fixedpoint.FixedPointFormat
     privacy: dict[str, Any] | None = None  # fedledger.protocol.privacy_policy.PrivacyPolicy
+    root_data: dict[str, Any] | None = None  # fedledger.protocol.reference.RootDataRef
+
+    def root_data_ref(self) -> RootDataRef | None:
+        """The validators' root / evaluation data set the task names (``None``: none; the
+        demo's figures then come from a built-in public split). Raises ConfigError naming every
+        bad field."""
+        if self.root_data is None:
+            return None
+        from fedledger.protocol.reference import RootDataRef  # it reads its own section
+
+        return RootDataRef.parse(self.root_data)
 
     def fixed_point_format(self) -> FixedPointFormat | None:
         """The task's fixed-point format for deltas, ``None`` for a float32 task.
@@ -123,7 +137,11 @@ class TaskSpec(BaseModel):
 
     def to_bytes(self) -> bytes:
         doc = self.model_dump(mode="json")
-        for optional in ("fixed_point", "privacy"):  # absent: a spec's bytes (and CID) as before
+        for optional in (
+            "fixed_point",
+            "privacy",
+            "root_data",
+        ):  # absent: a spec's bytes (and CID) as before
             if doc.get(optional) is None:
                 doc.pop(optional, None)
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

@@ -95,6 +95,23 @@ class Verdict(IntEnum):
     """The ``tensorRoot`` recorded with the update is not the tensor root of the file's
     fixed-point coordinates (docs/tensor_commitments.md), or a float task's update records a
     non-zero one: the commitment a fraud proof would check against is false."""
+    STALE = 14
+    """The update replays the previous round's global step (cosine at least the task's
+    ``stale_cosine``, and closer to it than to its contributor's own accepted update of that
+    round): a free rider resubmitting old work (docs/defences.md)."""
+    SYBIL = 15
+    """One of a group of at least ``sybil_group`` updates sharing one direction (pairwise cosine
+    at least ``sybil_cosine``): contributors whose updates are too alike to be independent, e.g.
+    sybils pooling one update, or "a little is enough" attackers sending the same crafted one."""
+    INCONSISTENT = 16
+    """The update contradicts its contributor's own accepted update of the previous round
+    (cosine below ``min_self_cosine``, or below ``drift_cosine`` while it raises the root loss),
+    or carries on the way its previous update rejected so went: a sleeper turning."""
+    HARMFUL = 17
+    """Measured on the task's root data set (``root_data``): the update points away from the
+    validators' reference update (cosine below ``min_trust``) and, applied alone, raises the
+    root loss by more than ``harm_loss`` times the global model's; or it carries on the way its
+    previous update rejected so went."""
 
 
 def canonical_float(x: float) -> float:

@@ -87,6 +87,7 @@ def get_task(task_id: TaskId, ctx: CtxDep, s: SessionDep) -> TaskDetail:
         **base,
         model=spec.model,
         dataset=spec.dataset,
+        evaluation_data=spec.evaluation_data,
         aggregation_rule=spec.aggregation_rule,
         contributors=[checksum(a) for a, role in members if role == "contributor"],
         validators=[checksum(a) for a, role in members if role == "validator"],
