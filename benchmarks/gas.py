@@ -22,6 +22,15 @@ attestations of a quorum-2 round: the proposing ``attestRound`` and the finalisi
 ``confirmRound``), ``updates_per_block`` and ``<path>_floor_ratio`` for each, plus the other
 paths (``submitUpdateFor``, ``sealRound``, ``attestRound_propose``, ``confirmRound``,
 ``attestRound_quorum_1``) and the first round's figures.
+
+A second table measures the court of optimistic verification (contracts/Court.sol), through
+the SDK (``fedledger.chain.court``) on the same anvil: ``challenge_fedavg_100``,
+``challenge_median_100``, ``challenge_fedavg_1000`` (the total gas of a fraud proof over all its
+transactions: open, stage in transactions of at most 120 KB, resolve, against a round of that
+many accepted updates of 1,024 random small coordinates each), ``challenge_*_txs`` (how many
+transactions), ``claim`` (a reward claim in steady state: its claimed-bitmap word already
+written), ``claim_first`` (the first of a word), ``bond`` and ``unbond``. ``--no-court`` skips
+it, ``--court-only`` runs only it.
 """
 
 from __future__ import annotations
@@ -284,7 +293,206 @@ def row_line(row: Row, target: int | None = None) -> str:
     return f"{row.path:<58} {row.gas:>9,.0f} {row.floor:>9,.0f} {row.ratio:>6.2f} {mark}"
 
 
+def court_figures(w3: Web3, keys: list[str]) -> dict[str, Any]:
+    """Gas of the court's paths (see the module docstring), with the SDK."""
+    import random
+
+    import numpy as np
+
+    from fedledger.chain.court import UNCLIPPED, Court, ProofInput, Rule, Terms
+    from fedledger.chain.ledger import Ledger, NonceManager, SignedUpdate, TaskConfig, to_hex
+    from fedledger.chain.records import RoundResult, record_hash
+    from fedledger.protocol import merkle, verdicts
+    from fedledger.protocol.tensor_root import TensorTree, tensor_root
+
+    accts = [Account.from_key(k) for k in keys]
+    owner, validators = accts[0], accts[1:3]
+    nonces = NonceManager(w3)
+    ledger = Ledger.deploy(w3, owner)
+    ledger = ledger.with_account(owner, nonces)
+    court = Court.deploy(w3, owner, ledger, nonces)
+    rng = random.Random(7)
+    figures: dict[str, Any] = {}
+
+    def task(rule: Rule, n: int) -> int:
+        t = ledger.create_task(
+            TaskConfig(
+                model_hash=to_hex(keccak(b"model")),
+                model_cid="bafkreimodel",
+                spec_cid="bafkreispec",
+                min_updates=n,
+                max_updates=n,
+                quorum=2,
+                open=True,
+                max_samples=1000,
+            )
+        )
+        for v in validators:
+            ledger.add_validator(t, v.address)
+        court.set_terms(
+            t,
+            Terms(
+                bond=10**18,
+                challenger_bond=10**17,
+                challenge_window=3600,
+                unbonding_delay=7200,
+                rule=rule,
+                weight_cap=1000,
+                beta_num=1,
+                beta_den=10,
+            ),
+        )
+        ledger.set_court(t, court.address)
+        for v in validators:
+            r = court.with_account(v, nonces).bond(t)
+            figures.setdefault("bond", int(r["gasUsed"]))
+        return t
+
+    def round_of(t: int, n: int) -> tuple[list[Any], list[np.ndarray], verdicts.VerdictFile]:
+        """n updates by fresh keys, relayed in batches of 64: random small int32 coordinates."""
+        vecs = [
+            np.array([rng.randint(-3000, 3000) for _ in range(1024)], np.int32) for _ in range(n)
+        ]
+        signers = [Account.create() for _ in range(n)]
+        deadline = int(w3.eth.get_block("latest")["timestamp"]) + 3600
+        signed: list[SignedUpdate] = []
+        for a, v in zip(signers, vecs, strict=True):
+            content = "0x" + hashlib.sha256(a.address.encode()).hexdigest()
+            root = to_hex(tensor_root(v))
+            samples = 1 + rng.randint(0, 999)
+            signed.append(
+                ledger.sign_update(a, t, 0, content, _cid(a.address), samples, deadline, root)
+            )
+        records = []
+        for i in range(0, n, 64):
+            records += ledger.submit_batch(signed[i : i + 64]).records
+        entries = [
+            verdicts.VerdictEntry(
+                update_id=r.update_id,
+                contributor=r.contributor,
+                content_hash=r.content_hash,
+                cid=r.cid,
+                num_samples=r.num_samples,
+                verdict=verdicts.Verdict.ACCEPTED,
+                reward=10**12,
+            )
+            for r in records
+        ]
+        vf = verdicts.build(
+            task_id=t, round=0, rule=verdicts.RuleSpec(rule="fedavg"),
+            base_model_hash=to_hex(keccak(b"model")), aggregate_hash=to_hex(keccak(b"agg")),
+            aggregate_cid=_cid("agg"), entries=entries,
+        )  # fmt: skip
+        return records, vecs, vf
+
+    def attest(
+        t: int, records: list[Any], vf: verdicts.VerdictFile, agg: np.ndarray
+    ) -> RoundResult:
+        chained, count = record_hash(t, 0, records)
+        result = RoundResult(
+            record_hash=to_hex(chained), update_count=count, verdict_root=to_hex(vf.root()),
+            verdict_hash=to_hex(keccak(b"vf")), verdict_cid=_cid("vf"),
+            aggregate_hash=to_hex(keccak(b"agg")), aggregate_cid=_cid("agg"),
+            aggregate_tensor_root=to_hex(tensor_root(agg)),
+        )  # fmt: skip
+        for v in validators:
+            ledger.with_account(v, nonces).attest_round(t, 0, result)
+        return result
+
+    def challenge(rule: Rule, n: int) -> None:
+        t = task(rule, n)
+        records, vecs, vf = round_of(t, n)
+        wrong = np.zeros(1024, np.int32) + 5  # the truth is some mean, not 5 everywhere
+        result = attest(t, records, vf, wrong)
+        watcher = court.with_account(accts[3], nonces)
+        p = TensorTree(wrong).proof(0)
+        cid_, receipt = watcher.challenge(t, 0, result, 0, p.leaf, p.proof)
+        gas = [int(receipt["gasUsed"])]
+        leaves = vf.leaves()
+        inputs, values = [], b""
+        for i, (r, v) in enumerate(zip(records, vecs, strict=True)):
+            cp = TensorTree(v).proof(0)
+            inputs.append(ProofInput(
+                contributor=r.contributor, content_hash=r.content_hash, cid_digest=r.cid_digest,
+                tensor_root=r.tensor_root, num_samples=r.num_samples, verdict=0, clip=UNCLIPPED,
+                reward=10**12, verdict_proof=merkle.proof(leaves, i), leaf=cp.leaf,
+                leaf_proof=cp.proof,
+            ))  # fmt: skip
+            values += int(v[0]).to_bytes(8, "big", signed=True)
+        gas += [int(x["gasUsed"]) for x in watcher.stage(cid_, inputs)]
+        overturned, receipt = watcher.resolve(cid_, b"" if rule is Rule.FEDAVG else values)
+        assert overturned
+        gas.append(int(receipt["gasUsed"]))
+        name = f"challenge_{'fedavg' if rule is Rule.FEDAVG else 'median'}_{n}"
+        figures[name] = sum(gas)
+        figures[f"{name}_txs"] = len(gas)
+
+    def claims() -> None:
+        t = task(Rule.FEDAVG, 4)
+        records, vecs, vf = round_of(t, 4)
+        result = attest(t, records, vf, np.zeros(1024, np.int32))
+        court.fund(t, 10**15)
+        for r in records:  # contributors that exist (a relayed one may not: +25,000 gas)
+            ledger.sender.transact(_pay(w3, r.contributor), label="fund contributor")  # type: ignore[union-attr]
+        w3.provider.make_request("evm_increaseTime", [3600])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        court.settle(t, 0, result)
+        out = []
+        for e in vf.entries:
+            r = court.claim(t, 0, e.update_id, e.contributor, e.content_hash, UNCLIPPED,
+                            e.reward, vf.proof(e.update_id))  # fmt: skip
+            out.append(int(r["gasUsed"]))
+        figures["claim_first"], figures["claim"] = out[0], round(sum(out[1:]) / len(out[1:]))
+        r = court.with_account(validators[0], nonces).unbond(t)
+        figures["unbond"] = int(r["gasUsed"])
+
+    claims()
+    challenge(Rule.FEDAVG, 100)
+    challenge(Rule.MEDIAN, 100)
+    challenge(Rule.FEDAVG, 1000)
+    return figures
+
+
+class _pay:
+    """A plain 1-wei transfer, in the shape ``Sender.transact`` sends (a bound call)."""
+
+    def __init__(self, w3: Web3, to: str) -> None:
+        self.address, self.w3 = Web3.to_checksum_address(to), w3
+
+    def estimate_gas(self, tx: dict[str, Any]) -> int:
+        return 21_000
+
+    def build_transaction(self, tx: dict[str, Any]) -> dict[str, Any]:
+        return {**tx, "to": self.address, "value": 1, "data": b""}
+
+
+def _cid(tag: str) -> str:
+    from fedledger.content.cid import compute_cid
+
+    return compute_cid(tag.encode())
+
+
+def print_court(figures: dict[str, Any]) -> None:
+    print("\ncourt (optimistic verification), gas on anvil; challenge = open + stage + resolve")
+    print(f"{'path':<34} {'gas':>12} {'txs':>5} {'target':>12}")
+    for key in ("challenge_fedavg_100", "challenge_median_100", "challenge_fedavg_1000"):
+        target = f"{BLOCK_GAS:,}" if key.endswith("1000") else ""
+        print(f"{key:<34} {figures[key]:>12,} {figures[key + '_txs']:>5} {target:>12}")
+    for key, target in (("claim", "60,000"), ("claim_first", ""), ("bond", ""), ("unbond", "")):
+        print(f"{key:<34} {figures[key]:>12,} {'1':>5} {target:>12}")
+
+
 def main() -> None:
+    if "--court-only" in sys.argv:
+        with start_anvil(accounts=4) as dn:
+            court = court_figures(Web3(Web3.HTTPProvider(dn.url)), dev_private_keys(4))
+        print_court(court)
+        print(json.dumps(court))
+        return
+    court = {}
+    if "--no-court" not in sys.argv:
+        with start_anvil(accounts=4) as dn:
+            court = court_figures(Web3(Web3.HTTPProvider(dn.url)), dev_private_keys(4))
     with start_anvil(accounts=4) as dn:
         w3 = Web3(Web3.HTTPProvider(dn.url))
         bench = Bench(w3, dev_private_keys(4))
@@ -353,6 +561,9 @@ def main() -> None:
         figures[f"{key}_floor_ratio"] = round(row.ratio, 3)
     figures.update({f"first_round_{k}": round(v.gas) for k, v in first_rows.items()})
     figures["hardfork"] = bench.hardfork
+    if court:
+        print_court(court)
+        figures.update(court)
     print(json.dumps(figures))
 
 

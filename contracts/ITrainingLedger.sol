@@ -212,6 +212,16 @@ interface ITrainingLedger is IERC5267 {
     /// (the `ResultProposed` of `digest`) names the new global model, and round `round + 1` opens.
     event RoundFinalized(uint256 indexed taskId, uint64 indexed round, bytes32 digest, uint32 attempt);
 
+    /// @notice The owner of `taskId` handed its rounds to `court` (ICourt): every attestation is
+    /// reported to it, a finalised round is only *attested* until the court settles it, and the
+    /// court may void rounds proven wrong.
+    event CourtSet(uint256 indexed taskId, address indexed court);
+
+    /// @notice The court voided rounds `fromRound` to `toRound` (the round that was current, left
+    /// unfinished) of `taskId`; round `toRound + 1` is open and builds on the result
+    /// `resumeDigest` (zero: the initial model), which `roundDigest(taskId, toRound)` now returns.
+    event RoundsVoided(uint256 indexed taskId, uint64 fromRound, uint64 toRound, bytes32 resumeDigest);
+
     // ---------------------------------------------------------------------------------------
     // Errors
     // ---------------------------------------------------------------------------------------
@@ -276,6 +286,10 @@ interface ITrainingLedger is IERC5267 {
     error Expired(uint256 deadline, uint256 nowTs);
     /// @notice A relayed batch is empty or its length `length` is not a multiple of 176 bytes.
     error BadBatch(uint256 length);
+    /// @notice `caller` is not the court of task `taskId`.
+    error NotCourt(uint256 taskId, address caller);
+    /// @notice Task `taskId`'s court can only be set once, before its first round is sealed.
+    error CourtLocked(uint256 taskId);
 
     // ---------------------------------------------------------------------------------------
     // Tasks and roles
@@ -363,6 +377,23 @@ interface ITrainingLedger is IERC5267 {
     /// @notice Attest a result another validator proposed in the current attempt, by its digest
     /// (cheaper than `attestRound`: the result itself is already on record).
     function confirmRound(uint256 taskId, uint64 round, bytes32 digest) external;
+
+    // ---------------------------------------------------------------------------------------
+    // Court (optimistic verification, ICourt)
+    // ---------------------------------------------------------------------------------------
+
+    /// @notice Hand task `taskId` to `court` (an ICourt serving this ledger). Task owner only,
+    /// once, while round 0 is open. From then on every attestation of the task is reported to
+    /// the court (which refuses unbonded validators), and the court may void rounds.
+    function setCourt(uint256 taskId, address court) external;
+
+    /// @notice Void rounds `fromRound` (a finalised round) to the current one of task `taskId`
+    /// and open a new round on `resumeDigest` (the result of the last round not voided; zero
+    /// for the initial model). The task's court only.
+    function voidRounds(uint256 taskId, uint64 fromRound, bytes32 resumeDigest) external;
+
+    /// @notice The court of task `taskId` (zero when it has none: rounds are final on quorum).
+    function courtOf(uint256 taskId) external view returns (address);
 
     // ---------------------------------------------------------------------------------------
     // Views

@@ -5,6 +5,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {ITrainingLedger} from "./ITrainingLedger.sol";
+import {ICourtHooks} from "./ICourt.sol";
 
 /// @title TrainingLedger (v2) — running record hashes of federated-training updates and attested round results
 /// @notice See {ITrainingLedger} for the user-facing documentation of every function.
@@ -37,10 +38,14 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
 
     // `_state[taskId]` (exactly 32 bytes): round uint32 | stamp uint40 | maxUpdates uint32 |
     // maxSamples uint32 | startSeq uint32 | attestWindow uint32 | quorum uint8 |
-    // validatorCount uint8 | flags uint8 (bit 0 open, bit 1 sealed) | sealedSeq uint32.
+    // validatorCount uint8 | flags uint8 (bit 0 open, bit 1 sealed, bit 2 court) | sealedSeq uint32.
     // `stamp` is the round's start while it is open and the seal's time once it is sealed;
     // `sealedSeq` is `seq` at the seal (meaningful while sealed: the next round's `startSeq`).
     // Every existing task has maxUpdates >= 1, so a zero word means "no such task".
+    // Slither's accepted lows (block-timestamp, 14): every function that compares a field of
+    // this word is flagged because `stamp` shares it. Only `_attempt`, `_checkReady` and the
+    // court's windows compare times, against windows of at least a second that a block
+    // producer's drift of seconds cannot move by more than that drift.
     uint256 private constant ST_STAMP = 32;
     uint256 private constant ST_MAX_UPDATES = 72;
     uint256 private constant ST_MAX_SAMPLES = 104;
@@ -50,6 +55,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     uint256 private constant ST_VALIDATORS = 208;
     uint256 private constant ST_OPEN = 0x1000000000000000000000000000000000000000000000000000000; // 1 << 216
     uint256 private constant ST_SEALED = 0x2000000000000000000000000000000000000000000000000000000; // 1 << 217
+    uint256 private constant ST_COURT = 0x4000000000000000000000000000000000000000000000000000000; // 1 << 218
     uint256 private constant ST_SEALED_SEQ = 224;
     uint256 private constant U32 = 0xffffffff;
     uint256 private constant U40 = 0xffffffffff;
@@ -68,7 +74,7 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     uint256 private constant STALE_TALLY = 0xffffffffffffffff00; // epoch 2**64 - 1, count 0
 
     // Event topics the assembly emits (`Event.selector` spelled out: slither 0.11 cannot build
-    // its IR for an inherited event's `.selector`; every suite decodes the events by their ABI).
+    // its IR for an inherited event's `.selector`; Gas.t.sol checks each against the event).
     bytes32 private constant T_UPDATES_RELAYED = keccak256("UpdatesRelayed(uint256,uint64,uint256,bytes)");
     bytes32 private constant T_UPDATE_SUBMITTED =
         keccak256("UpdateSubmitted(uint256,uint64,address,uint256,bytes32,bytes32,bytes32,uint64)");
@@ -163,8 +169,8 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
     mapping(uint256 taskId => mapping(address account => uint256 word)) private _members;
     mapping(uint256 taskId => mapping(uint256 word => uint256 flags)) private _seen;
     mapping(uint256 taskId => mapping(uint256 validatorIndex => uint256 tally)) private _results;
-    // slither-disable-next-line uninitialized-state -- written in assembly (`_finalDigest.slot`) when a round is final
     mapping(uint256 taskId => mapping(uint64 round => bytes32 digest)) private _finalDigest;
+    mapping(uint256 taskId => address court) private _court;
 
     constructor() EIP712("TrainingLedger", "2") {}
 
@@ -244,6 +250,36 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
         _results[taskId][index] = STALE_TALLY;
         // forge-lint: disable-next-line(unsafe-typecast)
         emit ValidatorAdded(taskId, who, uint8(index)); // index < 255, checked above
+    }
+
+    /// @inheritdoc ITrainingLedger
+    function setCourt(uint256 taskId, address court) external {
+        _checkTaskOwner(taskId);
+        if (court == address(0)) revert ZeroAddress();
+        uint256 st = _state[taskId];
+        if (st & (ST_COURT | ST_SEALED) != 0 || st & U32 != 0) revert CourtLocked(taskId);
+        _state[taskId] = st | ST_COURT;
+        _court[taskId] = court;
+        emit CourtSet(taskId, court);
+    }
+
+    /// @inheritdoc ITrainingLedger
+    function voidRounds(uint256 taskId, uint64 fromRound, bytes32 resumeDigest) external {
+        uint256 st = _existing(taskId);
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
+        if (st & ST_COURT == 0 || msg.sender != _court[taskId]) revert NotCourt(taskId, msg.sender);
+        uint64 current = uint32(st);
+        if (fromRound >= current) revert UnknownRound(taskId, fromRound, current);
+        // slither-disable-next-line incorrect-equality -- a field of a packed word or a counter, compared exactly by design; the timestamp beside it in the word is no money
+        if (current == U32) revert TaskExhausted(taskId);
+        // the unfinished current round resolves to the model the task resumes from, so that
+        // `getTask(...).lastFinalDigest` of the new round names it
+        _finalDigest[taskId][current] = resumeDigest;
+        // round + 1, open, stamp = now, its records start after every record so far
+        uint256 seq = _records[taskId] & U32;
+        uint256 next = st & ~(U32 | (U40 << ST_STAMP) | (U32 << ST_START_SEQ) | ST_SEALED);
+        _state[taskId] = next | (current + 1) | (uint256(uint40(block.timestamp)) << ST_STAMP) | (seq << ST_START_SEQ);
+        emit RoundsVoided(taskId, fromRound, current, resumeDigest);
     }
 
     /// @inheritdoc ITrainingLedger
@@ -504,6 +540,11 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
             uint256 duration = _info[taskId].roundDuration;
             r.deadline = duration == 0 ? 0 : uint64(stamp + duration);
         }
+    }
+
+    /// @inheritdoc ITrainingLedger
+    function courtOf(uint256 taskId) external view returns (address) {
+        return _court[taskId];
     }
 
     /// @inheritdoc ITrainingLedger
@@ -1161,6 +1202,12 @@ contract TrainingLedger is ITrainingLedger, EIP712 {
                 mstore(add(data, 0x20), attempt)
                 log3(data, 0x40, finalized, taskId, round)
             }
+        }
+        // After every write: the court (set by the task's owner) may refuse the attestation.
+        if (st & ST_COURT != 0) {
+            // forge-lint: disable-next-line(unsafe-typecast)
+            uint32 firstSeq = uint32(((st >> ST_START_SEQ) & U32) + 1); // seq < 2**32 - 1 when recorded
+            ICourtHooks(_court[taskId]).onAttest(taskId, round, msg.sender, digest, attempt, finalises, firstSeq);
         }
     }
 

@@ -52,6 +52,10 @@ OUTPUT_SELECTION: dict[str, Any] = {
 }
 
 ARTIFACT_PATH = Path(__file__).resolve().parent / "abi" / f"{CONTRACT_NAME}.json"
+COURT_NAME = "Court"
+COURT_SOURCE = "contracts/Court.sol"
+COURT_ARTIFACT_PATH = Path(__file__).resolve().parent / "abi" / f"{COURT_NAME}.json"
+"""The court of optimistic verification (``contracts/Court.sol``, docs/verification.md)."""
 ARTIFACT_FORMAT = "fedledger-artifact-1"
 
 _IMPORT_RE = re.compile(r"""^\s*import\s+(?:[^"';]*?\bfrom\s+)?["']([^"']+)["']""", re.MULTILINE)
@@ -111,7 +115,18 @@ class Artifact:
                 "contract artifact's abiHash does not match its ABI",
                 hint="regenerate it with `make contracts`",
             )
-        return art
+        name = data.get("contractName", CONTRACT_NAME)
+        if name == CONTRACT_NAME:
+            return art
+        return cls(
+            abi=art.abi,
+            bytecode=art.bytecode,
+            deployed_bytecode=art.deployed_bytecode,
+            abi_hash=art.abi_hash,
+            contract_name=str(name),
+            source_name=str(data.get("sourceName", SOURCE_NAME)),
+            compiler=art.compiler,
+        )
 
 
 def abi_hash(abi: Iterable[Mapping[str, Any]]) -> str:
@@ -159,30 +174,52 @@ def write_artifact(artifact: Artifact, path: str | os.PathLike[str] | None = Non
     return out
 
 
-def artifact_from_solc_output(output: Mapping[str, Any], compiler: Mapping[str, Any]) -> Artifact:
-    """Pick TrainingLedger out of a solc standard-JSON output."""
+def artifact_from_solc_output(
+    output: Mapping[str, Any],
+    compiler: Mapping[str, Any],
+    *,
+    source_name: str = SOURCE_NAME,
+    contract_name: str = CONTRACT_NAME,
+) -> Artifact:
+    """Pick a contract (default TrainingLedger) out of a solc standard-JSON output."""
     try:
-        c = output["contracts"][SOURCE_NAME][CONTRACT_NAME]
-        return Artifact.build(
+        c = output["contracts"][source_name][contract_name]
+        art = Artifact.build(
             c["abi"],
             c["evm"]["bytecode"]["object"],
             c["evm"]["deployedBytecode"]["object"],
             compiler,
         )
     except KeyError as exc:
-        raise FormatError(f"solc output has no {SOURCE_NAME}:{CONTRACT_NAME}") from exc
+        raise FormatError(f"solc output has no {source_name}:{contract_name}") from exc
+    if contract_name == CONTRACT_NAME:
+        return art
+    return Artifact(
+        abi=art.abi,
+        bytecode=art.bytecode,
+        deployed_bytecode=art.deployed_bytecode,
+        abi_hash=art.abi_hash,
+        contract_name=contract_name,
+        source_name=source_name,
+        compiler=art.compiler,
+    )
 
 
-def artifact_from_hardhat(root: str | os.PathLike[str] | None = None) -> Artifact:
-    """Read TrainingLedger from Hardhat's latest build (``artifacts/build-info``)."""
+def artifact_from_hardhat(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    source_name: str = SOURCE_NAME,
+    contract_name: str = CONTRACT_NAME,
+) -> Artifact:
+    """Read a contract (default TrainingLedger) from Hardhat's latest build (``artifacts/build-info``)."""
     base = Path(root) if root is not None else repo_root()
-    dbg = base / "artifacts" / SOURCE_NAME / f"{CONTRACT_NAME}.dbg.json"
+    dbg = base / "artifacts" / source_name / f"{contract_name}.dbg.json"
     try:
         build_info_rel = json.loads(dbg.read_text())["buildInfo"]
         build_info = json.loads((dbg.parent / build_info_rel).read_text())
     except FileNotFoundError as exc:
         raise NotFoundError(
-            f"no Hardhat build of {CONTRACT_NAME} under {base / 'artifacts'}",
+            f"no Hardhat build of {contract_name} under {base / 'artifacts'}",
             hint="run `npx hardhat compile`",
         ) from exc
     settings = {k: v for k, v in build_info["input"]["settings"].items() if k != "outputSelection"}
@@ -191,7 +228,9 @@ def artifact_from_hardhat(root: str | os.PathLike[str] | None = None) -> Artifac
         "longVersion": build_info["solcLongVersion"],
         "settings": settings,
     }
-    return artifact_from_solc_output(build_info["output"], compiler)
+    return artifact_from_solc_output(
+        build_info["output"], compiler, source_name=source_name, contract_name=contract_name
+    )
 
 
 # -------------------------------------------------------------------------------------------

@@ -132,7 +132,10 @@ def to_hex(b: bytes | str) -> str:
 
 def _error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
     table: dict[bytes, tuple[str, list[str], list[str]]] = {}
-    for item in contracts.load_artifact().abi:
+    abi = list(contracts.load_artifact().abi)
+    if contracts.COURT_ARTIFACT_PATH.is_file():  # the court's errors decode the same way
+        abi += contracts.load_artifact(contracts.COURT_ARTIFACT_PATH).abi
+    for item in abi:
         if item.get("type") != "error":
             continue
         types = [_abi_type(i) for i in item["inputs"]]
@@ -930,6 +933,16 @@ class Ledger:
         fn = self.contract.functions.sealRound(task_id, round_)
         return self._need_sender().transact(fn, label=f"sealRound(task {task_id}, round {round_})")
 
+    def set_court(self, task_id: int, court: str) -> Any:
+        """Hand the task to ``court`` (optimistic verification: attested, then settled)."""
+        fn = self.contract.functions.setCourt(task_id, to_checksum_address(court))
+        return self._need_sender().transact(fn, label=f"setCourt({task_id})")
+
+    def court_of(self, task_id: int) -> str | None:
+        """The task's court, or None when its rounds are final on quorum."""
+        addr = str(self._call(self.contract.functions.courtOf(task_id), "courtOf"))
+        return None if int(addr, 16) == 0 else to_checksum_address(addr)
+
     def set_encryption_key(self, task_id: int, public_key: bytes) -> Any:
         fn = self.contract.functions.setEncryptionKey(task_id, public_key)
         return self._need_sender().transact(fn, label=f"setEncryptionKey(task {task_id})")
@@ -1184,6 +1197,28 @@ class Ledger:
             if found:
                 return self.finalized_args(found[-1])
             end = start - 1
+        return None
+
+    def result_by_digest(self, task_id: int, digest: bytes) -> dict[str, Any] | None:
+        """The result proposed under ``digest`` in any round of the task (what a court resumed
+        from after voiding rounds), with the fields :meth:`last_finalized` gives."""
+        topics = [
+            "0x" + keccak(text=self._event_signature("ResultProposed")).hex(),
+            _topic_int(task_id),
+            None,
+            to_hex(digest),
+        ]
+        end = int(self.w3.eth.block_number)
+        for ev in self._logs({"topics": topics}, self.from_block, end, self.log_chunk):
+            rnd = int(ev["args"]["round"])
+            result = RoundResult.from_event(ev["args"]["result"])
+            if result.digest(task_id, rnd) == bytes(digest):
+                return {
+                    "taskId": task_id,
+                    "round": rnd,
+                    "digest": bytes(digest),
+                    **result_fields(result),
+                }
         return None
 
     def finalized_args(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -1052,6 +1052,110 @@ def _atomic_write(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
+# -- optimistic verification (a task's court: bonds, watching, rewards) ---------------------
+
+rewards_app = typer.Typer(help="Rewards of a court task's settled rounds.", no_args_is_help=True)
+bond_app = typer.Typer(help="A validator's bond in a court task.", no_args_is_help=True)
+app.add_typer(rewards_app, name="rewards")
+app.add_typer(bond_app, name="bond")
+
+
+def _court(ledger: Any, task_id: int):  # type: ignore[no-untyped-def]
+    """The court the task's owner set on the ledger, signing with the ledger's key."""
+    from fedledger.chain.court import Court
+
+    address = ledger.court_of(task_id)
+    if address is None:
+        raise ConfigError(
+            f"task {task_id} has no court: its rounds are final on quorum",
+            hint="the task's owner hands it to a court with TrainingLedger.setCourt",
+        )
+    return Court(ledger.w3, address, ledger.sender)
+
+
+@app.command()
+@common("rpc_url", "ipfs", "home", "keystore", "contract")
+def watch(
+    task_id: Annotated[int, typer.Option("--task", help="task id")],
+    key: KeyOpt,
+    once: Annotated[bool, typer.Option(help="check the attested rounds once and exit")] = False,
+    poll: Annotated[float, typer.Option(help="seconds between checks")] = 5.0,
+    *,
+    opts: Common,
+) -> None:
+    """Re-verify every attested round of a court task; prove a wrong aggregate on chain."""
+    from fedledger.flows import watch as watch_flow
+
+    s = opts.settings()
+    led = _ledger(s, key)
+    court = _court(led, task_id)
+    store = _store(s)
+
+    def show(f: Any) -> None:
+        err.print(f"round {f.round}: {f.status} {f.detail}".rstrip())
+
+    if once:
+        findings = watch_flow.watch_once(led, court, store, task_id)
+        _emit([f.to_json() for f in findings], True)
+        return
+    watch_flow.watch(led, court, store, task_id, poll_s=poll, report=show)
+
+
+@rewards_app.command("claim")
+@common("rpc_url", "ipfs", "home", "keystore", "contract")
+def rewards_claim(
+    task_id: Annotated[int, typer.Option("--task", help="task id")],
+    round_: Annotated[int, typer.Option("--round", help="a settled (or settleable) round")],
+    key: KeyOpt,
+    contributor: Annotated[
+        str | None, typer.Option(help="whose rewards (default: the key's address)")
+    ] = None,
+    *,
+    opts: Common,
+) -> None:
+    """Claim the rewards an address earned in a round (settling it first when it may)."""
+    from fedledger.flows import rewards
+
+    s = opts.settings()
+    led = _ledger(s, key)
+    who = contributor or led.sender.address
+    claims = rewards.claim(led, _court(led, task_id), _store(s), task_id, round_, who)
+    _emit([c.to_json() for c in claims], True)
+
+
+@bond_app.command("post")
+@common("rpc_url", "home", "keystore", "contract")
+def bond_post(
+    task_id: Annotated[int, typer.Option("--task", help="task id")], key: KeyOpt, *, opts: Common
+) -> None:
+    """Post the task's bond as one of its validators (needed before attesting)."""
+    led = _ledger(opts.settings(), key)
+    receipt = _court(led, task_id).bond(task_id)
+    _emit({"task": task_id, "tx": receipt["transactionHash"].hex()}, True)
+
+
+@bond_app.command("unbond")
+@common("rpc_url", "home", "keystore", "contract")
+def bond_unbond(
+    task_id: Annotated[int, typer.Option("--task", help="task id")], key: KeyOpt, *, opts: Common
+) -> None:
+    """Stop attesting; the bond is withdrawable after the task's unbonding delay."""
+    led = _ledger(opts.settings(), key)
+    receipt = _court(led, task_id).unbond(task_id)
+    _emit({"task": task_id, "tx": receipt["transactionHash"].hex()}, True)
+
+
+@bond_app.command("withdraw")
+@common("rpc_url", "home", "keystore", "contract")
+def bond_withdraw(
+    task_id: Annotated[int, typer.Option("--task", help="task id")], key: KeyOpt, *, opts: Common
+) -> None:
+    """Take the bond back once the unbonding delay passed and no challenge is open."""
+    led = _ledger(opts.settings(), key)
+    receipt = _court(led, task_id).withdraw(task_id)
+    _emit({"task": task_id, "tx": receipt["transactionHash"].hex()}, True)
+
+
 # -- reading ----------------------------------------------------------------------------------
 
 

@@ -263,8 +263,14 @@ def load_task(
     global_hash = cfg.model_hash
     global_cid = cfg.model_cid
     last_verdict_cid = None
-    if int(t["currentRound"]) > 0:
-        last = ledger.last_finalized(task_id, int(t["currentRound"]) - 1)
+    resumed = int(t["currentRound"]) > 0 and ledger.last_finalized(
+        task_id, int(t["currentRound"]) - 1
+    )
+    if int(t["currentRound"]) > 0 and not resumed and not any(bytes(t["lastFinalDigest"])):
+        pass  # a court voided every round so far (RoundsVoided): the initial model again
+    elif int(t["currentRound"]) > 0:
+        # the last final round, or the one a court resumed from after voiding rounds
+        last = resumed or ledger.result_by_digest(task_id, bytes(t["lastFinalDigest"]))
         if last is None:
             raise NotFoundError(f"task {task_id}: no RoundFinalized event for its global model")
         if last["digest"] != bytes(t["lastFinalDigest"]):

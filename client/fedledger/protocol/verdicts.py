@@ -41,7 +41,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
@@ -151,9 +151,18 @@ class VerdictEntry:
     verdict: Verdict
     reason: str = ""
     score: float | None = None
+    clip: int | None = None
+    """The clip multiplier ``num`` the rule applied (docs/aggregation.md section 4), ``None``
+    when the update was not clipped; committed in the leaf for the court's fraud proof."""
+    reward: int = 0
+    """Wei the update earned (:func:`with_rewards`), claimable from the task's court once the
+    round settles; 0 for none."""
 
     def __post_init__(self) -> None:
         _uint(self.update_id, "updateId", 2**256 - 1)
+        if self.clip is not None:
+            _uint(self.clip, "clip", UNCLIPPED - 1)
+        _uint(self.reward, "reward", 2**256 - 1)
         object.__setattr__(self, "contributor", _address(self.contributor))
         object.__setattr__(self, "content_hash", _hash(self.content_hash, "contentHash"))
         _uint(self.num_samples, "numSamples")
@@ -163,12 +172,28 @@ class VerdictEntry:
         if self.score is not None:
             object.__setattr__(self, "score", canonical_float(self.score))
 
+    @property
+    def clip_multiplier(self) -> int:
+        """The clip multiplier as the leaf holds it: ``2**32`` when the update was not clipped."""
+        return UNCLIPPED if self.clip is None else self.clip
+
     def leaf(self) -> bytes:
-        """This entry's Merkle leaf (docs/interfaces.md)."""
-        return merkle.leaf(self.update_id, self.contributor, self.content_hash, self.verdict)
+        """This entry's Merkle leaf (docs/interfaces.md): the four-field leaf when the update
+        is not clipped and earns nothing, else the six-field leaf with ``clip`` and ``reward``
+        (``ICourt``'s header, :func:`court_leaf`)."""
+        if self.clip is None and self.reward == 0:
+            return merkle.leaf(self.update_id, self.contributor, self.content_hash, self.verdict)
+        return court_leaf(
+            self.update_id,
+            self.contributor,
+            self.content_hash,
+            self.verdict,
+            self.clip_multiplier,
+            self.reward,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "updateId": self.update_id,
             "contributor": self.contributor,
             "contentHash": self.content_hash,
@@ -178,6 +203,67 @@ class VerdictEntry:
             "reason": self.reason,
             "score": self.score,
         }
+        if self.clip is not None:
+            doc["clip"] = self.clip
+        if self.reward:
+            doc["reward"] = str(self.reward)  # a decimal string: wei exceed JSON's safe integers
+        return doc
+
+
+UNCLIPPED = 1 << 32
+"""The leaf's clip multiplier of an update left unclipped (``trunc(q * 2**32 / 2**32) = q``)."""
+
+
+def court_leaf(
+    update_id: int, contributor: str, content_hash: str, verdict: int, clip: int, reward: int
+) -> bytes:
+    """The six-field verdict leaf ``keccak256(bytes.concat(keccak256(abi.encode(uint256 updateId,
+    address contributor, bytes32 contentHash, uint8 verdict, uint64 clip, uint256 reward))))``
+    (``ICourt.verdictLeaf``), as OpenZeppelin's StandardMerkleTree hashes a leaf."""
+    from eth_utils import keccak
+
+    encoded = (
+        int(update_id).to_bytes(32, "big")
+        + b"\x00" * 12
+        + bytes.fromhex(_address(contributor)[2:])
+        + bytes.fromhex(_hash(content_hash, "contentHash")[2:])
+        + int(verdict).to_bytes(32, "big")
+        + _uint(clip, "clip").to_bytes(32, "big")
+        + _uint(reward, "reward", 2**256 - 1).to_bytes(32, "big")
+    )
+    return bytes(keccak(keccak(encoded)))
+
+
+def capped_weight(num_samples: int, weight_cap: int | None) -> int:
+    """fedavg's weight of an update: ``min(numSamples, weight_cap)`` (uncapped: numSamples)."""
+    return num_samples if weight_cap is None else min(num_samples, weight_cap)
+
+
+def with_rewards(vf: VerdictFile, budget: int, weight_cap: int | None) -> VerdictFile:
+    """``vf`` with each accepted update's reward: ``floor(budget * w_i / sum_j w_j)`` over the
+    accepted updates, ``w`` the capped weight (:func:`capped_weight`); the rest earn 0. So a
+    round pays at most ``budget`` wei, in proportion to what fedavg weighs each update by."""
+    _uint(budget, "budget", 2**256 - 1)
+    weights = {
+        e.update_id: capped_weight(e.num_samples, weight_cap)
+        for e in vf.entries
+        if e.verdict is Verdict.ACCEPTED
+    }
+    total = sum(weights.values())
+    entries = [
+        replace(e, reward=budget * weights[e.update_id] // total if total else 0)
+        if e.update_id in weights
+        else replace(e, reward=0)
+        for e in vf.entries
+    ]
+    return replace(vf, entries=tuple(entries))
+
+
+def with_clips(vf: VerdictFile, clips: Mapping[int, int | None]) -> VerdictFile:
+    """``vf`` with the clip multipliers the rule applied, by updateId (``None``: not clipped)."""
+    return replace(
+        vf, entries=tuple(replace(e, clip=clips.get(e.update_id, e.clip)) for e in vf.entries)
+    )
 
 
 @dataclass(frozen=True)
@@ -348,7 +434,12 @@ def _keys(obj: Any, required: set[str], optional: set[str], where: str) -> Mappi
 
 
 def _entry_from_json(obj: Any, i: int) -> VerdictEntry:
-    d = _keys(obj, _ENTRY_KEYS, set(), f"entries[{i}]")
+    d = _keys(obj, _ENTRY_KEYS, {"clip", "reward"}, f"entries[{i}]")
+    reward = d.get("reward", "0")
+    if not isinstance(reward, str) or not reward.isdigit() or reward != str(int(reward)):
+        raise ValueError(f"entries[{i}].reward must be a decimal string of wei, got {reward!r}")
+    if "reward" in d and int(reward) == 0:
+        raise ValueError(f"entries[{i}].reward is written only when it is not zero")
     verdict = d["verdict"]
     if not isinstance(verdict, str) or verdict not in Verdict.__members__:
         known = ", ".join(Verdict.__members__)
@@ -365,6 +456,8 @@ def _entry_from_json(obj: Any, i: int) -> VerdictEntry:
         verdict=Verdict[verdict],
         reason=d["reason"],
         score=None if score is None else float(score),
+        clip=None if "clip" not in d else _uint(d["clip"], f"entries[{i}].clip", UNCLIPPED - 1),
+        reward=int(reward),
     )
 
 

@@ -95,6 +95,26 @@ abstract contract Test {
         vm.assertEq(a, b, err);
     }
 
+    function assertTrue(bool c) internal pure {
+        vm.assertTrue(c, "");
+    }
+
+    function assertFalse(bool c) internal pure {
+        vm.assertFalse(c, "");
+    }
+
+    function assertEq(uint256 a, uint256 b) internal pure {
+        vm.assertEq(a, b, "");
+    }
+
+    function assertEq(int256 a, int256 b) internal pure {
+        vm.assertEq(a, b, "");
+    }
+
+    function assertEq(bytes32 a, bytes32 b) internal pure {
+        vm.assertEq(a, b, "");
+    }
+
     function assertLe(uint256 a, uint256 b, string memory err) internal pure {
         vm.assertLe(a, b, err);
     }
@@ -104,6 +124,15 @@ abstract contract Test {
     }
 
     // ---------------------------------------------------------------- fuzz helpers
+
+    /// @dev `bound` for signed values: `x` mapped into [lo, hi].
+    function bound(int256 x, int256 lo, int256 hi) internal pure returns (int256) {
+        require(lo <= hi, "bound: lo > hi");
+        if (x >= lo && x <= hi) return x;
+        uint256 size = uint256(hi - lo);
+        uint256 ux = x < 0 ? uint256(-(x + 1)) : uint256(x);
+        return lo + int256(ux % (size + 1));
+    }
 
     /// @dev Map `x` uniformly-enough into [lo, hi] (inclusive), keeping small values stable.
     function bound(uint256 x, uint256 lo, uint256 hi) internal pure returns (uint256) {

@@ -14,6 +14,7 @@ interface Vm {
     // environment
     function warp(uint256 newTimestamp) external;
     function roll(uint256 newHeight) external;
+    function deal(address account, uint256 newBalance) external;
     function chainId(uint256 newChainId) external;
     function prank(address msgSender) external;
     function startPrank(address msgSender) external;
@@ -42,6 +43,7 @@ interface Vm {
     function assertTrue(bool condition, string calldata error) external pure;
     function assertFalse(bool condition, string calldata error) external pure;
     function assertEq(uint256 left, uint256 right, string calldata error) external pure;
+    function assertEq(int256 left, int256 right, string calldata error) external pure;
     function assertEq(bytes32 left, bytes32 right, string calldata error) external pure;
     function assertEq(address left, address right, string calldata error) external pure;
     function assertEq(bool left, bool right, string calldata error) external pure;
