@@ -19,7 +19,7 @@ app = ClientApp(mods=[LedgerMod()])
 def fit(msg: Message, context: Context) -> Message:
     cfg = context.run_config
     net = Net()
-    net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    net.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
     x, y = client_data(int(context.node_config["partition-id"]), int(cfg["samples-per-client"]))
     loss = train(net, x, y, epochs=int(cfg["local-epochs"]), lr=float(cfg["learning-rate"]))
     metrics = MetricRecord({"train-loss": loss, "num-examples": len(y)})
