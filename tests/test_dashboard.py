@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from api_data import ALICE, BOB, CAROL, MALLORY, OUTSIDER, Ledger, populate
 
@@ -175,7 +176,7 @@ def test_accuracy_that_is_not_a_number_is_left_out() -> None:
 def test_dashboard_names_each_tasks_model_data_set_and_rule(page: str) -> None:
     row = row_of(page, 'href="/?task_id=1"')
     assert "mlp_digits: mlp 64-64-10 (4,810 parameters)" in row
-    assert "<td>digits</td>" in row
+    assert "<td>digits<br><small>accuracy on built-in digits test split (demo only" in row
     assert "trimmed_mean beta=0.2" in row
 
 
@@ -184,6 +185,19 @@ def test_task_detail_names_its_model_data_set_and_rule(site: str) -> None:
     assert t["model"] == "mlp_digits: mlp 64-64-10 (4,810 parameters)"
     assert t["dataset"] == "digits"
     assert t["aggregation_rule"] == "trimmed_mean beta=0.2"
+    assert t["evaluation_data"].startswith("built-in digits test split (demo only")
+
+
+def test_a_task_naming_root_data_is_measured_on_it(store: ContentStore) -> None:
+    from fedledger.protocol.reference import RootDataRef, encode_root_data
+
+    data = encode_root_data(np.zeros((3, 64), np.float32), [0, 1, 2])
+    ref = RootDataRef.of_file(data, store.put(data), "clinic-holdout")
+    spec = TaskSpec(root_data=ref.model_dump())
+    cid = store.put(spec.to_bytes())
+    got = SpecCache().lookup(store, [cid])[cid]
+    assert got.evaluation_data is not None
+    assert got.evaluation_data.startswith("the task's root data clinic-holdout (3 samples, ")
 
 
 def test_spec_fields_are_bounded_and_printable(store: ContentStore) -> None:

@@ -22,7 +22,7 @@ from fedledger.learning.data import load_dataset, partition_dirichlet, stratifie
 from fedledger.learning.models import build_model, state_to_numpy
 from fedledger.learning.train import LocalTrainer
 from fedledger.protocol import codec
-from fedledger.protocol.reference import encode_root_data
+from fedledger.protocol.reference import RootDataRef, encode_root_data
 from fedledger.protocol.rounds import Judgement, UpdateRef, judge_round
 from fedledger.protocol.taskspec import TaskSpec, TrainingParams
 from fedledger.protocol.verdicts import Verdict, VerdictFile
@@ -54,12 +54,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
         model="mlp_digits",
         training=TrainingParams(epochs=3, lr=0.5),
         aggregation={"rule": "fedavg"},
-        root_data={
-            "cid": store.put(root_file),
-            "sha256": codec.sha256_hex(root_file)[2:],
-            "samples": len(root),
-            "name": "digits-root-100",
-        },
+        root_data=RootDataRef.of_file(
+            root_file, store.put(root_file), "digits-root-100"
+        ).model_dump(),
     )
     model = build_model("mlp_digits", seed=0)
     parts = partition_dirichlet(ds.y_train[rest], N, 0.5, 0)

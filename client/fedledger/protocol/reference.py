@@ -92,6 +92,17 @@ class RootDataRef(BaseModel):
     lr: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] | None = None
 
     @classmethod
+    def of_file(cls, data: bytes, cid: str, name: str = "") -> RootDataRef:
+        """The section naming the root-data file ``data`` stored at ``cid`` (its sha256 and
+        size read from it), for a task spec's ``root_data``."""
+        return cls(
+            cid=cid,
+            sha256=codec.sha256_hex(data)[2:],
+            samples=decode_root_data(data).samples,
+            name=name,
+        )
+
+    @classmethod
     def parse(cls, obj: Mapping[str, Any] | str | bytes) -> RootDataRef:
         """Validate the section (alone or inside a whole spec); ConfigError names bad fields."""
         return parse_section(
