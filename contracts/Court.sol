@@ -243,6 +243,7 @@ contract Court is ICourt, ReentrancyGuardTransient {
     function stage(uint256 challengeId, Input[] calldata inputs) external {
         Challenge storage s = _challenges[challengeId];
         _checkLive(challengeId, s);
+        if (msg.sender != s.challenger) revert NotChallenger(challengeId, s.challenger);
         Challenge memory c = s;
         uint256 weightCap = _terms[c.taskId].weightCap;
         uint256 count = inputs.length;

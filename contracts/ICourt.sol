@@ -284,6 +284,9 @@ interface ICourt is ICourtHooks {
     error NotProvable(uint256 taskId, uint64 round);
     /// @notice No challenge `challengeId` is open.
     error NotOpen(uint256 challengeId);
+    /// @notice Only challenge `challengeId`'s challenger (`challenger`) stages its records:
+    /// records staged by anyone else could spoil its record hash and cost it its bond.
+    error NotChallenger(uint256 challengeId, address challenger);
     /// @notice Challenge `challengeId` passed its deadline `deadline`; call `expire`.
     error Expired(uint256 challengeId, uint64 deadline);
     /// @notice Challenge `challengeId` is open until `deadline`.
@@ -353,7 +356,7 @@ interface ICourt is ICourtHooks {
         bytes32[] calldata proof
     ) external payable returns (uint256 challengeId);
 
-    /// @notice Stage the next records of challenge `challengeId` (anyone may), in record order.
+    /// @notice Stage the next records of challenge `challengeId` (its challenger only), in record order.
     function stage(uint256 challengeId, Input[] calldata inputs) external;
 
     /// @notice Decide challenge `challengeId` once all records are staged. `values` is empty for

@@ -137,7 +137,9 @@ contract CourtTest is CourtFixture {
         _attestAll(task, 1, _resultOf(task, 1, 5, us1, [int32(1), 2, 3]), 2);
 
         uint256 id = _challenge(result, 1, wrong);
-        court.stage(id, _inputs(task, 1, us));
+        ICourt.Input[] memory staged = _inputs(task, 1, us);
+        vm.prank(challenger);
+        court.stage(id, staged);
         uint256 before = challenger.balance;
         vm.expectEmit(true, false, false, true, address(ledger));
         emit ITrainingLedger.RoundsVoided(task, 0, 2, bytes32(0));
@@ -160,7 +162,9 @@ contract CourtTest is CourtFixture {
         Update[] memory us = _example();
         ITrainingLedger.RoundResult memory result = _attested(ICourt.Rule.Median, us, right);
         uint256 id = _challenge(result, 0, right);
-        court.stage(id, _inputs(task, 1, us));
+        ICourt.Input[] memory staged = _inputs(task, 1, us);
+        vm.prank(challenger);
+        court.stage(id, staged);
         assertFalse(court.resolve(id, _values(us, 0)));
         assertEq(court.pool(task), CHALLENGER_BOND);
         assertEq(court.getBond(task, validators[0]).amount, BOND);
@@ -172,7 +176,9 @@ contract CourtTest is CourtFixture {
         Update[] memory us = _example();
         ITrainingLedger.RoundResult memory result = _attested(ICourt.Rule.Median, us, right);
         uint256 id = _challenge(result, 0, right);
-        court.stage(id, _inputs(task, 1, us));
+        ICourt.Input[] memory staged = _inputs(task, 1, us);
+        vm.prank(challenger);
+        court.stage(id, staged);
         bytes memory values = _values(us, 0);
         values[7] = bytes1(uint8(values[7]) ^ 1);
         vm.expectRevert(abi.encodeWithSelector(ICourt.ValuesMismatch.selector, id, 4, 4));
@@ -189,6 +195,7 @@ contract CourtTest is CourtFixture {
         inputs[3].verdict = 0;
         inputs[3].leaf = _leafOf(us[3].q);
         vm.expectRevert(abi.encodeWithSelector(ICourt.BadVerdictProof.selector, id, (task << 32) | 4));
+        vm.prank(challenger);
         court.stage(id, inputs);
     }
 
@@ -198,11 +205,24 @@ contract CourtTest is CourtFixture {
         ITrainingLedger.RoundResult memory result = _attested(ICourt.Rule.FedAvg, us, wrong);
         uint256 id = _challenge(result, 1, wrong);
         ICourt.Input[] memory inputs = _inputs(task, 1, us);
+        vm.prank(challenger);
         court.stage(id, inputs);
         vm.expectRevert(abi.encodeWithSelector(ICourt.StagingCount.selector, id, 4, 1, 4));
         ICourt.Input[] memory more = new ICourt.Input[](1);
         more[0] = inputs[0];
+        vm.prank(challenger);
         court.stage(id, more);
+    }
+
+    function test_only_the_challenger_stages_its_records() public {
+        int32[DIM] memory wrong = [int32(3), 1, 2];
+        Update[] memory us = _example();
+        ITrainingLedger.RoundResult memory result = _attested(ICourt.Rule.FedAvg, us, wrong);
+        uint256 id = _challenge(result, 1, wrong);
+        ICourt.Input[] memory inputs = _inputs(task, 1, us);
+        vm.prank(validators[0]);
+        vm.expectRevert(abi.encodeWithSelector(ICourt.NotChallenger.selector, id, challenger));
+        court.stage(id, inputs);
     }
 
     function test_a_challenge_after_the_window_is_refused() public {
@@ -224,7 +244,9 @@ contract CourtTest is CourtFixture {
         int32[DIM] memory agg = [right, 0, 2];
         ITrainingLedger.RoundResult memory result = _attested(ICourt.Rule.FedAvg, us, agg);
         uint256 id = _challenge(result, 0, agg);
-        court.stage(id, _inputs(task, 1, us));
+        ICourt.Input[] memory staged = _inputs(task, 1, us);
+        vm.prank(challenger);
+        court.stage(id, staged);
         assertFalse(court.resolve(id, ""));
     }
 
@@ -307,7 +329,9 @@ contract CourtTest is CourtFixture {
         _attestAll(task, 0, result, 2);
         vm.prank(challenger);
         uint256 id = court.challenge{value: CHALLENGER_BOND}(task, 0, result, j, _leafOf(agg), new bytes32[](0));
-        court.stage(id, _inputs(task, 1, us));
+        ICourt.Input[] memory staged = _inputs(task, 1, us);
+        vm.prank(challenger);
+        court.stage(id, staged);
         return court.resolve(id, t.rule == ICourt.Rule.FedAvg ? bytes("") : _values(us, j));
     }
 

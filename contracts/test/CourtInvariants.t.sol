@@ -108,7 +108,9 @@ contract CourtHandler is CourtFixture {
             vm.prank(challenger);
             uint256 id = court.challenge{value: CHALLENGER_BOND}(task, round, result, 1, _leafOf(agg), new bytes32[](0));
             if (what % 4 == 1) {
-                court.stage(id, _inputs(task, firstSeq, us));
+                ICourt.Input[] memory staged = _inputs(task, firstSeq, us);
+                vm.prank(challenger);
+                court.stage(id, staged);
                 court.resolve(id, "");
             } else {
                 vm.warp(block.timestamp + CHALLENGE_WINDOW + 1);
