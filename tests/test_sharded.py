@@ -344,7 +344,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Blockstore, list[Up
     """A round with every kind of verdict the screen and the file checks give: honest updates,
     a boosted one, a sign flip, a free rider, a copy of another's bytes, a near-duplicate, a
     file of the wrong shape, a lying header, a hash and a tensor root the file does not have,
-    an update nobody stored."""
+    an update nobody stored, a sybil group of three updates in one direction."""
     store = Blockstore(tmp_path_factory.mktemp("judge"), chunk_size=CHUNK, durable=False)
     layout = agg.TensorLayout.of(codec.decode(BASE_MODEL, kind="model").tensors)  # the judge's
     files: list[tuple[int, bytes]] = [(i, _file(_delta(i), i)) for i in range(8)]
@@ -361,6 +361,8 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Blockstore, list[Up
         h["fc.bias"]["data_offsets"] = [begin + 8, end + 8]
 
     files.append((13, _with_header(_file(_delta(13), 13), lying)))
+    for who, scale in ((17, 0.6), (18, 0.8), (19, 1.1)):  # a sybil group: one direction
+        files.append((who, _file({k: v * np.float32(scale) for k, v in _delta(20).items()}, who)))
     refs = []
     for uid, (who, data) in enumerate(files, start=1):
         try:
@@ -459,6 +461,7 @@ def test_the_mixed_round_holds_every_verdict(
         Verdict.HASH_MISMATCH,
         Verdict.TENSOR_ROOT_MISMATCH,
         Verdict.UNAVAILABLE,
+        Verdict.SYBIL,
     }, [(e.update_id, e.verdict, e.reason) for e in j.verdict_file.entries]
 
 

@@ -564,11 +564,45 @@ def judge_round(
     else:  # an accepted update matched the model's shapes and was finite: it has its vector
         delta, q_agg = aggregate_fixed(rule, fmt, [fixed[i] for i in accepted], weights, layout)
         agg_root = "0x" + tensor_root(q_agg).hex()
-    new_global = agg.apply_delta(global_model, delta)
+    return judgement_of(
+        task_id=task_id,
+        round_=round_,
+        rule=rule,
+        screen_spec=screen_spec,
+        base_hash=base_hash,
+        new_global=agg.apply_delta(global_model, delta),
+        decisions=decisions,
+        refs=refs,
+        unavailable=unavailable,
+        prior=prior,
+        prior_norms=prior_norms,
+        aggregate_tensor_root=agg_root,
+    )
+
+
+def judgement_of(
+    *,
+    task_id: int,
+    round_: int,
+    rule: agg.RuleSpec,
+    screen_spec: screening.ScreeningSpec,
+    base_hash: str,
+    new_global: dict[str, np.ndarray],
+    decisions: Sequence[screening.Decision],
+    refs: Sequence[UpdateRef],
+    unavailable: Mapping[int, str],
+    prior: Mapping[str, float] | None,
+    prior_norms: Sequence[float] | None,
+    aggregate_tensor_root: str,
+) -> Judgement:
+    """A judged round's files: the new global model encoded (its hash and CID), the verdict
+    file (entries in ``decisions`` order, standing and norm history carried on) and its root.
+    The one tail of :func:`judge_round` and of the streamed judge
+    (:func:`fedledger.protocol.streaming.judge_round_streamed`)."""
+    ref_by_id = {r.update_id: r for r in refs}
     aggregate = codec.encode_model(new_global, task_id=task_id, round=round_ + 1)
     aggregate_hash = codec.sha256_hex(aggregate)
     aggregate_cid = compute_cid(aggregate)
-
     entries = [
         verdicts.VerdictEntry(
             update_id=d.update_id,
@@ -606,5 +640,5 @@ def judge_round(
         aggregate_hash=aggregate_hash,
         aggregate_cid=aggregate_cid,
         new_global=new_global,
-        aggregate_tensor_root=agg_root,
+        aggregate_tensor_root=aggregate_tensor_root,
     )

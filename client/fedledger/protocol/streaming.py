@@ -54,7 +54,6 @@ import numpy as np
 import numpy.typing as npt
 from nacl.public import PrivateKey
 
-from fedledger.content.cid import compute_cid
 from fedledger.content.store import ContentStore
 from fedledger.errors import FormatError, StoreError
 from fedledger.protocol import aggregation as agg
@@ -72,7 +71,7 @@ from fedledger.protocol.exact_rules import ExactGram, ExactRule, Plan
 from fedledger.protocol.fixedpoint import FixedPointFormat, Int32Vector
 from fedledger.protocol.taskspec import TaskSpec
 from fedledger.protocol.verdicts import Verdict
-from fedledger.redact import public_reason, public_text
+from fedledger.redact import public_reason
 
 DEFAULT_BLOCK_BYTES = 64 << 20
 """The ``n x block`` int32 buffer of one reader: the part of memory that grows with ``n``."""
@@ -990,6 +989,7 @@ def screen_streamed(
         for part in runner.screen_gram(files, shards, exps, fmt):
             ints += np.array(part, dtype=object)
         gram = agg.Gram([[int(v) for v in row] for row in ints.tolist()], exps)
+    live = screening._sybils(live, gram, spec, reject)
     live = screening._near_duplicates(live, gram, spec, reject)
     live = screening._norm_bound(live, spec, reject, norm_history or ())
     size = shards[-1][1] if shards else 0
@@ -1129,8 +1129,9 @@ def judge_round_streamed(
     for the passes over all the updates.  A float-encoded update (which a fixed-point task
     quantizes) is judged alone in memory and its vector stored for the passes (``O(d)`` at a
     time).  What it cannot stream is judged in memory by ``judge_round`` itself: a float task,
-    a private task (envelopes are opened whole), a task requiring differential privacy, or a
-    caller's own ``fetch``.  ``max_fetch_s`` and the spec's
+    a private task (envelopes are opened whole), a task requiring differential privacy, a
+    task with a root data set, a round after the first while the screen's history checks are
+    on (``stale_cosine`` / ``min_self_cosine``; the default), or a caller's own ``fetch``.  ``max_fetch_s`` and the spec's
     ``fetch_timeout_s`` do not apply: the store's own timeouts bound each block read.
     """
     fmt = spec.fixed_point_format()
@@ -1154,6 +1155,12 @@ def judge_round_streamed(
     )
     privacy = spec.privacy_policy()
     if fmt is None or fetch is not None or privacy.committee or privacy.dp is not None:
+        return in_memory()
+    # The screen's history checks (STALE, INCONSISTENT: the previous round's updates) and the
+    # root data set's signals (HARMFUL, the reference direction) are not streamed yet: such a
+    # round is judged in memory, so a sharded validator never reaches another verdict.
+    uses_history = screening.ScreeningSpec.parse(spec.screening).uses_history()
+    if spec.root_data is not None or (previous is not None and uses_history):
         return in_memory()
     if round_ > 0 and previous is None:
         raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
@@ -1207,47 +1214,19 @@ def judge_round_streamed(
         q = aggregate_round(runner, files, exact, weights, cuts).aggregate
     else:
         q = np.zeros(layout.size, dtype=np.int32)
-    # From here on, judge_round's own steps: O(d), whatever the number of updates.
-    new_global = agg.apply_delta(global_model, fixed_deltas.dequantize_tensors(q, layout, fmt))
-    aggregate = codec.encode_model(new_global, task_id=task_id, round=round_ + 1)
-    aggregate_hash = codec.sha256_hex(aggregate)
-    aggregate_cid = compute_cid(aggregate)
-    entries = [
-        verdicts.VerdictEntry(
-            update_id=d.update_id,
-            contributor=ref_by_id[d.update_id].contributor,
-            content_hash=ref_by_id[d.update_id].content_hash,
-            cid=ref_by_id[d.update_id].cid,
-            num_samples=ref_by_id[d.update_id].num_samples,
-            verdict=d.verdict,
-            reason=d.reason if d.update_id in unavailable else public_text(d.reason),
-            score=d.score,
-        )
-        for d in decisions
-    ]
-    vf = verdicts.build(
+    # From here on, judge_round's own tail: O(d), whatever the number of updates.
+    return rounds.judgement_of(
         task_id=task_id,
-        round=round_,
+        round_=round_,
         rule=rule,
-        base_model_hash=base_hash,
-        aggregate_hash=aggregate_hash,
-        aggregate_cid=aggregate_cid,
-        entries=entries,
-        standing=screening.next_standing(
-            prior, decisions, {r.update_id: r.contributor for r in refs}
-        ),
-        norm_history=screening.next_norm_history(prior_norms, decisions, screen_spec),
-    )
-    vbytes = vf.to_bytes()
-    return rounds.Judgement(
-        verdict_file=vf,
-        verdict_bytes=vbytes,
-        verdict_cid=compute_cid(vbytes),
-        root=vf.root(),
-        aggregate=aggregate,
-        aggregate_hash=aggregate_hash,
-        aggregate_cid=aggregate_cid,
-        new_global=new_global,
+        screen_spec=screen_spec,
+        base_hash=base_hash,
+        new_global=agg.apply_delta(global_model, fixed_deltas.dequantize_tensors(q, layout, fmt)),
+        decisions=decisions,
+        refs=refs,
+        unavailable=unavailable,
+        prior=prior,
+        prior_norms=prior_norms,
         aggregate_tensor_root="0x" + troot.tensor_root(q).hex(),
     )
 
