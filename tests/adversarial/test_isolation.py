@@ -390,19 +390,19 @@ class Died(BaseException):
 def test_a_task_that_kills_the_worker_is_quarantined_after_a_few_restarts(
     ledger, store, dev_accounts, tmp_path, monkeypatch
 ):
-    import fedledger_backend.validator as validator_module
+    from fedledger.protocol import rounds as rounds_module
 
     victim = dev_accounts[1]
     evil = attacker_task_that_breaks_judging(ledger, store, dev_accounts[10], victim.address)
     sc = honest_round(ledger, store, dev_accounts)
-    real = validator_module.judge_round
+    real = rounds_module.judge_round  # the judge each new validator takes (ShardedSettings.judge)
 
     def dies_on_the_attacker_task(*args: Any, **kw: Any) -> Any:
         if kw["task_id"] == evil:
             raise Died
         return real(*args, **kw)
 
-    monkeypatch.setattr(validator_module, "judge_round", dies_on_the_attacker_task)
+    monkeypatch.setattr(rounds_module, "judge_round", dies_on_the_attacker_task)
     restarts = 0
     while ledger.current_round(sc.task_id) == 0:
         backend = backend_for(sc, victim, tmp_path / "v.db")  # a new worker process
