@@ -7,8 +7,6 @@ an error message.  Passwords come from a prompt or ``FEDLEDGER_PASSWORD``.
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +14,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from fedledger.errors import ConfigError, KeystoreError, NotFoundError
+from fedledger.errors import KeystoreError, NotFoundError
+from fedledger.keyfiles import NAME, check_name, write_private
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # scrypt cost for user keys (eth-account's default) and a cheaper one for throwaway dev keys.
 USER_SCRYPT_N = 2**18
 DEV_SCRYPT_N = 2**12
@@ -29,25 +27,6 @@ class KeyInfo:
     name: str
     address: str
     path: Path
-
-
-def _check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise ConfigError(
-            f"invalid key name {name!r}",
-            hint="use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit",
-        )
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def list_keys(keystore: Path) -> list[KeyInfo]:
@@ -73,7 +52,7 @@ def new_key(
     scrypt_n: int = USER_SCRYPT_N,
 ) -> KeyInfo:
     """Create (or import, with ``private_key``) a key and store it encrypted as ``<name>.json``."""
-    _check_name(name)
+    check_name(name)
     if not password:
         raise KeystoreError("refusing to create a keystore with an empty password")
     path = keystore / f"{name}.json"
@@ -83,14 +62,14 @@ def new_key(
         )
     acct = Account.from_key(private_key) if private_key is not None else Account.create()
     enc = Account.encrypt(acct.key, password, kdf="scrypt", iterations=scrypt_n)
-    _write_private(path, json.dumps(enc))
+    write_private(path, json.dumps(enc))
     return KeyInfo(name=name, address=acct.address, path=path)
 
 
 def find_key(keystore: Path, name_or_address: str) -> KeyInfo:
     """Find a keystore by its name or its address."""
     named = keystore / f"{name_or_address}.json"
-    if _NAME.match(name_or_address) and named.is_file():
+    if NAME.match(name_or_address) and named.is_file():
         # a name is its file's stem: no need to read every other keystore (1,000 clients' keys)
         try:
             address = to_checksum_address(json.loads(named.read_text())["address"])

@@ -23,8 +23,6 @@ before any work is done, so a hostile file cannot make the reader allocate gigab
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,8 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey
 from nacl.secret import SecretBox
 
-from fedledger.errors import ConfigError, KeystoreError, NotFoundError
+from fedledger.errors import KeystoreError, NotFoundError
+from fedledger.keyfiles import check_name, write_private
 
 __all__ = [
     "DEV_SCRYPT_N",
@@ -56,7 +55,6 @@ _R, _P = 8, 1
 _MAX_MEMORY = 1 << 30  # scrypt needs 128 * n * r * p bytes; refuse files asking for more
 _KIND = "fedledger-committee-key"
 _VERSION = 1
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SUBDIR = "committee"
 
 
@@ -160,25 +158,6 @@ def decrypt_key(doc: object, password: str, *, name: str = "committee key") -> P
     return key
 
 
-def _check_name(name: str) -> None:
-    if not _NAME.match(name):
-        raise ConfigError(
-            f"invalid key name {name!r}",
-            hint="use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit",
-        )
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def new_committee_key(
     keystore: Path,
     name: str,
@@ -188,14 +167,14 @@ def new_committee_key(
     scrypt_n: int = USER_SCRYPT_N,
 ) -> CommitteeKeyInfo:
     """Create (or import, with ``private_key``) an X25519 key as ``committee/<name>.json``."""
-    _check_name(name)
+    check_name(name)
     path = Path(keystore) / _SUBDIR / f"{name}.json"
     if path.exists():
         raise KeystoreError(
             f"a committee key named {name!r} already exists at {path}", hint="pick another name"
         )
     key = private_key if private_key is not None else PrivateKey.generate()
-    _write_private(path, json.dumps(encrypt_key(key, password, scrypt_n=scrypt_n), indent=2))
+    write_private(path, json.dumps(encrypt_key(key, password, scrypt_n=scrypt_n), indent=2))
     return CommitteeKeyInfo(name=name, public_key=bytes(key.public_key), path=path)
 
 
