@@ -1,4 +1,5 @@
-"""Timing helpers the benchmarks share (not a benchmark: `make bench` skips ``_*.py``)."""
+"""Timing helpers and fixtures the benchmarks share (not a benchmark: `make bench` skips
+``_*.py``)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,15 @@ def read_bandwidth(log2_floats: int = 28) -> float:
     big = np.ones(1 << log2_floats, dtype=np.float32)
     t, _ = best(lambda: np.asarray(big.sum()), 5)
     return big.nbytes / t
+
+
+SHAPES_5M: dict[str, tuple[int, ...]] = {
+    "embed.weight": (6000, 512),
+    "block0.fc1.weight": (2048, 512),
+    "block0.fc1.bias": (2048,),
+    "block0.fc2.weight": (512, 2048),
+    "block0.fc2.bias": (512,),
+    "head.weight": (10, 512),
+    "head.bias": (10,),
+}
+"""The benchmarks' 5M-parameter model (20 MB of float32): tensor names and shapes."""

@@ -56,19 +56,12 @@ from fedledger.protocol import aggregation as agg  # noqa: E402
 from fedledger.protocol import codec  # noqa: E402
 from fedledger.protocol.committee import open_envelope, seal  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import SHAPES_5M  # noqa: E402
+
 BASE = "0x" + "00" * 32
 WHO = "0x" + "11" * 20
 RECIPIENTS = 4
-# benchmarks/store.py's 5M-parameter model (20 MB of float32).
-SHAPES_5M = {
-    "embed.weight": (6000, 512),
-    "block0.fc1.weight": (2048, 512),
-    "block0.fc1.bias": (2048,),
-    "block0.fc2.weight": (512, 2048),
-    "block0.fc2.bias": (512,),
-    "head.weight": (10, 512),
-    "head.bias": (10,),
-}
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
@@ -194,7 +187,6 @@ def bench_chain_rounds(
     model: str, clients: int, rounds: int, chains: int, workdir: Path
 ) -> dict[str, float]:
     """(3): whole rounds of a public and a committee-encrypted task, chains alternating."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from experiments import chain_rounds  # the same round trip section (c) of experiments runs
 
     seconds: dict[str, list[float]] = {"public": [], "committee": []}

@@ -29,6 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import SHAPES_5M  # noqa: E402
+
 from fedledger.content.blockstore import Blockstore  # noqa: E402
 from fedledger.content.cid import compute_cid  # noqa: E402
 from fedledger.protocol import codec  # noqa: E402
@@ -78,16 +81,7 @@ def bench_hashing(mb: int, repeat: int) -> dict[str, float]:
 
 def five_million_params() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    shapes = {
-        "embed.weight": (6000, 512),
-        "block0.fc1.weight": (2048, 512),
-        "block0.fc1.bias": (2048,),
-        "block0.fc2.weight": (512, 2048),
-        "block0.fc2.bias": (512,),
-        "head.weight": (10, 512),
-        "head.bias": (10,),
-    }
-    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES_5M.items()}
 
 
 def bench_codec(repeat: int) -> dict[str, float]:
