@@ -512,7 +512,7 @@ def judge_round(
     layout = agg.TensorLayout.of(global_model)
     max_bytes = max_update_bytes(layout)
     sealing = None
-    if spec.privacy_policy().committee:
+    if privacy.committee:
         if committee_key is None:
             raise ConfigError(
                 f"task {task_id} is private (committee encryption): judging it needs a "
@@ -547,7 +547,7 @@ def judge_round(
     fixed = {c.update_id: q for c, q in judged if q is not None}
 
     history = None  # the previous round's step and updates (STALE, INCONSISTENT)
-    if previous is not None and screen_spec.uses_history() and not spec.privacy_policy().committee:
+    if previous is not None and screen_spec.uses_history() and not privacy.committee:
         history = prior_round.previous_history(store, previous, layout, fmt, max_bytes)
     root = reference.measure_round(store, spec, global_model)  # HARMFUL, on the root data
     decisions = screening.screen(

@@ -1159,8 +1159,8 @@ def judge_round_streamed(
     # The screen's history checks (STALE, INCONSISTENT: the previous round's updates) and the
     # root data set's signals (HARMFUL, the reference direction) are not streamed yet: such a
     # round is judged in memory, so a sharded validator never reaches another verdict.
-    uses_history = screening.ScreeningSpec.parse(spec.screening).uses_history()
-    if spec.root_data is not None or (previous is not None and uses_history):
+    screen_spec = screening.ScreeningSpec.parse(spec.screening)
+    if spec.root_data is not None or (previous is not None and screen_spec.uses_history()):
         return in_memory()
     if round_ > 0 and previous is None:
         raise ValueError(f"round {round_} needs round {round_ - 1}'s verdict file (its standing)")
@@ -1172,7 +1172,6 @@ def judge_round_streamed(
     prior = previous.standing if previous is not None else None
     prior_norms = previous.norm_history if previous is not None else None
     rule = agg.RuleSpec.parse(spec.aggregation).with_task_cap(max_samples)
-    screen_spec = screening.ScreeningSpec.parse(spec.screening)
     base_hash = (base_hash or codec.sha256_hex(base_model)).lower()
     global_model = codec.decode(base_model, kind="model", copy=False).tensors  # only read
     layout = agg.TensorLayout.of(global_model)
