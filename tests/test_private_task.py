@@ -211,3 +211,17 @@ def test_a_relayed_private_update_is_sealed_and_a_misaddressed_envelope_is_refus
 
         statuses = [r.status for r in s.query(ContributionRow).all()]
     assert statuses == ["ACCEPTED"] * 4
+
+
+def test_a_validator_registering_an_unusable_key_breaks_nobodys_sealing(private) -> None:
+    sc, keys, backends = private
+    backends[0].run_pass()  # validator 0 registers its real key
+    # validator 1 (anyone the owner made a validator) registers the zero key instead of its own
+    sc.as_(sc.validators[1]).set_encryption_key(sc.task_id, bytes(32))
+    st = sc.state()
+    assert st.committee == (bytes(keys[0].public_key),)  # the zero key is left out
+    required = required_recipients(sc.ledger, st.spec, sc.task_id)
+    assert [k for _, k in required] == [frozenset(st.committee)]  # nobody must seal to zero
+    uid, _ = _submit(sc, 0)  # sealing still works, to the usable key
+    rec = next(r for r in sc.ledger.update_records(sc.task_id, 0) if r.update_id == uid)
+    assert committee.read_header(sc.store.get(rec.cid)).key_ids == st.committee

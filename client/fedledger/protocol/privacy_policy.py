@@ -119,8 +119,8 @@ def declared_dp_problem(dp: DPPolicy, metadata: Mapping[str, str]) -> str | None
             f"the task requires client-level DP (clip {dp.clip_norm:g}, noise multiplier "
             f"{dp.noise_multiplier:g}) and the update declares none"
         )
-    if not (math.isfinite(clip) and math.isfinite(noise)):
-        return "the update declares non-finite DP parameters"
+    if not (math.isfinite(clip) and math.isfinite(noise) and clip > 0):
+        return f"the update declares DP clip {clip:g} and noise multiplier {noise:g}: not valid DP parameters"
     if clip > dp.clip_norm * (1 + 1e-9) or noise < dp.noise_multiplier * (1 - 1e-9):
         return (
             f"the update declares DP clip {clip:g} and noise multiplier {noise:g}; the task "
